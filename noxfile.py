@@ -1,0 +1,48 @@
+"""Sessions: ``nox -s tests typecheck`` (what CI runs), ``lint``.
+
+Torch is installed before the project so that pip never resolves ``torch`` on
+its own (a bare requirement pulls the newest CUDA build, several GB). The
+default is the CPU wheel ``torch==2.13.0``; GPU users set ``DCEM_TORCH`` to
+the requirement of their build (e.g. ``DCEM_TORCH="torch==2.13.0"`` with
+``PIP_INDEX_URL`` pointing at their CUDA index), or ``DCEM_TORCH=skip`` to
+keep whatever torch the environment has (with ``--no-venv``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["tests", "typecheck", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+TORCH = os.environ.get("DCEM_TORCH", "torch==2.13.0")
+
+
+def install(session: nox.Session, *extras: str) -> None:
+    """Torch first, then the project (editable) with ``extras``."""
+    if TORCH != "skip":
+        session.install(TORCH)
+    session.install("-e", f".[{','.join(extras)}]" if extras else ".")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (Hypothesis profile ``ci``; ``-- --hypothesis-profile=thorough`` for more)."""
+    install(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """``mypy --strict`` on impl/, reference/ (and validation/)."""
+    install(session, "test", "dev")
+    session.run("mypy", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", ".", *session.posargs)
