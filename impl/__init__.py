@@ -1,0 +1,1 @@
+"""DCEM: the differentiable cross-entropy method in PyTorch."""

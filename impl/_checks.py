@@ -1,0 +1,59 @@
+"""Argument validation shared by the public functions.
+
+Every check runs on the host, on Python values or tensor metadata (shape,
+dtype, device), so none of them synchronizes with an accelerator. Checks on
+tensor *values* live with their callers, behind an explicit ``validate`` flag.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch import Tensor
+
+
+def require_int(name: str, value: object) -> int:
+    """Return ``value`` as an int; ``TypeError`` for non-integers and bools."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
+def require_real(name: str, value: object) -> float:
+    """Return ``value`` as a float; ``TypeError`` for non-real values and bools."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def require_finite_real(name: str, value: object, *, minimum: float, strict: bool) -> float:
+    """A finite real number ``> minimum`` (strict) or ``>= minimum``."""
+    number = require_real(name, value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {number!r}")
+    if number < minimum or (strict and number == minimum):
+        relation = ">" if strict else ">="
+        raise ValueError(f"{name} must be {relation} {minimum}, got {number!r}")
+    return number
+
+
+def require_floating_tensor(name: str, value: object) -> Tensor:
+    """A tensor with a floating-point dtype."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not value.dtype.is_floating_point:
+        raise TypeError(f"{name} must have a floating-point dtype, got {value.dtype}")
+    return value
+
+
+def require_broadcastable(name: str, shape: torch.Size, target: torch.Size) -> None:
+    """``shape`` must broadcast to exactly ``target`` (NumPy rules, right-aligned)."""
+    fits = len(shape) <= len(target) and all(
+        size in (1, goal) for size, goal in zip(reversed(shape), reversed(target), strict=False)
+    )
+    if not fits:
+        raise ValueError(
+            f"{name} has shape {tuple(shape)}, which does not broadcast to {tuple(target)}"
+        )

@@ -1,0 +1,379 @@
+"""CEM and the differentiable cross-entropy method (DCEM), batched (spec/cem.md).
+
+``dcem(f, init_mean, init_std, ...)`` runs Algorithm 1 on ``B`` independent
+problems at once. Each iteration samples ``X = clip(μ + σ ⊙ ε, lb, ub)``
+(CEM-2), evaluates ``f``, selects elites with a hard top-k (CEM-4, plain CEM)
+or the soft LML top-k (CEM-5, DCEM), and refits the diagonal Gaussian
+(CEM-6, Props. 1 and 3). With ``tau > 0`` every output is differentiable in
+``f``'s parameters, ``init_mean`` and ``init_std`` (CEM-17).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from impl._checks import (
+    require_broadcastable,
+    require_finite_real,
+    require_floating_tensor,
+    require_int,
+    require_real,
+)
+from impl.gaussian import weighted_gaussian_fit
+from impl.selection import Selection, hard_weights, soft_weights
+
+DEFAULT_STD_MIN = 1e-6
+"""Default σ floor (CEM-11): below it a float32 sample of magnitude up to 8
+(ulp 9.5e-7) no longer moves, so the distribution has collapsed anyway."""
+
+Objective = Callable[[Tensor], Tensor]
+"""``f``: candidates ``(B, N, d)`` → values ``(B, N)``, lower is better."""
+
+
+@dataclass(frozen=True)
+class DCEMResult:
+    """What ``dcem`` returns (CEM-15). Shapes for a batch of ``B`` problems;
+    a single problem given as ``(d,)`` drops the batch dimension.
+
+    Attributes:
+        x: ``(B, d)`` the returned point, ``mean`` or ``best_x`` (CEM-16).
+        mean: ``(B, d)`` the final mean ``μ_{T+1}``.
+        std: ``(B, d)`` the final standard deviation ``σ_{T+1}``.
+        best_x: ``(B, d)`` the lowest-valued sample seen.
+        best_value: ``(B,)`` its value (``+∞`` if no finite value was seen).
+        n_iter: ``(B,)`` int64, iterations run per problem (CEM-13).
+        converged: ``(B,)`` bool, whether the problem met ``tol`` (CEM-13).
+    """
+
+    x: Tensor
+    mean: Tensor
+    std: Tensor
+    best_x: Tensor
+    best_value: Tensor
+    n_iter: Tensor
+    converged: Tensor
+
+
+@dataclass(frozen=True)
+class DCEMStep:
+    """One iteration as seen by the ``callback`` (CEM-21); always batched.
+
+    Attributes:
+        iteration: the iteration index, from 0.
+        samples: ``(B, N, d)`` the candidates ``X_t`` (after clipping).
+        values: ``(B, N)`` their values ``f(X_t)``.
+        weights: ``(B, N)`` the elite weights ``I_t`` the update used; zero
+            for a problem not updated in this iteration.
+        mean: ``(B, d)`` the mean after this iteration's update.
+        std: ``(B, d)`` the standard deviation after the update.
+        active: ``(B,)`` bool, the problems that ran this iteration.
+    """
+
+    iteration: int
+    samples: Tensor
+    values: Tensor
+    weights: Tensor
+    mean: Tensor
+    std: Tensor
+    active: Tensor
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The validated scalar options of one call."""
+
+    n_sample: int
+    n_elite: int
+    n_iter: int
+    tau: float | None  # None: hard selection
+    normalize: bool
+    std_min: float
+    tol: float | None
+    output: Literal["mean", "best"]
+
+
+def dcem(
+    f: Objective,
+    init_mean: Tensor,
+    init_std: Tensor | float,
+    *,
+    n_sample: int = 100,
+    n_elite: int = 10,
+    n_iter: int = 10,
+    tau: float | None = 1.0,
+    lb: Tensor | float | None = None,
+    ub: Tensor | float | None = None,
+    normalize: bool = True,
+    std_min: float = DEFAULT_STD_MIN,
+    tol: float | None = None,
+    output: Literal["mean", "best"] = "mean",
+    generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
+    callback: Callable[[DCEMStep], None] | None = None,
+    validate: bool | None = None,
+) -> DCEMResult:
+    """Minimize ``f`` with DCEM (``tau > 0``) or CEM (``tau`` None or 0).
+
+    Args:
+        f: candidates ``(B, N, d)`` → values ``(B, N)``; lower is better.
+            Non-finite values rank worst (CEM-12).
+        init_mean: ``μ_0``, ``(B, d)`` or ``(d,)`` for a single problem.
+        init_std: ``σ_0``, a number or a tensor broadcastable to ``init_mean``.
+        n_sample: ``N``, candidates per iteration.
+        n_elite: ``k``, elites per iteration, ``0 < k < N``.
+        n_iter: ``T``, iterations, ``≥ 1``.
+        tau: LML temperature; ``None`` or ``0`` is plain CEM (hard top-k).
+        lb, ub: box bounds (number or tensor broadcastable to ``init_mean``);
+            samples are clipped to them (CEM-10).
+        normalize: standardize values per problem and iteration (CEM-3).
+        std_min: the σ floor (CEM-11).
+        tol: per-problem convergence threshold (CEM-13); ``None`` runs all
+            ``T`` iterations.
+        output: ``"mean"`` returns the final mean, ``"best"`` the best sample.
+        generator: source of the sampling noise.
+        noise: pre-drawn standard-normal noise ``(T, B, N, d)`` (``(T, N, d)``
+            for a single problem); overrides ``generator``.
+        callback: called with a ``DCEMStep`` after every iteration (CEM-21).
+        validate: check tensor values (``init_std ≥ 0``, finite inputs,
+            ``lb < ub``); ``None`` checks only on the CPU, where it costs no
+            device synchronization (CEM-22).
+
+    Returns:
+        A ``DCEMResult`` (CEM-15).
+    """
+    settings = _settings(n_sample, n_elite, n_iter, tau, normalize, std_min, tol, output)
+    require_floating_tensor("init_mean", init_mean)
+    if init_mean.dim() not in (1, 2) or init_mean.shape[-1] == 0:
+        raise ValueError(
+            f"init_mean must have shape (B, d) or (d,) with d >= 1, got {tuple(init_mean.shape)}"
+        )
+    single = init_mean.dim() == 1
+    device, in_dtype = init_mean.device, init_mean.dtype
+    dtype = torch.promote_types(in_dtype, torch.float32)  # half inputs: float32 state
+    mean = (init_mean.unsqueeze(0) if single else init_mean).to(dtype)
+    batch, dim = mean.shape
+    std = _broadcast_operand("init_std", init_std, init_mean.shape, mean, dtype)
+    lower = None if lb is None else _broadcast_operand("lb", lb, init_mean.shape, mean, dtype)
+    upper = None if ub is None else _broadcast_operand("ub", ub, init_mean.shape, mean, dtype)
+    if isinstance(lb, (int, float)) and isinstance(ub, (int, float)) and not lb < ub:
+        raise ValueError(f"the bounds must satisfy lb < ub; got lb={lb}, ub={ub}")
+    draws = _check_noise(noise, settings, single, batch, dim, device)
+    _check_generator(generator, device)
+    if validate or (validate is None and device.type == "cpu"):
+        _validate_values(mean, std, lower, upper)
+
+    shape = (batch, settings.n_sample, dim)
+    best_x = _clip(mean, lower, upper)
+    best_value = torch.full((batch,), torch.inf, dtype=dtype, device=device)
+    active = torch.ones(batch, dtype=torch.bool, device=device)
+    converged = torch.zeros(batch, dtype=torch.bool, device=device)
+    used = torch.zeros(batch, dtype=torch.int64, device=device)
+    for iteration in range(settings.n_iter):
+        if draws is None:
+            eps = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        else:
+            eps = draws[iteration]
+        samples = _clip(mean.unsqueeze(1) + std.unsqueeze(1) * eps, lower, upper)
+        values = _evaluate(f, samples.to(in_dtype), (batch, settings.n_sample)).to(dtype)
+        finite = torch.isfinite(values)
+        selection = _select(values, finite, settings)
+        new_mean, new_std = weighted_gaussian_fit(
+            samples, selection.weights, settings.n_elite, settings.std_min
+        )
+        applied = active & selection.valid
+
+        ranked = torch.where(finite, values, torch.inf)
+        lowest, index = ranked.min(-1)
+        better = active & (lowest < best_value)
+        best_value = torch.where(better, lowest, best_value)
+        candidate = samples[torch.arange(batch, device=device), index]
+        best_x = torch.where(better.unsqueeze(-1), candidate, best_x)
+
+        if settings.tol is not None:
+            moved = torch.maximum((new_mean - mean).abs().amax(-1), (new_std - std).abs().amax(-1))
+            newly_converged = applied & (moved <= settings.tol)
+        mean = torch.where(applied.unsqueeze(-1), new_mean, mean)
+        std = torch.where(applied.unsqueeze(-1), new_std, std)
+        used = used + active.to(torch.int64)
+        if callback is not None:
+            callback(
+                DCEMStep(
+                    iteration,
+                    samples,
+                    values,
+                    selection.weights * applied.unsqueeze(-1),
+                    mean,
+                    std,
+                    active,
+                )
+            )
+        if settings.tol is not None:
+            converged = converged | newly_converged
+            active = active & ~newly_converged
+
+    point = mean if settings.output == "mean" else best_x
+    fields = (point, mean, std, best_x)
+    x, mean_out, std_out, best_out = (t.to(in_dtype) for t in fields)
+    result = DCEMResult(x, mean_out, std_out, best_out, best_value.to(in_dtype), used, converged)
+    return _squeeze(result) if single else result
+
+
+def _settings(
+    n_sample: object,
+    n_elite: object,
+    n_iter: object,
+    tau: object,
+    normalize: object,
+    std_min: object,
+    tol: object,
+    output: object,
+) -> _Settings:
+    """Validate the scalar options (CEM-22)."""
+    n_sample = require_int("n_sample", n_sample)
+    n_elite = require_int("n_elite", n_elite)
+    n_iter = require_int("n_iter", n_iter)
+    if not 0 < n_elite < n_sample:
+        raise ValueError(
+            "n_elite must satisfy 0 < n_elite < n_sample; "
+            f"got n_elite={n_elite}, n_sample={n_sample}"
+        )
+    if n_iter < 1:
+        raise ValueError(f"n_iter must be >= 1, got {n_iter}")
+    temperature = None if tau is None else require_finite_real("tau", tau, minimum=0, strict=False)
+    if not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be a bool, got {normalize!r}")
+    floor = require_finite_real("std_min", std_min, minimum=0, strict=False)
+    threshold = None if tol is None else require_finite_real("tol", tol, minimum=0, strict=False)
+    if output not in ("mean", "best"):
+        raise ValueError(f'output must be "mean" or "best", got {output!r}')
+    return _Settings(
+        n_sample=n_sample,
+        n_elite=n_elite,
+        n_iter=n_iter,
+        tau=temperature or None,  # tau == 0 is plain CEM
+        normalize=normalize,
+        std_min=floor,
+        tol=threshold,
+        output="mean" if output == "mean" else "best",
+    )
+
+
+def _broadcast_operand(
+    name: str, value: Tensor | float, target: torch.Size, mean: Tensor, dtype: torch.dtype
+) -> Tensor:
+    """A number or tensor broadcastable to ``init_mean``'s shape, as ``(B, d)``."""
+    if isinstance(value, Tensor):
+        require_floating_tensor(name, value)
+        require_broadcastable(name, value.shape, target)
+        if value.device != mean.device:
+            raise ValueError(f"{name} is on {value.device}, init_mean on {mean.device}")
+        tensor = value.to(dtype)
+    else:
+        number = require_real(name, value)
+        tensor = torch.tensor(number, dtype=dtype, device=mean.device)
+    return tensor.expand(target).reshape(mean.shape)
+
+
+def _check_noise(
+    noise: Tensor | None,
+    settings: _Settings,
+    single: bool,
+    batch: int,
+    dim: int,
+    device: torch.device,
+) -> Tensor | None:
+    """``noise`` must be ``(T, B, N, d)``, or ``(T, N, d)`` for a single problem."""
+    if noise is None:
+        return None
+    require_floating_tensor("noise", noise)
+    expected = (settings.n_iter, batch, settings.n_sample, dim)
+    given = (noise.shape[0], 1, *noise.shape[1:]) if single and noise.dim() == 3 else noise.shape
+    if tuple(given) != expected:
+        wanted = (settings.n_iter, settings.n_sample, dim) if single else expected
+        raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {wanted}")
+    if noise.device != device:
+        raise ValueError(f"noise is on {noise.device}, init_mean on {device}")
+    return noise.reshape(expected)
+
+
+def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
+    """The generator must draw on ``init_mean``'s device (CEM-20)."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    source = torch.device(generator.device)
+    if source.type != device.type or (
+        source.index is not None and device.index is not None and source.index != device.index
+    ):
+        raise ValueError(f"generator is on {source}, init_mean on {device}")
+
+
+def _validate_values(mean: Tensor, std: Tensor, lower: Tensor | None, upper: Tensor | None) -> None:
+    """Value checks of CEM-22 (each one a host synchronization on accelerators)."""
+    if not bool(torch.isfinite(mean).all()):
+        raise ValueError("init_mean contains non-finite values")
+    if not bool(torch.isfinite(std).all()) or bool((std < 0).any()):
+        raise ValueError(f"init_std must be finite and >= 0; its minimum is {std.min().item()}")
+    if lower is not None and upper is not None and not bool((lower < upper).all()):
+        gap = (upper - lower).min().item()
+        raise ValueError(f"the bounds must satisfy lb < ub elementwise; min(ub - lb) = {gap}")
+
+
+def _clip(samples: Tensor, lower: Tensor | None, upper: Tensor | None) -> Tensor:
+    """Clip ``(B, N, d)`` or ``(B, d)`` samples to ``(B, d)`` bounds (CEM-10)."""
+    if lower is None and upper is None:
+        return samples
+    if samples.dim() == 3:
+        lower = None if lower is None else lower.unsqueeze(1)
+        upper = None if upper is None else upper.unsqueeze(1)
+    return torch.clamp(samples, min=lower, max=upper)
+
+
+def _evaluate(f: Objective, candidates: Tensor, shape: tuple[int, int]) -> Tensor:
+    """Call ``f`` and check its output (CEM-1, CEM-22)."""
+    values = f(candidates)
+    if not isinstance(values, Tensor):
+        raise TypeError(f"f must return a torch.Tensor of values, got {type(values).__name__}")
+    if tuple(values.shape) != shape:
+        raise ValueError(
+            f"f returned values of shape {tuple(values.shape)}; expected {shape} "
+            f"(one value per candidate of the {tuple(candidates.shape)} input)"
+        )
+    if not values.dtype.is_floating_point:
+        raise TypeError(f"f must return floating-point values, got {values.dtype}")
+    if values.device != candidates.device:
+        raise ValueError(
+            f"f returned values on {values.device}, candidates are on {candidates.device}"
+        )
+    return values
+
+
+def _select(values: Tensor, finite: Tensor, settings: _Settings) -> Selection:
+    """Hard (CEM-4) or soft (CEM-5) elite weights."""
+    if settings.tau is None:
+        return hard_weights(values, finite, settings.n_elite)
+    return soft_weights(values, finite, settings.n_elite, settings.tau, settings.normalize)
+
+
+def _squeeze(result: DCEMResult) -> DCEMResult:
+    """Drop the batch dimension of a single problem (CEM-1)."""
+    return DCEMResult(
+        *(
+            field.squeeze(0)
+            for field in (
+                result.x,
+                result.mean,
+                result.std,
+                result.best_x,
+                result.best_value,
+                result.n_iter,
+                result.converged,
+            )
+        )
+    )

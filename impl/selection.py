@@ -1,0 +1,88 @@
+"""Elite selection of CEM and DCEM: value normalization, hard and soft top-k.
+
+Shapes: values ``v`` are ``(B, N)`` (B problems, N samples each); weights
+have the same shape and sum to ``k`` over each row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from impl.lml import lml
+
+VALUE_NORM_EPS = 1e-6
+"""Added to the standard deviation when normalizing values (CEM-3); the
+paper's constant (sect. 3, "we usually also normalize the values")."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The outcome of one selection step.
+
+    Attributes:
+        weights: ``(B, N)`` elite weights, each row summing to ``k`` (for
+            rows marked ``valid``).
+        valid: ``(B,)`` bool, whether the row had enough finite values for
+            the update to be applied (CEM-12).
+    """
+
+    weights: Tensor
+    valid: Tensor
+
+
+def normalize_values(values: Tensor, finite: Tensor) -> Tensor:
+    """Standardize each row over its finite entries (CEM-3).
+
+    ``ṽ = (v − mean) / (std + VALUE_NORM_EPS)`` with the mean and the unbiased
+    standard deviation of the finite entries of the row. The statistics are
+    taken on ``v / m`` with ``m`` the row's largest finite magnitude, as
+    ``ṽ = (u − mean(u)) / (std(u) + VALUE_NORM_EPS / m)`` with ``u = v / m``:
+    the same number, without overflow for huge finite values. Non-finite
+    entries come out as 0 (callers mask them). Differentiable, with finite
+    gradients also when a row is constant (its standard deviation is 0).
+
+    Args:
+        values: ``(B, N)``.
+        finite: ``(B, N)`` bool, ``torch.isfinite(values)``.
+    """
+    count = finite.sum(-1, keepdim=True).to(values.dtype)
+    safe = torch.where(finite, values, 0)
+    magnitude = safe.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(values.dtype).tiny)
+    unit = safe / magnitude
+    mean = unit.sum(-1, keepdim=True) / count.clamp_min(1)
+    deviation = torch.where(finite, unit - mean, 0)
+    variance = (deviation * deviation).sum(-1, keepdim=True) / (count - 1).clamp_min(1)
+    positive = variance > 0
+    std = torch.where(positive, torch.sqrt(torch.where(positive, variance, 1)), 0)
+    return deviation / (std + VALUE_NORM_EPS / magnitude)
+
+
+def hard_weights(values: Tensor, finite: Tensor, k: int) -> Selection:
+    """The indicator of the ``k`` lowest finite values of each row (CEM-4, eq. 2).
+
+    Non-finite values rank after every finite one (CEM-12). One batched
+    ``topk`` and one ``scatter``: no loop over the batch.
+    """
+    ranked = torch.where(finite, values, torch.inf)
+    index = torch.topk(ranked, k, dim=-1, largest=False).indices
+    weights = torch.zeros_like(values).scatter_(-1, index, 1.0)
+    valid = finite.sum(-1) >= k
+    return Selection(weights=weights, valid=valid)
+
+
+def soft_weights(values: Tensor, finite: Tensor, k: int, tau: float, normalize: bool) -> Selection:
+    """The soft top-k of the lowest values, ``Π_L(−ṽ/τ)`` (CEM-5, eq. 5).
+
+    Non-finite values enter the projection as ``−∞`` and get weight exactly 0
+    (LML-15). Rows with at most ``k`` finite values cannot be projected; they
+    are marked invalid and their scores replaced by zeros so that neither the
+    forward nor the backward pass produces NaN (CEM-12).
+    """
+    scores = -(normalize_values(values, finite) if normalize else torch.where(finite, values, 0))
+    valid = finite.sum(-1) > k
+    scores = torch.where(finite, scores, -torch.inf)
+    scores = torch.where(valid.unsqueeze(-1), scores, 0)
+    return Selection(weights=lml(scores, k, tau), valid=valid)
