@@ -1,0 +1,1 @@
+"""The test suite: Hypothesis properties of impl against reference and the spec."""

@@ -1,0 +1,355 @@
+"""Properties of impl.lml.lml against the reference and spec/lml.md."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from impl.lml import NEWTON_STEPS, POLISH_STEPS, lml
+from reference.lml import (
+    hard_topk_indicator,
+    lml_bisect,
+    lml_cvxpy,
+    lml_jacobian,
+    lml_threshold,
+    lml_vjp,
+)
+from tests.strategies import LMLProblem, gapped_problems, lml_problems
+
+ACCURACY = {torch.float32: 1e-6, torch.float64: 1e-12}  # LML-4
+EPS = {
+    torch.float32: float(torch.finfo(torch.float32).eps),
+    torch.float64: float(np.finfo(np.float64).eps),
+}
+DTYPES = [torch.float32, torch.float64]
+
+
+def run(problem: LMLProblem, dtype: torch.dtype) -> np.ndarray:
+    """impl.lml on ``problem`` in ``dtype``, back as float64 NumPy."""
+    x = torch.from_numpy(problem.x).to(dtype)
+    return lml(x, problem.k, problem.tau).double().numpy()
+
+
+def ref(problem: LMLProblem) -> np.ndarray:
+    return lml_bisect(problem.x, problem.k, problem.tau)
+
+
+@pytest.mark.spec("LML-2", "LML-4")
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(problem=lml_problems())
+def test_matches_the_bisection_reference(problem: LMLProblem, dtype: torch.dtype) -> None:
+    error = np.abs(run(problem, dtype) - ref(problem)).max()
+    assert error <= ACCURACY[dtype], f"max error {error:.3e}"
+
+
+@pytest.mark.spec("LML-4", "LML-19")
+@given(problem=lml_problems(max_n=600, max_batch=1))
+def test_accuracy_on_long_rows(problem: LMLProblem) -> None:
+    error = np.abs(run(problem, torch.float32) - ref(problem)).max()
+    assert error <= ACCURACY[torch.float32], f"max error {error:.3e}"
+
+
+@pytest.mark.spec("LML-1")
+@given(problem=lml_problems(max_n=12, max_batch=1, max_scaled=20.0))
+def test_cvxpy_solution_of_eq4_agrees(problem: LMLProblem) -> None:
+    row = problem.x[0]
+    direct = lml_cvxpy(row, problem.k, problem.tau)
+    assert np.abs(direct - lml_bisect(row, problem.k, problem.tau)).max() <= 1e-6
+    assert np.abs(direct - run(problem, torch.float64)[0]).max() <= 1e-6
+
+
+@pytest.mark.spec("LML-2")
+@given(problem=lml_problems(max_scaled=50.0))
+def test_output_has_the_kkt_form(problem: LMLProblem) -> None:
+    # One threshold t per row explains every entry: y_i = σ((x_i − t)/τ).
+    y = run(problem, torch.float64)
+    t = lml_threshold(problem.x, problem.k, problem.tau)
+    implied = 1.0 / (1.0 + np.exp(-(problem.x - t[:, None]) / problem.tau))
+    assert np.abs(y - implied).max() <= 1e-12
+
+
+@pytest.mark.spec("LML-3")
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(problem=lml_problems(max_n=300))
+def test_feasible(problem: LMLProblem, dtype: torch.dtype) -> None:
+    y = run(problem, dtype)
+    assert (y >= 0).all() and (y <= 1).all()
+    slack = np.abs(y.sum(-1) - problem.k).max()
+    assert slack <= 2 * problem.n * EPS[dtype], f"|Σy − k| = {slack:.3e}"
+
+
+@pytest.mark.spec("LML-5")
+@given(problem=lml_problems(max_batch=6), lead=st.sampled_from([(), (1,), (2, 3)]))
+def test_rows_are_independent_problems(problem: LMLProblem, lead: tuple[int, ...]) -> None:
+    x = torch.from_numpy(problem.x).float()
+    batched = lml(x, problem.k, problem.tau)
+    for i in range(x.shape[0]):
+        alone = lml(x[i : i + 1], problem.k, problem.tau)
+        assert (batched[i : i + 1] - alone).abs().max() <= ACCURACY[torch.float32]
+    shaped = x[0].expand(*lead, problem.n) if lead else x[0]
+    out = lml(shaped, problem.k, problem.tau)
+    assert out.shape == shaped.shape
+    flat = out.reshape(-1, problem.n)
+    assert (flat - batched[0]).abs().max() <= ACCURACY[torch.float32]
+
+
+@pytest.mark.spec("LML-6")
+@given(problem=lml_problems(), data=st.data())
+def test_permutation_equivariant(problem: LMLProblem, data: st.DataObject) -> None:
+    perm = np.array(data.draw(st.permutations(range(problem.n))))
+    shuffled = LMLProblem(problem.x[:, perm], problem.k, problem.tau)
+    assert np.abs(run(shuffled, torch.float32) - run(problem, torch.float32)[:, perm]).max() <= 2e-6
+
+
+@pytest.mark.spec("LML-7")
+@given(problem=lml_problems(), shift=st.integers(-1000, 1000))
+def test_shift_invariant(problem: LMLProblem, shift: int) -> None:
+    # Float32-representable x plus an integer multiple of a power of two near τ
+    # is exact in float64.
+    c = shift * 2.0 ** math.floor(math.log2(problem.tau))
+    moved = LMLProblem(problem.x + c, problem.k, problem.tau)
+    assert np.abs(run(moved, torch.float64) - run(problem, torch.float64)).max() <= 2e-12
+
+
+@pytest.mark.spec("LML-8")
+@given(problem=lml_problems(), power=st.integers(-20, 20))
+def test_scale_covariant(problem: LMLProblem, power: int) -> None:
+    alpha = 2.0**power
+    scaled = LMLProblem(problem.x * alpha, problem.k, problem.tau * alpha)
+    assert np.abs(run(scaled, torch.float32) - run(problem, torch.float32)).max() <= 2e-6
+
+
+@pytest.mark.spec("LML-9")
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(problem=lml_problems(), repeats=st.integers(1, 5))
+def test_order_preserved_and_ties_equal(
+    problem: LMLProblem, dtype: torch.dtype, repeats: int
+) -> None:
+    n_dup = min(repeats, problem.n - 1)
+    x = np.concatenate([problem.x, problem.x[:, :n_dup]], axis=-1)  # guaranteed ties
+    y = run(LMLProblem(x, problem.k, problem.tau), dtype)
+    order = np.argsort(x, axis=-1, kind="stable")
+    assert (np.diff(np.take_along_axis(y, order, -1), axis=-1) >= -EPS[dtype]).all()
+    assert (np.abs(y[:, -n_dup:] - y[:, :n_dup]) <= EPS[dtype]).all()
+
+
+@pytest.mark.spec("LML-10")
+@given(problem=lml_problems())
+def test_complement_symmetry(problem: LMLProblem) -> None:
+    flipped = LMLProblem(-problem.x, problem.n - problem.k, problem.tau)
+    assert np.abs(run(problem, torch.float64) - (1 - run(flipped, torch.float64))).max() <= 2e-12
+
+
+@pytest.mark.spec("LML-11")
+@given(draw=gapped_problems(), divisor=st.floats(1.0, 200.0))
+def test_prop2_small_temperature_gives_hard_topk(
+    draw: tuple[np.ndarray, int, float], divisor: float
+) -> None:
+    x, k, gap = draw
+    tau = gap / divisor
+    n = x.size
+    bound = max(k, n - k) * math.exp(-gap / (2 * tau))
+    y = lml(torch.from_numpy(x), k, tau).numpy()
+    assert np.abs(y - hard_topk_indicator(x, k)).max() <= bound + 1e-12
+    if bound < EPS[torch.float64] / 4:  # below half an ulp under 1: exactly 1
+        assert (y[hard_topk_indicator(x, k) == 1] == 1).all()
+
+
+@pytest.mark.spec("LML-12")
+@given(problem=lml_problems(max_scaled=50.0), seed=st.integers(0, 2**16))
+def test_vjp_matches_the_closed_form(problem: LMLProblem, seed: int) -> None:
+    x = torch.from_numpy(problem.x).requires_grad_()
+    g = torch.from_numpy(np.random.default_rng(seed).standard_normal(problem.x.shape))
+    (grad,) = torch.autograd.grad(lml(x, problem.k, problem.tau), x, g)
+    expected = lml_vjp(ref(problem), g.numpy(), problem.tau)
+    scale = np.abs(g.numpy()).max() / problem.tau
+    assert np.abs(grad.numpy() - expected).max() <= 1e-10 * scale
+
+
+@pytest.mark.spec("LML-12")
+@given(problem=lml_problems(max_n=10, max_batch=1, max_scaled=8.0), seed=st.integers(0, 2**16))
+def test_vjp_matches_finite_differences_of_the_reference(problem: LMLProblem, seed: int) -> None:
+    row, k, tau = problem.x[0], problem.k, problem.tau
+    g = np.random.default_rng(seed).standard_normal(row.size)
+    step = 1e-5 * tau
+    numeric = np.empty(row.size)
+    for i in range(row.size):
+        e = np.zeros(row.size)
+        e[i] = step
+        numeric[i] = g @ (lml_bisect(row + e, k, tau) - lml_bisect(row - e, k, tau)) / (2 * step)
+    x = torch.from_numpy(row).requires_grad_()
+    (grad,) = torch.autograd.grad(lml(x, k, tau), x, torch.from_numpy(g))
+    assert np.abs(grad.numpy() - numeric).max() <= 1e-6 * np.abs(g).max() / tau
+
+
+@pytest.mark.spec("LML-12")
+def test_backward_saves_only_the_output() -> None:
+    x = torch.randn(4, 50, requires_grad=True)
+    y = lml(x, 5, 0.5)
+    saved = y.grad_fn.saved_tensors  # type: ignore[union-attr]
+    assert len(saved) == 1 and saved[0].shape == y.shape and torch.equal(saved[0], y)
+
+
+@pytest.mark.spec("LML-13")
+@given(problem=lml_problems(max_n=16, max_batch=1, max_scaled=30.0))
+def test_jacobian_symmetric_psd_and_kills_constants(problem: LMLProblem) -> None:
+    x = torch.from_numpy(problem.x[0])
+    jac = torch.autograd.functional.jacobian(lambda v: lml(v, problem.k, problem.tau), x).numpy()
+    expected = lml_jacobian(lml_bisect(problem.x[0], problem.k, problem.tau), problem.tau)
+    scale = 1.0 / problem.tau
+    assert np.abs(jac - expected).max() <= 1e-10 * scale
+    assert np.abs(jac - jac.T).max() <= 1e-12 * scale
+    assert np.linalg.eigvalsh(0.5 * (jac + jac.T)).min() >= -1e-10 * scale
+    assert np.abs(jac @ np.ones(problem.n)).max() <= 1e-12 * scale
+
+
+@pytest.mark.spec("LML-14")
+@given(problem=lml_problems(max_n=8, max_batch=2, max_scaled=10.0))
+def test_gradcheck_and_gradgradcheck(problem: LMLProblem) -> None:
+    x = torch.from_numpy(problem.x).requires_grad_()
+
+    def fn(v: torch.Tensor) -> torch.Tensor:
+        return lml(v, problem.k, problem.tau)
+
+    assert torch.autograd.gradcheck(fn, (x,), eps=1e-6 * problem.tau, atol=1e-6, rtol=1e-4)
+    assert torch.autograd.gradgradcheck(fn, (x,), eps=1e-6 * problem.tau, atol=1e-5, rtol=1e-3)
+
+
+@pytest.mark.spec("LML-15")
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(problem=lml_problems(max_n=24, max_batch=1), data=st.data())
+def test_infinite_entries(problem: LMLProblem, dtype: torch.dtype, data: st.DataObject) -> None:
+    n, k = problem.n, problem.k
+    row = problem.x[0].copy()
+    n_pos = data.draw(st.integers(0, k - 1))  # keeps the k-th largest finite
+    n_neg = data.draw(st.integers(0, n - k - 1))  # keeps the (k+1)-th largest finite
+    where = data.draw(st.permutations(range(n)))
+    row[list(where[:n_pos])] = np.inf
+    row[list(where[n_pos : n_pos + n_neg])] = -np.inf
+    x = torch.from_numpy(row).to(dtype).requires_grad_()
+    y = lml(x, k, problem.tau)
+    (grad,) = torch.autograd.grad(y, x, torch.ones_like(y) + torch.arange(n, dtype=dtype))
+    expected = lml_bisect(row, k, problem.tau)
+    assert np.abs(y.detach().double().numpy() - expected).max() <= ACCURACY[dtype]
+    assert (y[row == np.inf] == 1).all() and (y[row == -np.inf] == 0).all()
+    assert (grad[~np.isfinite(row)] == 0).all()
+
+
+@pytest.mark.spec("LML-15")
+@given(problem=lml_problems(max_n=16, max_batch=1), data=st.data())
+def test_rows_that_cannot_be_projected_are_nan(problem: LMLProblem, data: st.DataObject) -> None:
+    n, k = problem.n, problem.k
+    row = problem.x[0].copy()
+    kind = data.draw(st.sampled_from(["nan", "too many +inf", "too many -inf"]))
+    where = list(data.draw(st.permutations(range(n))))
+    if kind == "nan":
+        row[where[0]] = np.nan
+    elif kind == "too many +inf":
+        row[where[:k]] = np.inf
+    else:
+        row[where[: n - k]] = -np.inf
+    other = problem.x[0]
+    y = lml(torch.from_numpy(np.stack([row, other])).float(), k, problem.tau)
+    assert torch.isnan(y[0]).all()
+    assert torch.isfinite(y[1]).all()
+    assert np.isnan(lml_bisect(row, k, problem.tau)).all()
+
+
+@pytest.mark.spec("LML-16")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@given(problem=lml_problems(max_scaled=100.0))
+def test_half_precision_inputs_are_computed_in_float32(
+    problem: LMLProblem, dtype: torch.dtype
+) -> None:
+    x = torch.from_numpy(problem.x).to(dtype).requires_grad_()
+    y = lml(x, problem.k, problem.tau)
+    assert y.dtype == dtype and y.device == x.device
+    rounded = x.detach().double().numpy()  # what the solver actually sees
+    expected = torch.from_numpy(lml_bisect(rounded, problem.k, problem.tau)).to(dtype)
+    assert torch.equal(y, expected) or (y.double() - expected.double()).abs().max() <= float(
+        torch.finfo(dtype).eps
+    )
+    (grad,) = torch.autograd.grad(y.float().sum(), x)
+    assert grad.dtype == dtype
+
+
+BAD_ARGUMENTS = [
+    (lambda: lml(torch.arange(5), 2), TypeError, "floating"),
+    (lambda: lml(torch.tensor(1.0), 1), ValueError, "dimension"),
+    (lambda: lml(torch.randn(5), 2.0), TypeError, "k"),  # type: ignore[arg-type]
+    (lambda: lml(torch.randn(5), True), TypeError, "k"),
+    (lambda: lml(torch.randn(5), 0), ValueError, "k=0"),
+    (lambda: lml(torch.randn(5), 5), ValueError, "k=5"),
+    (lambda: lml(torch.randn(5), -1), ValueError, "k=-1"),
+    (lambda: lml(torch.randn(5), 2, 0.0), ValueError, "tau"),
+    (lambda: lml(torch.randn(5), 2, -1.0), ValueError, "tau"),
+    (lambda: lml(torch.randn(5), 2, math.inf), ValueError, "tau"),
+    (lambda: lml(torch.randn(5), 2, math.nan), ValueError, "tau"),
+    (lambda: lml(torch.randn(5), 2, "1"), TypeError, "tau"),  # type: ignore[arg-type]
+    (lambda: lml(torch.randn(5), 2, newton_steps=-1), ValueError, "newton_steps"),
+    (lambda: lml(torch.randn(5), 2, polish_steps=0), ValueError, "polish_steps"),
+]
+
+
+@pytest.mark.spec("LML-17")
+@pytest.mark.parametrize(("call", "error", "words"), BAD_ARGUMENTS)
+def test_bad_arguments_raise_clear_errors(call: object, error: type[Exception], words: str) -> None:
+    with pytest.raises(error, match=words):
+        call()  # type: ignore[operator]
+
+
+@pytest.mark.spec("LML-18")
+def test_runs_on_meta_tensors() -> None:
+    # Meta tensors have no values: any .item(), host sync or value-dependent
+    # branch would raise.
+    x = torch.empty(7, 100, device="meta", requires_grad=True)
+    y = lml(x, 10, 1.0)
+    assert y.shape == x.shape and y.device.type == "meta"
+    (grad,) = torch.autograd.grad(y, x, torch.empty_like(y))
+    assert grad.shape == x.shape
+    assert lml(torch.empty(3, 9, device="meta"), 7, 0.1).shape == (3, 9)  # complement path
+
+
+@pytest.mark.spec("LML-18")
+def test_traces_without_graph_breaks() -> None:
+    compiled = torch.compile(lambda v: lml(v, 3, 0.5), fullgraph=True, backend="eager")
+    x = torch.randn(4, 12, dtype=torch.float64, requires_grad=True)
+    y = compiled(x)
+    torch.testing.assert_close(y, lml(x, 3, 0.5))
+    (grad,) = torch.autograd.grad(y.sum() + (y * y).sum(), x)
+    assert torch.isfinite(grad).all()
+
+
+@pytest.mark.spec("LML-19")
+@given(problem=lml_problems())
+def test_bracket_contains_the_root(problem: LMLProblem) -> None:
+    # The bracket of LML-19 step 2, in threshold units t = c + τu.
+    k, n, tau = problem.k, problem.n, problem.tau
+    srt = -np.sort(-problem.x, axis=-1)
+    x_k, x_k1 = srt[:, k - 1], srt[:, k]
+    t = lml_threshold(problem.x, k, tau)
+    assert (t >= x_k1 - tau * math.log(k) - 1e-9 * (1 + np.abs(t))).all()
+    assert (t <= x_k + tau * math.log(n - k) + 1e-9 * (1 + np.abs(t))).all()
+
+
+@pytest.mark.spec("LML-19")
+@given(problem=lml_problems(max_scaled=100.0))
+def test_step_counts_can_be_set(problem: LMLProblem) -> None:
+    x = torch.from_numpy(problem.x)
+    default = lml(x, problem.k, problem.tau)
+    explicit = lml(
+        x,
+        problem.k,
+        problem.tau,
+        newton_steps=NEWTON_STEPS,
+        polish_steps=POLISH_STEPS[torch.float64],
+    )
+    assert torch.equal(default, explicit)
+    # Polishing alone (bisection + exact Newton) also converges, with more steps.
+    polish_only = lml(x, problem.k, problem.tau, newton_steps=0, polish_steps=60)
+    assert (polish_only - torch.from_numpy(ref(problem))).abs().max() <= 1e-12
