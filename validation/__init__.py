@@ -1,0 +1,1 @@
+"""Scripts that reproduce the paper's results, and a short demo."""
