@@ -132,60 +132,58 @@ def solve_lml(x: Tensor, k: int, tau: float, newton_steps: int, polish_steps: in
     """The forward solver of LML-19 (no autograd), for ``x (..., n)``.
 
     Rows with ``k > n/2`` are solved as the complement ``1 − Π(−x, n − k)``
-    (LML-10), so the selected side never holds more than half of the row.
+    (LML-10), so that the selected side never holds more than half of the
+    row: the scores are negated inside the scaling (``z = −(x − c)/τ``) and
+    the complement is read off as ``σ(u − z) = 1 − σ(z − u)``, without extra
+    passes. Three buffers of ``x``'s size are allocated; the steps allocate
+    nothing of that size.
     """
     n = x.shape[-1]
-    if 2 * k > n:
-        return 1 - _solve_minority(-x, n - k, tau, newton_steps, polish_steps)
-    return _solve_minority(x, k, tau, newton_steps, polish_steps)
-
-
-def _solve_minority(x: Tensor, k: int, tau: float, newton_steps: int, polish_steps: int) -> Tensor:
-    """Solve for ``k ≤ n/2``: the frame, the bracket and the two step kinds of LML-19."""
-    n = x.shape[-1]
-    top = torch.topk(x, k + 1, dim=-1, sorted=True).values
-    x_k, x_k1 = top[..., k - 1 : k], top[..., k : k + 1]
-    # Re-centre between the k-th and (k+1)-th largest entries: the entries
-    # near the threshold then have small, exactly represented offsets.
-    centre = 0.5 * x_k + 0.5 * x_k1
-    z = (x - centre) / tau
+    flip = 2 * k > n
+    m = n - k if flip else k  # the minority side: m ≤ n/2 entries near 1
+    sign = -1.0 if flip else 1.0
+    top = torch.topk(x, m + 1, dim=-1, largest=not flip, sorted=True).values
+    inner, outer = top[..., m - 1 : m], top[..., m : m + 1]  # x_(m), x_(m+1) of sign·x
+    # Re-centre between the m-th and (m+1)-th entries: the entries near the
+    # threshold then have small, exactly represented offsets.
+    centre = 0.5 * inner + 0.5 * outer
+    z = torch.sub(x, centre).div_(sign * tau)
     big = torch.finfo(x.dtype).max / 4
-    lo = ((x_k1 - centre) / tau - math.log(k)).clamp(min=-big)
-    hi = ((x_k - centre) / tau + math.log(n - k)).clamp(max=big)
-    # NaN (for the whole row) when the k-th or (k+1)-th largest is not finite.
-    poison = (x_k - x_k) + (x_k1 - x_k1)
+    lo = (sign * (outer - centre) / tau - math.log(m)).clamp(min=-big)
+    hi = (sign * (inner - centre) / tau + math.log(n - m)).clamp(max=big)
+    # NaN (for the whole row) when the m-th or (m+1)-th entry is not finite.
+    poison = (inner - inner) + (outer - outer)
     u = torch.zeros_like(lo)
     a = torch.empty_like(z)
-    tolerance = SUM_ERROR_FACTOR * torch.finfo(x.dtype).eps * (1 + math.log2(n)) * k
-    residual = torch.zeros_like(u)  # rebound by every step; polish_steps >= 1
+    scratch = torch.empty_like(z)
+    tolerance = SUM_ERROR_FACTOR * torch.finfo(x.dtype).eps * (1 + math.log2(n)) * m
     for _ in range(newton_steps):
         torch.sub(z, u, out=a)
         s = a.sigmoid_()
         total = s.sum(-1, keepdim=True)
-        residual = total - k
-        slope = total - torch.linalg.vecdot(s, s).unsqueeze(-1)  # Σ s(1−s)
+        residual = total - m
+        slope = total - torch.mul(s, s, out=scratch).sum(-1, keepdim=True)  # Σ s(1−s)
         lo = torch.where(residual > tolerance, u, lo)
         hi = torch.where(residual < -tolerance, u, hi)
         u = _newton_or_bisect(u, residual, slope, lo, hi)
-    signs = torch.empty_like(z)
+    residual = torch.zeros_like(u)  # rebound by every polish step; polish_steps >= 1
     for _ in range(polish_steps):
         torch.sub(z, u, out=a)
-        torch.sign(a, out=signs)
+        signs = torch.sign(a, out=scratch)
+        count = 0.5 * (n + signs.sum(-1, keepdim=True))  # #{a > 0} + #{a = 0}/2
         e = a.abs_().neg_().sigmoid_()  # σ(−|a|): both tails to full precision
-        residual = (
-            0.5 * (n + signs.sum(-1, keepdim=True))
-            - k
-            - torch.linalg.vecdot(signs, e).unsqueeze(-1)
-        )
-        slope = e.sum(-1, keepdim=True) - torch.linalg.vecdot(e, e).unsqueeze(-1)
+        tails = signs.mul_(e).sum(-1, keepdim=True)  # Σ_{a>0} σ(−|a|) − Σ_{a<0} σ(−|a|)
+        residual = count - m - tails
+        slope = e.sum(-1, keepdim=True) - torch.mul(e, e, out=scratch).sum(-1, keepdim=True)
         above = residual > 0
         lo = torch.where(above, u, lo)
         hi = torch.where(above, hi, u)
         u = _newton_or_bisect(u, residual, slope, lo, hi)
     # A NaN score makes every residual NaN: carry it into the whole row.
     u = u + poison + (residual - residual)
-    torch.sub(z, u, out=a)
-    return a.sigmoid_()
+    if flip:
+        return torch.sub(u, z, out=a).sigmoid_()  # 1 − σ(z − u)
+    return torch.sub(z, u, out=a).sigmoid_()
 
 
 def _newton_or_bisect(u: Tensor, residual: Tensor, slope: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
