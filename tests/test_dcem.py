@@ -125,32 +125,43 @@ def quadratic(center: torch.Tensor):  # type: ignore[no-untyped-def]
 # CEM-25: the whole algorithm against the reference, on the same noise
 
 
+def boundary_tie(values: np.ndarray, k: int) -> bool:
+    """Whether the k-th and (k+1)-th lowest finite values are equal: hard
+    selection may then pick either sample (CEM-4 leaves ties unspecified)."""
+    finite = np.sort(values[np.isfinite(values)])
+    return finite.size > k and finite[k - 1] == finite[k]
+
+
 @pytest.mark.spec("CEM-25", "CEM-2", "CEM-6", "CEM-12", "CEM-13", "CEM-16")
 @given(config=configs())
 def test_matches_the_reference_iterate_by_iterate(config: Config) -> None:
     recorder = Recorder()
     result = run_impl(config, recorder)
+    hard = config.tau is None or config.tau == 0
     for b in range(config.mean0.shape[0]):
         trace = run_reference(config, b)
-        assert int(result.n_iter[b]) == trace.n_iter
-        assert bool(result.converged[b]) == trace.converged
         scale = 1 + np.abs(trace.means).max() + np.abs(trace.stds).max()
         for t in range(trace.n_iter):
             step = recorder.steps[t]
             np.testing.assert_allclose(
                 step.samples[b].numpy(), trace.samples[t], rtol=0, atol=1e-12 * scale
             )
+            if hard and boundary_tie(trace.values[t], config.n_elite):
+                break  # both runs are right from here on; they may differ
             np.testing.assert_allclose(
                 step.mean[b].numpy(), trace.means[t + 1], rtol=0, atol=1e-9 * scale
             )
             np.testing.assert_allclose(
                 step.std[b].numpy(), trace.stds[t + 1], rtol=0, atol=1e-9 * scale
             )
-        np.testing.assert_allclose(
-            result.mean[b].numpy(), trace.means[trace.n_iter], atol=1e-9 * scale
-        )
-        assert float(result.best_value[b]) == pytest.approx(trace.best_value, rel=1e-12, abs=1e-12)
-        np.testing.assert_allclose(result.best_x[b].numpy(), trace.best_x, atol=1e-9 * scale)
+        else:
+            assert int(result.n_iter[b]) == trace.n_iter
+            assert bool(result.converged[b]) == trace.converged
+            final = trace.means[trace.n_iter]
+            np.testing.assert_allclose(result.mean[b].numpy(), final, atol=1e-9 * scale)
+            best = float(result.best_value[b])
+            assert best == pytest.approx(trace.best_value, rel=1e-12, abs=1e-12)
+            np.testing.assert_allclose(result.best_x[b].numpy(), trace.best_x, atol=1e-9 * scale)
 
 
 # --------------------------------------------------------------------------
