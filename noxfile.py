@@ -42,6 +42,13 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+def validate(session: nox.Session) -> None:
+    """Every reproduction script, smoke mode by default (``-- --mode short`` for more)."""
+    install(session, "validation")
+    session.run("python", "-m", "validation", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff."""
     session.install("ruff>=0.5")

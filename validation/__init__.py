@@ -1,1 +1,9 @@
-"""Scripts that reproduce the paper's results, and a short demo."""
+"""Scripts that reproduce the paper's results, and a short demo.
+
+Every script in ``SCRIPTS`` keeps the contract of ``validation.harness``:
+``python -m validation.<name> --mode {smoke,short,full} --out DIR``.
+``python -m validation`` runs them all (``nox -s validate``).
+"""
+
+SCRIPTS: tuple[str, ...] = ()
+"""The reproduction scripts, by module name under ``validation``."""
