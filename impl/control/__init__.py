@@ -1,0 +1,27 @@
+"""Model-predictive control with CEM/DCEM (spec/control.md).
+
+- ``impl.control.systems``: differentiable, batched cartpole and pendulum.
+- ``impl.control.planner``: eq. 7 solved by CEM/DCEM over action sequences,
+  and a receding-horizon controller with explicit, resettable state.
+- ``impl.control.embedding``: learned latent action spaces (eq. 8, Alg. 2).
+"""
+
+from impl.control.embedding import ActionDecoder, LatentPlan, LatentPlannerConfig, latent_plan
+from impl.control.planner import MPC, MPCState, Plan, PlannerConfig, plan, rollout, rollout_cost
+from impl.control.systems import Cartpole, Pendulum
+
+__all__ = [
+    "MPC",
+    "ActionDecoder",
+    "Cartpole",
+    "LatentPlan",
+    "LatentPlannerConfig",
+    "MPCState",
+    "Pendulum",
+    "Plan",
+    "PlannerConfig",
+    "latent_plan",
+    "plan",
+    "rollout",
+    "rollout_cost",
+]

@@ -1,0 +1,327 @@
+"""Model-predictive control with CEM/DCEM over action sequences (spec/control.md).
+
+- ``rollout_cost`` turns dynamics and a per-step cost into the objective of
+  eq. 7 for a batch of initial states: candidates ``(B, N, H, n_u)`` →
+  costs ``(B, N)``, one batched dynamics call per time step (CTL-1).
+- ``plan`` solves eq. 7 with ``impl.dcem`` over ``(B, H, n_u)`` with
+  per-dimension action bounds (CTL-2, CTL-3); with ``tau > 0`` the plan and
+  its cost are differentiable in every parameter of the dynamics and the cost
+  (CTL-4).
+- ``MPC`` runs it in a receding horizon with warm starts; its whole state is
+  the explicit, resettable ``MPCState`` (CTL-5 … CTL-7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from impl._checks import require_finite_real, require_int
+from impl.dcem import DEFAULT_STD_MIN, DCEMStep, dcem
+
+Dynamics = Callable[[Tensor, Tensor], Tensor]
+"""``x_{t+1} = f(x_t, u_t)``: states ``(..., n_x)``, actions ``(..., n_u)``."""
+
+StepCost = Callable[[Tensor, Tensor], Tensor]
+"""``C(x_t, u_t)``: states ``(..., n_x)``, actions ``(..., n_u)`` → ``(...)``."""
+
+ActionCost = Callable[[Tensor], Tensor]
+"""The objective of eq. 7: action sequences ``(B, N, H, n_u)`` → costs ``(B, N)``."""
+
+
+def rollout(
+    dynamics: Dynamics, step_cost: StepCost, initial_state: Tensor, actions: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Simulate eq. 7's constraint and sum its cost (CTL-1).
+
+    ``cost = Σ_{t=1}^{H} C(x_t, u_t)`` with ``x_1 = x_init`` and
+    ``x_{t+1} = f(x_t, u_t)``.
+
+    Args:
+        dynamics, step_cost: see ``Dynamics`` and ``StepCost``.
+        initial_state: ``(B, n_x)``.
+        actions: ``(B, N, H, n_u)``: ``N`` candidate sequences per state.
+
+    Returns:
+        ``(costs (B, N), states (B, N, H + 1, n_x))``.
+    """
+    batch, n_cand, horizon, _ = actions.shape
+    state = initial_state.unsqueeze(1).expand(batch, n_cand, initial_state.shape[-1])
+    states = [state]
+    total = actions.new_zeros(batch, n_cand)
+    for t in range(horizon):
+        action = actions[:, :, t]
+        total = total + step_cost(state, action)
+        state = dynamics(state, action)
+        states.append(state)
+    return total, torch.stack(states, dim=2)
+
+
+def rollout_cost(dynamics: Dynamics, step_cost: StepCost, initial_state: Tensor) -> ActionCost:
+    """The objective of eq. 7 from ``initial_state (B, n_x)``, for ``plan``."""
+
+    def cost(actions: Tensor) -> Tensor:
+        return rollout(dynamics, step_cost, initial_state, actions)[0]
+
+    return cost
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """How to solve eq. 7 over the full action space.
+
+    Attributes:
+        horizon: ``H ≥ 1``.
+        action_lb, action_ub: bounds, numbers or ``(n_u,)`` tensors, ``lb < ub``.
+        action_dim: ``n_u``.
+        n_sample, n_elite, n_iter: DCEM's ``N``, ``k``, ``T``.
+        tau: LML temperature; ``None`` is plain CEM.
+        init_std: ``σ_0`` of every solve, a number or ``(n_u,)`` tensor;
+            ``None`` takes ``INIT_STD_SCALE · (ub − lb)`` (the paper's expert).
+        normalize, std_min: as in ``impl.dcem.dcem``.
+        output: return the final mean or the best sequence seen.
+    """
+
+    horizon: int
+    action_lb: Tensor | float
+    action_ub: Tensor | float
+    action_dim: int = 1
+    n_sample: int = 100
+    n_elite: int = 10
+    n_iter: int = 10
+    tau: float | None = None
+    init_std: Tensor | float | None = None
+    normalize: bool = True
+    std_min: float = DEFAULT_STD_MIN
+    output: Literal["mean", "best"] = "mean"
+
+
+INIT_STD_SCALE = 0.5
+"""Default ``σ_0 = 0.5 (ub − lb)``: the paper's full-space expert (NOTES §2,
+the authors' ``init_sigma_scale``)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A solution of eq. 7 for ``B`` problems.
+
+    Attributes:
+        actions: ``(B, H, n_u)`` the plan.
+        cost: ``(B,)`` its cost under the objective.
+        first_action: ``(B, n_u)`` what a receding-horizon controller applies.
+        mean, std: ``(B, H, n_u)`` the final sampling distribution.
+        n_iter: ``(B,)`` solver iterations used.
+    """
+
+    actions: Tensor
+    cost: Tensor
+    first_action: Tensor
+    mean: Tensor
+    std: Tensor
+    n_iter: Tensor
+
+
+def action_bounds(
+    config: PlannerConfig, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """The bounds as ``(n_u,)`` tensors, checked (CTL-3, CTL-13)."""
+    n_u = require_int("action_dim", config.action_dim)
+    if n_u < 1:
+        raise ValueError(f"action_dim must be >= 1, got {n_u}")
+    lower = vector("action_lb", config.action_lb, n_u, device, dtype)
+    upper = vector("action_ub", config.action_ub, n_u, device, dtype)
+    if lower.device.type == "cpu" and not bool((lower < upper).all()):
+        raise ValueError(
+            f"action bounds must satisfy lb < ub in every dimension; got lb={lower.tolist()}, "
+            f"ub={upper.tolist()}"
+        )
+    return lower, upper
+
+
+def plan(
+    cost_fn: ActionCost,
+    config: PlannerConfig,
+    batch: int,
+    *,
+    init_mean: Tensor | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    generator: torch.Generator | None = None,
+    callback: Callable[[DCEMStep], None] | None = None,
+) -> Plan:
+    """Solve eq. 7 for ``batch`` problems with CEM/DCEM over action sequences.
+
+    Args:
+        cost_fn: candidates ``(B, N, H, n_u)`` → costs ``(B, N)``.
+        config: the planner's settings.
+        batch: ``B``.
+        init_mean: ``(B, H, n_u)`` warm start; default the bounds' midpoint.
+        device, dtype: where to plan (taken from ``init_mean`` when given).
+        generator: sampling noise.
+        callback: ``impl.dcem``'s per-iteration callback (samples flattened to
+            ``(B, N, H·n_u)``).
+    """
+    horizon = require_int("horizon", config.horizon)
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    if init_mean is not None:
+        device, dtype = init_mean.device, init_mean.dtype
+    device = torch.device("cpu") if device is None else torch.device(device)
+    lower, upper = action_bounds(config, device, dtype)
+    n_u = lower.shape[0]
+    shape = (batch, horizon, n_u)
+    if init_mean is None:
+        init_mean = (0.5 * (lower + upper)).expand(shape)
+    elif tuple(init_mean.shape) != shape:
+        raise ValueError(f"init_mean has shape {tuple(init_mean.shape)}, expected {shape}")
+    if config.init_std is None:
+        std = INIT_STD_SCALE * (upper - lower)
+    else:
+        std = vector("init_std", config.init_std, n_u, device, dtype)
+
+    def flat_cost(flat: Tensor) -> Tensor:
+        values = cost_fn(flat.reshape(batch, flat.shape[1], horizon, n_u))
+        check_costs(values, (batch, flat.shape[1]))
+        return values
+
+    result = dcem(
+        flat_cost,
+        init_mean.reshape(batch, horizon * n_u),
+        std.expand(horizon, n_u).reshape(1, horizon * n_u),
+        n_sample=config.n_sample,
+        n_elite=config.n_elite,
+        n_iter=config.n_iter,
+        tau=config.tau,
+        lb=lower.expand(horizon, n_u).reshape(1, horizon * n_u),
+        ub=upper.expand(horizon, n_u).reshape(1, horizon * n_u),
+        normalize=config.normalize,
+        std_min=config.std_min,
+        output=config.output,
+        generator=generator,
+        callback=callback,
+    )
+    actions = result.x.reshape(shape)
+    # "best" already carries the value f gave it; the mean is evaluated once more.
+    best = config.output == "best"
+    cost = result.best_value if best else flat_cost(result.x.unsqueeze(1))[:, 0]
+    return Plan(
+        actions=actions,
+        cost=cost,
+        first_action=actions[:, 0],
+        mean=result.mean.reshape(shape),
+        std=result.std.reshape(shape),
+        n_iter=result.n_iter,
+    )
+
+
+@dataclass(frozen=True)
+class MPCState:
+    """Everything a receding-horizon controller carries between steps.
+
+    Attributes:
+        warm_start: ``(B, H, n_u)`` the mean the next solve starts from.
+    """
+
+    warm_start: Tensor
+
+
+def shift_warm_start(actions: Tensor, fill: Tensor) -> Tensor:
+    """The previous plan advanced by one step: ``[u_2, …, u_H, fill]`` (CTL-5).
+
+    ``actions (B, H, n_u)``, ``fill (n_u,)`` → ``(B, H, n_u)``.
+    """
+    tail = fill.to(actions).expand(actions.shape[0], 1, actions.shape[2])
+    return torch.cat((actions[:, 1:], tail), dim=1)
+
+
+class MPC:
+    """Receding-horizon CEM/DCEM for ``batch`` environments (CTL-5 … CTL-7).
+
+    Each ``act`` solves eq. 7 starting from the warm start (σ reset to
+    ``config.init_std``), returns the ``Plan`` (apply ``plan.first_action``),
+    and stores the plan shifted by one step, its tail filled with the bounds'
+    midpoint. The stored warm start is detached: no graph is kept across
+    steps. ``state`` is the whole memory of the controller; ``reset(mask)``
+    restarts the environments where ``mask`` is true (e.g. new episodes).
+    """
+
+    def __init__(
+        self,
+        config: PlannerConfig,
+        batch: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.config = config
+        self.batch = require_int("batch", batch)
+        if self.batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        self.dtype = dtype
+        self.generator = generator
+        lower, upper = action_bounds(config, self.device, dtype)
+        self._midpoint = 0.5 * (lower + upper)
+        self.state = self.initial_state()
+
+    def initial_state(self) -> MPCState:
+        """The state of fresh episodes: every warm start at the bounds' midpoint."""
+        horizon = require_int("horizon", self.config.horizon)
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        shape = (self.batch, horizon, self._midpoint.shape[0])
+        return MPCState(warm_start=self._midpoint.expand(shape).clone())
+
+    def reset(self, mask: Tensor | None = None) -> None:
+        """Restart all environments, or those where ``mask (B,)`` is true (CTL-7)."""
+        fresh = self.initial_state()
+        if mask is None:
+            self.state = fresh
+            return
+        if tuple(mask.shape) != (self.batch,) or mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a bool tensor of shape ({self.batch},), got "
+                             f"{tuple(mask.shape)} {mask.dtype}")
+        keep = torch.where(mask.view(-1, 1, 1), fresh.warm_start, self.state.warm_start)
+        self.state = replace(self.state, warm_start=keep)
+
+    def act(self, cost_fn: ActionCost, callback: Callable[[DCEMStep], None] | None = None) -> Plan:
+        """Plan from the warm start, then shift it by one step (CTL-5, CTL-6)."""
+        result = plan(
+            cost_fn,
+            self.config,
+            self.batch,
+            init_mean=self.state.warm_start,
+            generator=self.generator,
+            callback=callback,
+        )
+        self.state = MPCState(warm_start=shift_warm_start(result.actions.detach(), self._midpoint))
+        return result
+
+
+def vector(
+    name: str, value: Tensor | float, n: int, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """A number or an ``(n,)`` (or broadcastable) tensor as an ``(n,)`` tensor."""
+    if isinstance(value, Tensor):
+        if value.dim() > 1 or (value.dim() == 1 and value.shape[0] not in (1, n)):
+            raise ValueError(f"{name} must be a number or a tensor of shape ({n},), got "
+                             f"{tuple(value.shape)}")
+        return value.to(device=device, dtype=dtype).expand(n).clone()
+    number = require_finite_real(name, value, minimum=-float("inf"), strict=False)
+    return torch.full((n,), number, device=device, dtype=dtype)
+
+
+def check_costs(values: object, shape: tuple[int, int]) -> None:
+    """The rollout cost must return one cost per candidate (CTL-13)."""
+    if not isinstance(values, Tensor):
+        raise TypeError(f"the rollout cost must return a torch.Tensor, got {type(values).__name__}")
+    if tuple(values.shape) != shape:
+        raise ValueError(
+            f"the rollout cost returned shape {tuple(values.shape)}; expected {shape} "
+            "(one cost per candidate action sequence)"
+        )
