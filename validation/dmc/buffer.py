@@ -1,0 +1,81 @@
+"""Replay buffer of whole episodes with sequence sampling (App. E, PlaNet).
+
+Episodes are kept as one concatenated tensor per field, so the buffer is its
+own checkpoint: ``state_dict`` gives tensors only.
+Conventions: an episode of ``L`` control steps has observations
+``o_0 … o_L`` ``(L+1, obs_dim)``, actions ``a_0 … a_{L−1}`` ``(L, n_u)`` and
+rewards ``r_0 … r_{L−1}`` ``(L,)``, where ``r_t`` follows ``a_t`` taken at ``o_t``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class EpisodeBuffer:
+    """Whole episodes; samples ``batch`` sequences of ``length`` consecutive steps."""
+
+    def __init__(self, obs_dim: int, action_dim: int) -> None:
+        self.obs_dim = obs_dim
+        self.action_dim = action_dim
+        self.observations = torch.zeros(0, obs_dim)
+        self.actions = torch.zeros(0, action_dim)
+        self.rewards = torch.zeros(0)
+        self.lengths = torch.zeros(0, dtype=torch.int64)
+
+    @property
+    def episodes(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def steps(self) -> int:
+        """Control steps stored."""
+        return int(self.lengths.sum())
+
+    def add(self, observations: Tensor, actions: Tensor, rewards: Tensor) -> None:
+        """Append one episode: ``(L+1, obs_dim)``, ``(L, n_u)``, ``(L,)``."""
+        length = actions.shape[0]
+        if observations.shape != (length + 1, self.obs_dim) or rewards.shape != (length,):
+            raise ValueError(
+                f"episode shapes {tuple(observations.shape)}, {tuple(actions.shape)}, "
+                f"{tuple(rewards.shape)} do not fit obs_dim={self.obs_dim}, "
+                f"action_dim={self.action_dim}"
+            )
+        self.observations = torch.cat((self.observations, observations.float()))
+        self.actions = torch.cat((self.actions, actions.float()))
+        self.rewards = torch.cat((self.rewards, rewards.float()))
+        self.lengths = torch.cat((self.lengths, torch.tensor([length])))
+
+    def sample(
+        self, batch: int, length: int, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``batch`` random windows: observations ``(B, T, obs_dim)``, actions
+        ``(B, T, n_u)``, rewards ``(B, T)`` with ``T = length`` (window starts
+        uniform over all valid positions of all episodes)."""
+        valid = (self.lengths - length + 1).clamp(min=0)
+        if int(valid.sum()) == 0:
+            raise ValueError(f"no stored episode has {length} steps")
+        episode = torch.multinomial(valid.double(), batch, replacement=True, generator=generator)
+        start = (torch.rand(batch, generator=generator, dtype=torch.float64)
+                 * valid[episode].double()).long()
+        step_offset = torch.cumsum(self.lengths, 0) - self.lengths  # first action/reward index
+        obs_offset = step_offset + torch.arange(self.episodes)  # each episode has L+1 observations
+        window = torch.arange(length)
+        step_index = (step_offset[episode] + start).unsqueeze(1) + window
+        obs_index = (obs_offset[episode] + start).unsqueeze(1) + window
+        return self.observations[obs_index], self.actions[step_index], self.rewards[step_index]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {
+            "observations": self.observations,
+            "actions": self.actions,
+            "rewards": self.rewards,
+            "lengths": self.lengths,
+        }
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.observations = state["observations"]
+        self.actions = state["actions"]
+        self.rewards = state["rewards"]
+        self.lengths = state["lengths"]

@@ -1,0 +1,283 @@
+"""Settings of the cheetah/walker experiment (NOTES §2, App. E) and the three modes.
+
+Every number that comes from the paper cites its place; numbers the paper
+does not give are the usual PlaNet-family settings NOTES §2 lists, or are
+marked as this reproduction's choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+# -- the two tasks -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One DeepMind Control Suite task and the paper's figures for it (NOTES §3).
+
+    Attributes:
+        domain, name: ``suite.load(domain, name)``.
+        action_repeat: frame skip (sect. 5.2.2: 4 for cheetah, 2 for walker).
+        random_reward: eval reward of a random policy (NOTES §3).
+        paper_full, paper_latent, paper_ppo: median eval reward over 100
+            episodes of full CEM / latent DCEM / latent DCEM + PPO (Fig. 4).
+        short_target: the eval reward ``short`` mode must reach (issue 5).
+    """
+
+    domain: str
+    name: str
+    action_repeat: int
+    random_reward: float
+    paper_full: float
+    paper_latent: float
+    paper_ppo: float
+    short_target: float
+
+
+TASKS: dict[str, TaskSpec] = {
+    "cheetah.run": TaskSpec("cheetah", "run", 4, 10.0, 700.0, 650.0, 690.0, 100.0),
+    "walker.walk": TaskSpec("walker", "walk", 2, 35.0, 950.0, 860.0, 900.0, 150.0),
+}
+
+LATENT_RATIO_TARGET = 0.8
+"""Latent DCEM must reach this fraction of full CEM's eval reward (issue 5;
+the paper's Fig. 4 gives ≈ 650/700 = 0.93 on cheetah, 860/950 = 0.90 on walker)."""
+
+SPEED_RATIO_TARGET = 5.0
+"""Latent DCEM must plan ≥ 5× faster per control step than full CEM (issue 5)."""
+
+SAMPLE_RATIO_PAPER = 10.0
+"""Trajectories per control step, full CEM / latent DCEM: 10,000 / 1,000 (NOTES §3)."""
+
+
+# -- the pieces of the configuration -------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The proprioceptive RSSM and its training (App. E, NOTES §2).
+
+    Attributes:
+        deter: GRU units of the deterministic path (App. E: 200).
+        stoch: size of the stochastic state (PlaNet's 30; the paper is silent).
+        hidden: width of every 2-layer ReLU MLP (App. E: 200).
+        embed: size of the observation embedding (= ``hidden``, PlaNet-style).
+        min_std: floor of the predicted state standard deviations (PlaNet: 0.1).
+        free_nats: KL free nats (NOTES §2: 3).
+        lr, eps, grad_clip: Adam and gradient-norm clipping (NOTES §2: 1e-3, 1e-4, 1000).
+        batch, seq_len: sequences per update and their length (App. E: 50 × 50).
+        updates_per_episode: model updates per collected episode, spread over
+            its control steps (NOTES §2: 100; Alg. 3 interleaves them).
+    """
+
+    deter: int = 200
+    stoch: int = 30
+    hidden: int = 200
+    embed: int = 200
+    min_std: float = 0.1
+    free_nats: float = 3.0
+    lr: float = 1e-3
+    eps: float = 1e-4
+    grad_clip: float = 1000.0
+    batch: int = 50
+    seq_len: int = 50
+    updates_per_episode: int = 100
+
+
+@dataclass(frozen=True)
+class CEMConfig:
+    """Full-space CEM on the learned model (App. E: N=1000, k=100, T=10, H=12)."""
+
+    n_sample: int = 1000
+    n_elite: int = 100
+    n_iter: int = 10
+    horizon: int = 12
+
+
+PAPER_CEM = CEMConfig()
+"""The paper's full-space CEM; the speed benchmark always times it."""
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    """Latent DCEM and its decoder, learned online by Alg. 2 (App. E, NOTES §2).
+
+    Attributes:
+        latent_dim: size of ``z`` (not stated for cheetah/walker; this
+            reproduction's choice).
+        n_sample, n_elite, n_iter, tau: App. E: N=100, k=10, T=10, τ=1.
+        init_std, latent_bound: σ₀ = 0.5 on the box [−1, 1] (NOTES §2, cartpole).
+        hidden, n_hidden: decoder MLP (NOTES §2: 3 × 256 ELU).
+        lr, grad_clip: decoder Adam (NOTES §2, cartpole: 5e-4, clip 1.0).
+        batch: initial states (from the model's training batch) per decoder update.
+        updates_per_episode: decoder updates per phase-2 episode, interleaved
+            with the model updates (Alg. 3).
+    """
+
+    latent_dim: int = 8
+    n_sample: int = 100
+    n_elite: int = 10
+    n_iter: int = 10
+    tau: float = 1.0
+    init_std: float = 0.5
+    latent_bound: float = 1.0
+    hidden: int = 256
+    n_hidden: int = 3
+    lr: float = 5e-4
+    grad_clip: float = 1.0
+    batch: int = 50
+    updates_per_episode: int = 100
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Phase 3: PPO through the latent-DCEM controller (App. E, NOTES §2).
+
+    Attributes:
+        iterations: PPO steps (collect, then update).
+        episodes_per_iteration: App. E: 10.
+        passes: epochs over the collected data (App. E ablates 1–4).
+        minibatch: states per gradient step (each needs a DCEM solve).
+        states_per_iteration: states of the collected data used per
+            iteration (0: all); a compute knob for CPU runs.
+        lr: learning rate of the fine-tuned parts (App. E: 1e-4 or 1e-5).
+        clip: PPO ratio clip (standard PPO: 0.2).
+        std: the fixed std of the Gaussian policy (App. E: 0.1).
+        learn_std: learn a state-independent log-std instead (App. E option).
+        tune_decoder, tune_reward, tune_transition: what PPO fine-tunes
+            (App. E: decoder and reward; transition as an option).
+        gamma, lam: GAE (standard PPO: 0.99, 0.95).
+        value_hidden, value_lr: the small value network of the advantages.
+        grad_clip: gradient-norm clip (Kostrikov's PPO: 0.5).
+    """
+
+    iterations: int = 100
+    episodes_per_iteration: int = 10
+    passes: int = 4
+    minibatch: int = 250
+    states_per_iteration: int = 0
+    lr: float = 1e-4
+    clip: float = 0.2
+    std: float = 0.1
+    learn_std: bool = False
+    tune_decoder: bool = True
+    tune_reward: bool = True
+    tune_transition: bool = False
+    gamma: float = 0.99
+    lam: float = 0.95
+    value_hidden: int = 64
+    value_lr: float = 1e-3
+    grad_clip: float = 0.5
+
+
+@dataclass(frozen=True)
+class DMCConfig:
+    """Everything one run depends on (recorded in ``config.json``).
+
+    Attributes:
+        task: ``cheetah.run`` or ``walker.walk``.
+        seed: seeds the environments, the model initialization and every generator.
+        time_limit: episode length in seconds (None: the suite's 10 s = 1000 steps).
+        seed_episodes: random-action episodes that start phase 1 (App. E: 5).
+        action_noise: std of the Gaussian exploration noise (NOTES §2: 0.3).
+        phase1_env_steps, phase2_env_steps: environment steps of phases 1, 2.
+        eval_episodes: noise-free episodes per controller at the end of a phase
+            (Fig. 4: 100).
+        eval_every: a one-episode noise-free evaluation every this many
+            training episodes (0: never), for the learning curves.
+        speed_steps: control steps timed per controller in the speed benchmark.
+    """
+
+    task: str
+    seed: int = 0
+    time_limit: float | None = None
+    seed_episodes: int = 5
+    action_noise: float = 0.3
+    phase1_env_steps: int = 2_000_000
+    phase2_env_steps: int = 1_000_000
+    eval_episodes: int = 100
+    eval_every: int = 25
+    speed_steps: int = 20
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cem: CEMConfig = field(default_factory=CEMConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+
+    @property
+    def spec(self) -> TaskSpec:
+        return TASKS[self.task]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def config_for(task: str, mode: str, seed: int = 0, env_steps: int | None = None) -> DMCConfig:
+    """The configuration of ``mode`` for ``task``.
+
+    - ``full``: the paper's settings (App. E); phase 1 ≈ 2M steps (sect. 5.2.2),
+      phase 2 1M steps (Fig. 12 runs to ≈ 1M), 100 PPO iterations of 10 episodes.
+    - ``short``: 50k environment steps of phase 1 (issue 5), full-size model,
+      full-space CEM shrunk to N=100, k=10, T=5 so that CPU planning fits the
+      budget (the speed benchmark still times the paper's N=1000, T=10),
+      the paper's latent DCEM, a short phase 2 and a few small PPO iterations.
+    - ``smoke``: tiny sizes and 1 s episodes, all three phases in about a minute.
+
+    ``env_steps`` overrides phase 1's environment steps.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {sorted(TASKS)}")
+    if mode == "full":
+        config = DMCConfig(task=task, seed=seed)
+    elif mode == "short":
+        config = DMCConfig(
+            task=task,
+            seed=seed,
+            phase1_env_steps=50_000,
+            phase2_env_steps=10_000,
+            eval_episodes=5,
+            eval_every=10,
+            speed_steps=5,
+            cem=CEMConfig(n_sample=100, n_elite=10, n_iter=5, horizon=12),
+            latent=LatentConfig(batch=16, updates_per_episode=25),
+            ppo=PPOConfig(
+                iterations=3,
+                episodes_per_iteration=2,
+                passes=2,
+                minibatch=50,
+                states_per_iteration=200,
+            ),
+        )
+    elif mode == "smoke":
+        config = DMCConfig(
+            task=task,
+            seed=seed,
+            time_limit=1.0,
+            seed_episodes=2,
+            phase1_env_steps=500,
+            phase2_env_steps=200,
+            eval_episodes=1,
+            eval_every=2,
+            speed_steps=2,
+            model=ModelConfig(
+                deter=16, stoch=4, hidden=16, embed=16, batch=4, seq_len=8,
+                updates_per_episode=8,
+            ),
+            cem=CEMConfig(n_sample=20, n_elite=4, n_iter=2, horizon=4),
+            latent=LatentConfig(
+                latent_dim=2, n_sample=10, n_elite=3, n_iter=2, hidden=16, n_hidden=2,
+                batch=4, updates_per_episode=4,
+            ),
+            ppo=PPOConfig(
+                iterations=2, episodes_per_iteration=2, passes=2, minibatch=8,
+                states_per_iteration=16, value_hidden=8,
+            ),
+        )
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+    if env_steps is not None:
+        if env_steps < 1:
+            raise ValueError(f"--env-steps must be >= 1, got {env_steps}")
+        config = replace(config, phase1_env_steps=env_steps)
+    return config

@@ -1,0 +1,366 @@
+"""The three phases of App. E as resumable loops over episodes.
+
+Phase 1: PlaNet online — seed episodes of random actions, then episodes with
+full-space CEM plus exploration noise, model updates interleaved with the
+control steps (Alg. 3).
+Phase 2: the same online loop with latent DCEM acting; the model keeps
+training and the decoder learns by Alg. 2 from the model batch's posterior
+states (the gradient flows through DCEM).
+Phase 3: PPO through the latent-DCEM controller; no likelihood fitting.
+
+A ``Session`` holds everything a run depends on; ``state_dict`` is a
+``weights_only``-loadable checkpoint (models, optimizers, the replay buffer
+as tensors, counters, metrics, every generator and both environments'
+random states). A checkpoint is written after every episode, so
+``--resume`` continues a killed run exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from impl.control import latent_plan
+from validation.dmc.agent import (
+    Episode,
+    FullCEM,
+    LatentDCEM,
+    latent_config,
+    make_decoder,
+    planning_cost,
+    run_episode,
+)
+from validation.dmc.buffer import EpisodeBuffer
+from validation.dmc.config import PAPER_CEM, CEMConfig, DMCConfig
+from validation.dmc.envs import DMCEnv
+from validation.dmc.ppo import ValueNet, ppo_update, tuned_parameters
+from validation.dmc.rssm import RSSM, Belief
+
+EVAL_SEED_OFFSET = 10_000
+"""The evaluation environment's seed is the run's seed plus this (its own episode stream)."""
+
+CONTROLLERS = ("full_cem", "latent_dcem")
+"""Names of the two controllers on the learned model."""
+
+Row = dict[str, float | int | str]
+
+
+def updates_due(step: int, n_updates: int, length: int) -> int:
+    """Updates to run after control step ``step`` so that ``n_updates`` are
+    spread evenly over an episode of ``length`` steps (Alg. 3's interleaving)."""
+    return (step + 1) * n_updates // length - step * n_updates // length
+
+
+@dataclass
+class Counters:
+    """Progress of the run; ``phase_*`` restart at each phase."""
+
+    phase: int = 1
+    episodes: int = 0
+    env_steps: int = 0
+    phase_episodes: int = 0
+    phase_env_steps: int = 0
+    phase_seconds: float = 0.0
+    ppo_iterations: int = 0
+    train_seconds: float = 0.0
+    """Wall time of the phase's training loop (set when it ends; evaluations excluded)."""
+    evals: dict[str, list[float]] = field(default_factory=dict)
+
+
+class Session:
+    """Models, optimizers, buffer, environments and generators of one run."""
+
+    def __init__(self, config: DMCConfig, device: torch.device) -> None:
+        self.config = config
+        self.device = device
+        self.env = DMCEnv(config.task, config.seed, config.time_limit)
+        self.eval_env = DMCEnv(config.task, config.seed + EVAL_SEED_OFFSET, config.time_limit)
+        env = self.env
+        torch.manual_seed(config.seed)
+        m = config.model
+        self.model = RSSM(env.obs_dim, env.action_dim, m).to(device)
+        self.model_opt = torch.optim.Adam(self.model.parameters(), lr=m.lr, eps=m.eps)
+        self.buffer = EpisodeBuffer(env.obs_dim, env.action_dim)
+        self.cpu_gen = torch.Generator().manual_seed(config.seed)
+        self.dev_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
+        init_gen = torch.Generator().manual_seed(config.seed + 2)
+        self.decoder = make_decoder(config.latent, config.cem.horizon, env, init_gen).to(device)
+        self.decoder_opt = torch.optim.Adam(self.decoder.parameters(), lr=config.latent.lr)
+        self.value = ValueNet(env.obs_dim, config.ppo.value_hidden)
+        self.value_opt = torch.optim.Adam(self.value.parameters(), lr=config.ppo.value_lr)
+        self.log_std = nn.Parameter(torch.tensor(math.log(config.ppo.std), device=device))
+        ppo_params = tuned_parameters(self.model, self.decoder, config.ppo)
+        if config.ppo.learn_std:
+            ppo_params = [*ppo_params, self.log_std]
+        self.ppo_opt = torch.optim.Adam(ppo_params, lr=config.ppo.lr)
+        self.counters = Counters()
+        self.metrics: list[Row] = []
+        self.rollout: list[Episode] = []
+        self._last_states: Belief | None = None
+        self._clock = time.perf_counter()
+
+    # -- checkpoints ---------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        c = self.counters
+        return {
+            "model": self.model.state_dict(),
+            "model_opt": self.model_opt.state_dict(),
+            "decoder": self.decoder.state_dict(),
+            "decoder_opt": self.decoder_opt.state_dict(),
+            "value": self.value.state_dict(),
+            "value_opt": self.value_opt.state_dict(),
+            "log_std": self.log_std.detach().clone(),
+            "ppo_opt": self.ppo_opt.state_dict(),
+            "buffer": self.buffer.state_dict(),
+            "cpu_gen": self.cpu_gen.get_state(),
+            "dev_gen": self.dev_gen.get_state(),
+            "env_rng": self.env.get_rng_state(),
+            "eval_env_rng": self.eval_env.get_rng_state(),
+            "counters": {
+                "phase": c.phase, "episodes": c.episodes, "env_steps": c.env_steps,
+                "phase_episodes": c.phase_episodes, "phase_env_steps": c.phase_env_steps,
+                "phase_seconds": c.phase_seconds, "ppo_iterations": c.ppo_iterations,
+                "train_seconds": c.train_seconds,
+                "evals": {k: list(v) for k, v in c.evals.items()},
+            },
+            "metrics": [dict(row) for row in self.metrics],
+            "rollout": [_episode_state(episode) for episode in self.rollout],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.model_opt.load_state_dict(state["model_opt"])
+        self.decoder.load_state_dict(state["decoder"])
+        self.decoder_opt.load_state_dict(state["decoder_opt"])
+        self.value.load_state_dict(state["value"])
+        self.value_opt.load_state_dict(state["value_opt"])
+        with torch.no_grad():
+            self.log_std.copy_(state["log_std"])
+        self.ppo_opt.load_state_dict(state["ppo_opt"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.cpu_gen.set_state(state["cpu_gen"])
+        self.dev_gen.set_state(state["dev_gen"])
+        self.env.set_rng_state(state["env_rng"])
+        self.eval_env.set_rng_state(state["eval_env_rng"])
+        c = state["counters"]
+        self.counters = Counters(
+            c["phase"], c["episodes"], c["env_steps"], c["phase_episodes"], c["phase_env_steps"],
+            c["phase_seconds"], c["ppo_iterations"], c["train_seconds"],
+            {k: list(v) for k, v in c["evals"].items()},
+        )
+        self.metrics = [dict(row) for row in state["metrics"]]
+        self.rollout = [_episode_from_state(item) for item in state["rollout"]]
+
+    def tick(self) -> None:
+        """Add the wall time since the last tick to the phase's seconds."""
+        now = time.perf_counter()
+        self.counters.phase_seconds += now - self._clock
+        self._clock = now
+
+    def start_phase(self, phase: int) -> None:
+        """Reset the per-phase counters (the models, buffer and metrics carry over)."""
+        c = self.counters
+        c.phase, c.phase_episodes, c.phase_env_steps, c.phase_seconds = phase, 0, 0, 0.0
+        c.ppo_iterations, c.train_seconds, c.evals = 0, 0.0, {}
+        self.rollout = []
+        self._clock = time.perf_counter()
+
+    # -- learning ------------------------------------------------------------
+
+    def model_update(self) -> dict[str, float]:
+        """One step on the variational bound (App. E) from a 50 × 50 batch of sequences."""
+        m = self.config.model
+        obs, actions, rewards = self.buffer.sample(m.batch, m.seq_len, self.cpu_gen)
+        d = self.device
+        losses = self.model.loss(obs.to(d), actions.to(d), rewards.to(d), self.dev_gen)
+        self.model_opt.zero_grad(set_to_none=True)
+        losses.total.backward()  # type: ignore[no-untyped-call]
+        nn.utils.clip_grad_norm_(self.model.parameters(), m.grad_clip)
+        self.model_opt.step()
+        self._last_states = Belief(losses.states.h.detach(), losses.states.s.detach())
+        return {
+            "model_loss": float(losses.total.detach()),
+            "obs_loss": float(losses.observation.detach()),
+            "reward_loss": float(losses.reward.detach()), "kl": float(losses.kl.detach()),
+        }
+
+    def decoder_update(self) -> float:
+        """Alg. 2: latent DCEM from posterior states of the model's batch, then a
+        gradient step on the decoder through DCEM; returns the mean planned cost."""
+        states = self._last_states
+        if states is None:
+            m = self.config.model
+            obs, actions, rewards = self.buffer.sample(m.batch, m.seq_len, self.cpu_gen)
+            d = self.device
+            with torch.no_grad():
+                states = self.model.loss(obs.to(d), actions.to(d), rewards.to(d),
+                                         self.dev_gen).states
+        h = states.h.reshape(-1, states.h.shape[-1])
+        s = states.s.reshape(-1, states.s.shape[-1])
+        batch = self.config.latent.batch
+        index = torch.randint(h.shape[0], (batch,), generator=self.cpu_gen).to(self.device)
+        belief = Belief(h[index], s[index])
+        cost = latent_plan(
+            planning_cost(self.model, belief), self.decoder, latent_config(self.config.latent),
+            batch, device=self.device, generator=self.dev_gen,
+        ).cost.mean()
+        params = list(self.decoder.parameters())
+        grads = torch.autograd.grad(cost, params)
+        for param, grad in zip(params, grads, strict=True):
+            param.grad = grad
+        nn.utils.clip_grad_norm_(params, self.config.latent.grad_clip)
+        self.decoder_opt.step()
+        self.decoder_opt.zero_grad(set_to_none=True)
+        return float(cost.detach())
+
+    # -- controllers -----------------------------------------------------------
+
+    def controller(self, name: str, cem: CEMConfig | None = None) -> FullCEM | LatentDCEM:
+        if name == "full_cem":
+            return FullCEM(self.model, cem or self.config.cem, self.env, self.device, self.dev_gen)
+        if name == "latent_dcem":
+            return LatentDCEM(self.model, self.decoder, self.config.latent, self.dev_gen)
+        raise ValueError(f"unknown controller {name!r}")
+
+    def play(
+        self, act: Callable[[Belief], Tensor] | None, *, noise: float, evaluation: bool = False,
+        after_step: Callable[[int], None] | None = None,
+    ) -> Episode:
+        env = self.eval_env if evaluation else self.env
+        return run_episode(env, self.model, act, noise=noise, generator=self.cpu_gen,
+                           device=self.device, after_step=after_step)
+
+    def train_episode(self, phase: int) -> Row:
+        """Collect one phase-1/2 episode with interleaved updates; add it to the buffer."""
+        config, c = self.config, self.counters
+        length = self.env.episode_length
+        logs: list[dict[str, float]] = []
+        decoder_costs: list[float] = []
+        self._last_states = None  # Alg. 2 takes its states from this episode's model batches
+        if phase == 1 and self.buffer.episodes < config.seed_episodes:
+            episode = self.play(None, noise=0.0)
+        else:
+            controller = self.controller("full_cem" if phase == 1 else "latent_dcem")
+            controller.reset()
+
+            def after_step(step: int) -> None:
+                for _ in range(updates_due(step, config.model.updates_per_episode, length)):
+                    logs.append(self.model_update())
+                if phase == 2:
+                    for _ in range(updates_due(step, config.latent.updates_per_episode, length)):
+                        decoder_costs.append(self.decoder_update())
+
+            episode = self.play(controller.act, noise=config.action_noise, after_step=after_step)
+        self.buffer.add(episode.observations, episode.actions, episode.rewards)
+        row = self._count(episode, phase, "train")
+        for key in ("model_loss", "obs_loss", "reward_loss", "kl"):
+            if logs:
+                row[key] = sum(log[key] for log in logs) / len(logs)
+        if decoder_costs:
+            row["decoder_cost"] = sum(decoder_costs) / len(decoder_costs)
+        seeding = phase == 1 and self.buffer.episodes <= config.seed_episodes
+        if config.eval_every > 0 and c.phase_episodes % config.eval_every == 0 and not seeding:
+            self.metrics.append(row)
+            return self.eval_row(phase, "full_cem" if phase == 1 else "latent_dcem")
+        return row
+
+    def eval_row(self, phase: int, name: str) -> Row:
+        """One noise-free episode of ``name`` for the learning curves."""
+        controller = self.controller(name)
+        controller.reset()
+        episode = self.play(controller.act, noise=0.0, evaluation=True)
+        return {
+            "phase": phase, "kind": f"eval_{name}", "episode": self.counters.episodes,
+            "env_steps": self.counters.env_steps, "reward": episode.total_reward,
+            "plan_ms": 1000 * episode.plan_seconds / max(1, episode.actions.shape[0]),
+        }
+
+    def ppo_episode(self) -> Row:
+        """Collect one phase-3 episode with the Gaussian policy around latent DCEM;
+        after ``episodes_per_iteration`` of them, one PPO update."""
+        ppo = self.config.ppo
+        controller = self.controller("latent_dcem")
+        episode = self.play(controller.act, noise=float(self.log_std.detach().exp()))
+        self.rollout.append(episode)
+        row = self._count(episode, 3, "train")
+        if len(self.rollout) >= ppo.episodes_per_iteration:
+            stats = ppo_update(
+                self.model, self.decoder, self.value, self.log_std, self.ppo_opt, self.value_opt,
+                self.rollout, ppo, self.config.latent, self.cpu_gen, self.device,
+            )
+            row.update(stats)
+            self.rollout = []
+            self.counters.ppo_iterations += 1
+            if self.config.eval_every > 0:
+                self.metrics.append(row)
+                return self.eval_row(3, "latent_dcem")
+        return row
+
+    def _count(self, episode: Episode, phase: int, kind: str) -> Row:
+        c = self.counters
+        steps = episode.actions.shape[0] * self.env.action_repeat
+        c.episodes += 1
+        c.phase_episodes += 1
+        c.env_steps += steps
+        c.phase_env_steps += steps
+        return {
+            "phase": phase, "kind": kind, "episode": c.episodes, "env_steps": c.env_steps,
+            "reward": episode.total_reward,
+            "plan_ms": 1000 * episode.plan_seconds / max(1, episode.actions.shape[0]),
+        }
+
+    def speed(self) -> dict[str, float]:
+        """Planning time per control step (ms) of each controller on the same model,
+        from the beliefs of the first stored episode."""
+        obs = self.buffer.observations[: self.config.speed_steps + 1].to(self.device)
+        actions = self.buffer.actions[: self.config.speed_steps].to(self.device)
+        beliefs: list[Belief] = []
+        with torch.no_grad():
+            belief = self.model.observe(None, None, obs[:1])
+            beliefs.append(belief)
+            for t in range(1, self.config.speed_steps):
+                belief = self.model.observe(belief, actions[t - 1 : t], obs[t : t + 1])
+                beliefs.append(belief)
+        controllers = {
+            "full_cem": self.controller("full_cem"),
+            "full_cem_paper": self.controller("full_cem", PAPER_CEM),
+            "latent_dcem": self.controller("latent_dcem"),
+        }
+        result = {}
+        for name, controller in controllers.items():
+            controller.reset()
+            controller.act(beliefs[0])  # warm-up
+            _sync(self.device)
+            start = time.perf_counter()
+            for b in beliefs:
+                controller.act(b)
+            _sync(self.device)
+            result[f"{name}_ms"] = 1000 * (time.perf_counter() - start) / len(beliefs)
+        return result
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _episode_state(episode: Episode) -> dict[str, Any]:
+    return {
+        "observations": episode.observations, "actions": episode.actions,
+        "raw_actions": episode.raw_actions, "rewards": episode.rewards, "h": episode.beliefs.h,
+        "s": episode.beliefs.s, "means": episode.means, "plan_seconds": episode.plan_seconds,
+    }
+
+
+def _episode_from_state(state: dict[str, Any]) -> Episode:
+    return Episode(
+        state["observations"], state["actions"], state["raw_actions"], state["rewards"],
+        Belief(state["h"], state["s"]), state["means"], float(state["plan_seconds"]),
+    )
