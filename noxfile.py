@@ -49,6 +49,16 @@ def validate(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (issue 6): ratios against baselines, to benchmarks/results/<device>.{json,md}.
+
+    ``-- --quick`` for a fast structural run; ``-- --threads 1`` on a shared machine.
+    """
+    install(session)
+    session.run("python", "-m", "benchmarks.run", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff."""
     session.install("ruff>=0.5")

@@ -6,16 +6,25 @@ problems at once. Each iteration samples ``X = clip(μ + σ ⊙ ε, lb, ub)``
 or the soft LML top-k (CEM-5, DCEM), and refits the diagonal Gaussian
 (CEM-6, Props. 1 and 3). With ``tau > 0`` every output is differentiable in
 ``f``'s parameters, ``init_mean`` and ``init_std`` (CEM-17).
+
+Backward memory is bounded by ``checkpoint=True`` (each iteration is
+recomputed during the backward pass: the exact gradient, CEM-26) or by
+``grad_iters=K`` (only the last ``K`` iterations are recorded: the truncated
+gradient, CEM-27). Without a recorded graph and without a callback, the
+iteration reuses its ``(B, N, d)`` work buffers instead of allocating them
+afresh (CEM-28).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint as _recompute
 
 from impl._checks import (
     require_broadcastable,
@@ -24,12 +33,17 @@ from impl._checks import (
     require_int,
     require_real,
 )
-from impl.gaussian import weighted_gaussian_fit
 from impl.selection import Selection, hard_weights, soft_weights
 
 DEFAULT_STD_MIN = 1e-6
 """Default σ floor (CEM-11): below it a float32 sample of magnitude up to 8
 (ulp 9.5e-7) no longer moves, so the distribution has collapsed anyway."""
+
+MATMUL_MIN_ELEMENTS = 1 << 15
+"""Below this many sample entries ``B·N·d`` the update sums products instead of
+calling ``bmm``: small ``bmm`` calls still enter a parallel region, whose
+barrier costs a whole scheduler slice (~16 ms measured) when another process
+holds a core; larger ones are 5–8× faster than the sum of products."""
 
 Objective = Callable[[Tensor], Tensor]
 """``f``: candidates ``(B, N, d)`` → values ``(B, N)``, lower is better."""
@@ -95,6 +109,8 @@ class _Settings:
     std_min: float
     tol: float | None
     output: Literal["mean", "best"]
+    checkpoint: bool
+    grad_iters: int | None  # None: every iteration is differentiated
 
 
 def dcem(
@@ -116,6 +132,8 @@ def dcem(
     noise: Tensor | None = None,
     callback: Callable[[DCEMStep], None] | None = None,
     validate: bool | None = None,
+    checkpoint: bool = False,
+    grad_iters: int | None = None,
 ) -> DCEMResult:
     """Minimize ``f`` with DCEM (``tau > 0``) or CEM (``tau`` None or 0).
 
@@ -142,11 +160,25 @@ def dcem(
         validate: check tensor values (``init_std ≥ 0``, finite inputs,
             ``lb < ub``); ``None`` checks only on the CPU, where it costs no
             device synchronization (CEM-22).
+        checkpoint: recompute each iteration during the backward pass
+            instead of keeping its intermediate tensors (CEM-26): the same
+            values and the exact gradient, with the backward memory of one
+            iteration plus ``O(T·B·d)``, for about one more forward pass of
+            compute (``f`` included). ``f`` must be deterministic given its
+            input and the global random state.
+        grad_iters: ``K ≥ 1``: record the autograd graph of the last ``K``
+            iterations only (CEM-27). The earlier iterations run without
+            autograd, so the gradient is the truncated one: it treats the
+            distribution (and the best sample) entering iteration ``T − K``
+            as constants, and ``init_mean``/``init_std`` get no gradient when
+            ``K < T``. ``None`` (default) differentiates every iteration.
 
     Returns:
         A ``DCEMResult`` (CEM-15).
     """
-    settings = _settings(n_sample, n_elite, n_iter, tau, normalize, std_min, tol, output)
+    settings = _settings(
+        n_sample, n_elite, n_iter, tau, normalize, std_min, tol, output, checkpoint, grad_iters
+    )
     require_floating_tensor("init_mean", init_mean)
     if init_mean.dim() not in (1, 2) or init_mean.shape[-1] == 0:
         raise ValueError(
@@ -168,59 +200,240 @@ def dcem(
         _validate_values(mean, std, lower, upper)
 
     shape = (batch, settings.n_sample, dim)
+    problem = _Problem(f, settings, lower, upper, in_dtype, torch.arange(batch, device=device))
     best_x = _clip(mean, lower, upper)
     best_value = torch.full((batch,), torch.inf, dtype=dtype, device=device)
     active = torch.ones(batch, dtype=torch.bool, device=device)
     converged = torch.zeros(batch, dtype=torch.bool, device=device)
     used = torch.zeros(batch, dtype=torch.int64, device=device)
+    # Work buffers, used only while no autograd graph can hold them (CEM-28).
+    reuse = callback is None and not settings.checkpoint
+    buffers: _Buffers | None = None
+    first_recorded = 0 if settings.grad_iters is None else settings.n_iter - settings.grad_iters
     for iteration in range(settings.n_iter):
-        if draws is None:
-            eps = torch.randn(shape, generator=generator, device=device, dtype=dtype)
-        else:
-            eps = draws[iteration]
-        samples = _clip(mean.unsqueeze(1) + std.unsqueeze(1) * eps, lower, upper)
-        values = _evaluate(f, samples.to(in_dtype), (batch, settings.n_sample)).to(dtype)
-        finite = torch.isfinite(values)
-        selection = _select(values, finite, settings)
-        new_mean, new_std = weighted_gaussian_fit(
-            samples, selection.weights, settings.n_elite, settings.std_min
-        )
-        applied = active & selection.valid
-
-        ranked = torch.where(finite, values, torch.inf)
-        lowest, index = ranked.min(-1)
-        better = active & (lowest < best_value)
-        best_value = torch.where(better, lowest, best_value)
-        candidate = samples[torch.arange(batch, device=device), index]
-        best_x = torch.where(better.unsqueeze(-1), candidate, best_x)
-
-        if settings.tol is not None:
-            moved = torch.maximum((new_mean - mean).abs().amax(-1), (new_std - std).abs().amax(-1))
-            newly_converged = applied & (moved <= settings.tol)
-        mean = torch.where(applied.unsqueeze(-1), new_mean, mean)
-        std = torch.where(applied.unsqueeze(-1), new_std, std)
+        recorded = iteration >= first_recorded
+        with contextlib.nullcontext() if recorded else torch.no_grad():
+            graph = torch.is_grad_enabled()
+            if reuse and graph and (mean.requires_grad or std.requires_grad):
+                reuse = False  # the backward pass would need the samples
+            if reuse and buffers is None:
+                buffers = _Buffers.allocate(shape, dtype, device)
+            work = buffers if reuse else None
+            eps = None if draws is None else draws[iteration]
+            if settings.checkpoint and graph:
+                step = _checkpointed_step(
+                    problem, eps, generator, shape, mean, std, best_x, best_value, active
+                )
+            else:
+                if eps is None:
+                    eps = _draw(shape, generator, dtype, device, work)
+                step = _step(problem, eps, mean, std, best_x, best_value, active, work)
+            if reuse and graph and step.values.requires_grad:
+                reuse = False  # f's parameters require grad: the graph holds the buffers now
+        mean, std, best_x, best_value = step.mean, step.std, step.best_x, step.best_value
         used = used + active.to(torch.int64)
         if callback is not None:
             callback(
                 DCEMStep(
                     iteration,
-                    samples,
-                    values,
-                    selection.weights * applied.unsqueeze(-1),
+                    step.samples,
+                    step.values,
+                    step.weights * step.applied.unsqueeze(-1),
                     mean,
                     std,
                     active,
                 )
             )
-        if settings.tol is not None:
-            converged = converged | newly_converged
-            active = active & ~newly_converged
+        if step.newly_converged is not None:
+            converged = converged | step.newly_converged
+            active = active & ~step.newly_converged
 
     point = mean if settings.output == "mean" else best_x
     fields = (point, mean, std, best_x)
     x, mean_out, std_out, best_out = (t.to(in_dtype) for t in fields)
     result = DCEMResult(x, mean_out, std_out, best_out, best_value.to(in_dtype), used, converged)
     return _squeeze(result) if single else result
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """What every iteration of one call shares."""
+
+    f: Objective
+    settings: _Settings
+    lower: Tensor | None  # (B, d)
+    upper: Tensor | None  # (B, d)
+    in_dtype: torch.dtype  # the dtype f sees
+    rows: Tensor  # (B,) int64, 0 … B−1
+
+
+@dataclass(frozen=True)
+class _Buffers:
+    """Work buffers of one call, each ``(B, N, d)`` (CEM-28)."""
+
+    noise: Tensor
+    samples: Tensor
+    scratch: Tensor
+
+    @staticmethod
+    def allocate(shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device) -> _Buffers:
+        return _Buffers(*(torch.empty(shape, dtype=dtype, device=device) for _ in range(3)))
+
+
+class _Step(NamedTuple):
+    """One iteration's outcome (the state after its update)."""
+
+    samples: Tensor  # (B, N, d)
+    values: Tensor  # (B, N)
+    weights: Tensor  # (B, N), as selected (not masked by ``applied``)
+    applied: Tensor  # (B,) bool
+    mean: Tensor  # (B, d)
+    std: Tensor  # (B, d)
+    best_x: Tensor  # (B, d)
+    best_value: Tensor  # (B,)
+    newly_converged: Tensor | None  # (B,) bool; None without ``tol``
+
+
+def _draw(
+    shape: tuple[int, int, int],
+    generator: torch.Generator | None,
+    dtype: torch.dtype,
+    device: torch.device,
+    work: _Buffers | None,
+) -> Tensor:
+    """Standard-normal noise ``(B, N, d)``, into the work buffer when given.
+
+    ``normal_`` on a buffer draws the same numbers as ``torch.randn`` of the
+    same shape from the same generator state.
+    """
+    if work is None:
+        return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    return work.noise.normal_(generator=generator)
+
+
+def _step(
+    problem: _Problem,
+    eps: Tensor,
+    mean: Tensor,
+    std: Tensor,
+    best_x: Tensor,
+    best_value: Tensor,
+    active: Tensor,
+    work: _Buffers | None,
+) -> _Step:
+    """One iteration: sample (CEM-2), evaluate, select (CEM-4/5), update (CEM-6).
+
+    Shapes: ``eps (B, N, d)``, ``mean, std, best_x (B, d)``,
+    ``best_value, active (B,)``. With ``work``, the samples and the
+    centred samples are written into its buffers (no graph may hold them).
+    """
+    settings = problem.settings
+    batch, n_sample, _ = eps.shape
+    if work is None:
+        samples = torch.addcmul(mean.unsqueeze(1), std.unsqueeze(1), eps)
+        samples = _clip(samples, problem.lower, problem.upper)
+    else:
+        samples = torch.addcmul(mean.unsqueeze(1), std.unsqueeze(1), eps, out=work.samples)
+        if problem.lower is not None or problem.upper is not None:
+            lower, upper = _bounds_of_samples(problem.lower, problem.upper)
+            torch.clamp(samples, min=lower, max=upper, out=samples)
+    values = _evaluate(
+        f=problem.f, candidates=samples.to(problem.in_dtype), shape=(batch, n_sample)
+    )
+    values = values.to(samples.dtype)
+    finite = torch.isfinite(values)
+    selection = _select(values, finite, settings)
+    scratch = None if work is None or (torch.is_grad_enabled() and values.requires_grad) else work
+    new_mean, new_std = _fit(
+        samples, selection.weights, settings.n_elite, settings.std_min, scratch
+    )
+    applied = active & selection.valid
+
+    ranked = torch.where(finite, values, torch.inf)
+    lowest, index = ranked.min(-1)
+    better = active & (lowest < best_value)
+    best_value = torch.where(better, lowest, best_value)
+    best_x = torch.where(better.unsqueeze(-1), samples[problem.rows, index], best_x)
+
+    newly_converged = None
+    if settings.tol is not None:
+        moved = torch.maximum((new_mean - mean).abs().amax(-1), (new_std - std).abs().amax(-1))
+        newly_converged = applied & (moved <= settings.tol)
+    mean = torch.where(applied.unsqueeze(-1), new_mean, mean)
+    std = torch.where(applied.unsqueeze(-1), new_std, std)
+    return _Step(
+        samples, values, selection.weights, applied, mean, std, best_x, best_value, newly_converged
+    )
+
+
+def _checkpointed_step(
+    problem: _Problem,
+    eps: Tensor | None,
+    generator: torch.Generator | None,
+    shape: tuple[int, int, int],
+    mean: Tensor,
+    std: Tensor,
+    best_x: Tensor,
+    best_value: Tensor,
+    active: Tensor,
+) -> _Step:
+    """``_step`` under activation checkpointing (CEM-26).
+
+    The backward pass re-runs the iteration on the same noise: pre-drawn
+    noise is an input; noise of the global generator is replayed by the
+    checkpoint's own RNG-state stash; a ``generator``'s state is taken before
+    the draw, the draw is made from a private copy of it, and the generator
+    is then advanced to where the draw left it (as if it had drawn itself).
+    """
+    state = None if eps is not None or generator is None else generator.get_state()
+    after: list[Tensor] = []
+
+    def run(mean: Tensor, std: Tensor, best_x: Tensor, best_value: Tensor) -> _Step:
+        noise = eps
+        if noise is None:
+            source = None
+            if state is not None:
+                source = torch.Generator(device=mean.device)
+                source.set_state(state)
+            noise = torch.randn(shape, generator=source, dtype=mean.dtype, device=mean.device)
+            if source is not None:
+                after[:] = [source.get_state()]
+        return _step(problem, noise, mean, std, best_x, best_value, active, None)
+
+    step: _Step = _recompute(
+        run, mean, std, best_x, best_value, use_reentrant=False, preserve_rng_state=True
+    )
+    if generator is not None and after:
+        generator.set_state(after[0])
+    return step
+
+
+def _fit(
+    samples: Tensor, weights: Tensor, k: int, std_min: float, work: _Buffers | None
+) -> tuple[Tensor, Tensor]:
+    """The update of CEM-6 (``impl.gaussian.weighted_gaussian_fit``) with
+    ``X − μ`` formed once: ``μ = Σ_i (I_i/k) X_i``, ``σ̂² = Σ_i (I_i/k) (X_i − μ)²``.
+
+    Shapes: ``samples (B, N, d)``, ``weights (B, N)`` → ``(B, d)``, ``(B, d)``.
+    From ``MATMUL_MIN_ELEMENTS`` sample entries on, both sums are batched
+    matrix products (no ``(B, N, d)`` product is formed). With ``work`` (no
+    graph recorded), ``(X − μ)²`` is formed in its scratch buffer.
+    """
+    scaled = weights / k  # (B, N)
+    if samples.numel() < MATMUL_MIN_ELEMENTS:
+        column = scaled.unsqueeze(-1)  # (B, N, 1)
+        mean = (column * samples).sum(-2)
+        centred = samples - mean.unsqueeze(-2)
+        variance = (column * centred * centred).sum(-2)
+        return mean, torch.sqrt(variance.clamp_min(std_min * std_min))
+    row = scaled.unsqueeze(1)  # (B, 1, N)
+    mean = torch.bmm(row, samples)  # (B, 1, d)
+    if work is None:
+        squares = (samples - mean).square()
+    else:
+        squares = torch.sub(samples, mean, out=work.scratch).square_()
+    variance = torch.bmm(row, squares).squeeze(1)
+    return mean.squeeze(1), torch.sqrt(variance.clamp_min(std_min * std_min))
 
 
 def _settings(
@@ -232,6 +445,8 @@ def _settings(
     std_min: object,
     tol: object,
     output: object,
+    checkpoint: object = False,
+    grad_iters: object = None,
 ) -> _Settings:
     """Validate the scalar options (CEM-22)."""
     n_sample = require_int("n_sample", n_sample)
@@ -251,6 +466,11 @@ def _settings(
     threshold = None if tol is None else require_finite_real("tol", tol, minimum=0, strict=False)
     if output not in ("mean", "best"):
         raise ValueError(f'output must be "mean" or "best", got {output!r}')
+    if not isinstance(checkpoint, bool):
+        raise TypeError(f"checkpoint must be a bool, got {checkpoint!r}")
+    last = None if grad_iters is None else require_int("grad_iters", grad_iters)
+    if last is not None and last < 1:
+        raise ValueError(f"grad_iters must be None or >= 1, got {last}")
     return _Settings(
         n_sample=n_sample,
         n_elite=n_elite,
@@ -260,6 +480,8 @@ def _settings(
         std_min=floor,
         tol=threshold,
         output="mean" if output == "mean" else "best",
+        checkpoint=checkpoint,
+        grad_iters=None if last is None or last >= n_iter else last,
     )
 
 
@@ -330,9 +552,18 @@ def _clip(samples: Tensor, lower: Tensor | None, upper: Tensor | None) -> Tensor
     if lower is None and upper is None:
         return samples
     if samples.dim() == 3:
-        lower = None if lower is None else lower.unsqueeze(1)
-        upper = None if upper is None else upper.unsqueeze(1)
+        lower, upper = _bounds_of_samples(lower, upper)
     return torch.clamp(samples, min=lower, max=upper)
+
+
+def _bounds_of_samples(
+    lower: Tensor | None, upper: Tensor | None
+) -> tuple[Tensor | None, Tensor | None]:
+    """``(B, d)`` bounds as ``(B, 1, d)``, to broadcast over the samples."""
+    return (
+        None if lower is None else lower.unsqueeze(1),
+        None if upper is None else upper.unsqueeze(1),
+    )
 
 
 def _evaluate(f: Objective, candidates: Tensor, shape: tuple[int, int]) -> Tensor:

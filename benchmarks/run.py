@@ -1,0 +1,905 @@
+"""The benchmark suite of issue 6: ``python -m benchmarks.run`` (or ``nox -s bench``).
+
+Every figure is a ratio of two measurements taken in the same process,
+interleaved (A B A B …, the order reversed every other repeat) and reduced to
+medians, so that the load of a shared machine affects both sides alike. The
+shapes, dtype, device, thread count, torch version and the load average are
+recorded with the results in ``<out>/<device>.json`` and ``<out>/<device>.md``.
+
+Benchmarks (float32, ``(B, n, k)`` = problems, samples, elites):
+
+- ``lml``: the LML forward against ``torch.topk`` on the same tensor, and
+  forward + backward against the same ``topk``.
+- ``iteration``: one hard-CEM iteration against one DCEM iteration.
+- ``loop``: one hard-CEM iteration against the same iteration building the
+  elite mask with a per-problem Python loop (as the authors' release does).
+- ``solve``: a whole DCEM solve against the bare evaluations of ``f`` on the
+  same samples, for ``f`` a per-candidate MLP and a quadratic; eager and
+  ``torch.compile``.
+- ``memory``: the peak memory of a forward + backward pass through ``T``
+  iterations, plain against ``checkpoint=True`` and ``grad_iters=K``.
+- ``sync`` (CUDA only): no host-device synchronization in ``lml``/``dcem``.
+
+Timings use ``torch.cuda.synchronize`` on CUDA. Peak memory is
+``torch.cuda.max_memory_allocated`` on CUDA; on the CPU (which keeps no such
+counter) it is the peak of the live bytes of every allocation and free that
+the profiler records (``profile_memory=True``) during the pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.profiler import ProfilerActivity, profile
+
+from impl.dcem import DCEMResult, DCEMStep, dcem
+from impl.gaussian import weighted_gaussian_fit
+from impl.lml import lml
+
+DTYPE = torch.float32
+SHAPES: tuple[tuple[int, int, int], ...] = ((1, 100, 10), (1024, 100, 10), (4096, 1000, 100))
+"""``(B, n, k)`` of the issue."""
+QUICK_SHAPES: tuple[tuple[int, int, int], ...] = ((1, 20, 4), (8, 50, 5))
+"""Tiny shapes of ``--quick`` (a structural check, not a measurement)."""
+DIM = 10
+"""``d``, the dimension of a candidate (e.g. 10 steps of a 1-D action)."""
+HIDDEN = 200
+"""Units of each of the MLP objective's two hidden layers."""
+TAU = 1.0
+"""DCEM's temperature."""
+SOLVE_ITERS = 10
+"""``T`` of a solve."""
+SOLVE_ITERS_LARGE = 3
+"""``T`` of a solve on the CPU when ``B·n > LARGE_SAMPLES`` (the ratio is per
+iteration in effect; fewer iterations keep the run short)."""
+LARGE_SAMPLES = 10_000
+MLP_MAX_SAMPLES_CPU = 200_000
+"""Largest ``B·n`` for the MLP objective on the CPU without ``--full``: at
+``(4096, 1000)`` one evaluation of f is ~350 GFLOP, about a minute here."""
+COMPILE_MAX_SAMPLES = 200_000
+"""Largest ``B·n`` at which the solve is also compiled (each compilation of
+the unrolled solve takes minutes on a 2-core CPU)."""
+MEMORY_ITERS = (10, 50)
+"""``T`` of the memory benchmark."""
+MEMORY_SHAPES = {"quadratic": (1024, 100, 10), "mlp": (64, 100, 10)}
+"""``(B, n, k)`` of the memory benchmark per objective."""
+QUICK_MEMORY_SHAPE = (4, 20, 4)
+QUICK_MEMORY_ITERS = (3, 6)
+TRUNCATED_ITERS = 5
+"""``K`` of the ``grad_iters`` mode in the memory benchmark."""
+QUICK_TRUNCATED_ITERS = 2
+LOOP_SHAPE = (256, 1000, 100)
+"""``(B, N, k)`` of the hard-CEM against Python-loop benchmark."""
+QUICK_LOOP_SHAPE = (8, 50, 5)
+MIN_SAMPLE_SECONDS = {False: 0.02, True: 0.0}
+"""A timed sample repeats a fast function until it takes at least this long
+(by ``--quick``)."""
+DEFAULT_REPEATS = 7
+QUICK_REPEATS = 2
+
+TARGET_LML_FORWARD = 3.0
+TARGET_LML_FORWARD_BACKWARD = 5.0
+TARGET_SOLVE_MLP = 1.3
+TARGET_HARD_OVER_SOFT = 1.0
+TARGET_LOOP_SPEEDUP = 50.0
+TARGET_MEMORY = 0.2
+LML_TARGET_SHAPES = ((1024, 100, 10), (4096, 1000, 100))
+MEMORY_TARGET_ITERS = 50
+
+Sense = Literal["max", "min"]
+QUICK = [False]
+"""Whether this run is ``--quick`` (set by ``main``)."""
+
+
+@dataclasses.dataclass
+class Row:
+    """One measured ratio ``candidate / baseline`` and its target."""
+
+    group: str
+    name: str
+    shape: dict[str, int]
+    candidate: str
+    baseline: str
+    candidate_value: float | None  # median seconds, or bytes
+    baseline_value: float | None
+    unit: Literal["s", "bytes"]
+    ratio: float | None
+    target: float | None = None
+    sense: Sense = "max"  # "max": ratio ≤ target; "min": ratio ≥ target
+    status: str = ""  # pass, miss, info, skipped, error
+    note: str = ""
+    samples: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status:
+            return
+        if self.ratio is None:
+            self.status = "skipped"
+        elif self.target is None:
+            self.status = "info"
+        else:
+            met = self.ratio <= self.target if self.sense == "max" else self.ratio >= self.target
+            self.status = "pass" if met else "miss"
+
+
+# --------------------------------------------------------------------------
+# Measurement
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device
+) -> dict[str, list[float]]:
+    """Seconds per call of each function, ``repeats`` samples each, interleaved.
+
+    Each function runs once to warm up; a sample of a fast function is the
+    mean over enough calls to last ``MIN_SAMPLE_SECONDS``.
+    """
+    calls: dict[str, int] = {}
+    for name, fn in fns.items():
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        once = time.perf_counter() - start
+        calls[name] = max(1, math.ceil(MIN_SAMPLE_SECONDS[QUICK[0]] / max(once, 1e-9)))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for repeat in range(repeats):
+        for name in names if repeat % 2 == 0 else names[::-1]:
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                fns[name]()
+            synchronize(device)
+            times[name].append((time.perf_counter() - start) / calls[name])
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def ratio_row(
+    group: str,
+    name: str,
+    shape: dict[str, int],
+    times: dict[str, list[float]],
+    candidate: str,
+    baseline: str,
+    *,
+    target: float | None = None,
+    sense: Sense = "max",
+    note: str = "",
+) -> Row:
+    """A row ``median(candidate) / median(baseline)`` from interleaved samples."""
+    a, b = median(times[candidate]), median(times[baseline])
+    return Row(
+        group,
+        name,
+        shape,
+        candidate,
+        baseline,
+        a,
+        b,
+        "s",
+        a / b,
+        target,
+        sense,
+        note=note,
+        samples={candidate: times[candidate], baseline: times[baseline]},
+    )
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak bytes allocated while ``fn`` runs, above what was live before it.
+
+    CUDA: ``max_memory_allocated``. CPU: the running sum of the sizes of the
+    allocations and frees that the profiler records, in time order.
+    """
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - base)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
+def saved_tensor_bytes(fn: Callable[[], object]) -> int:
+    """Bytes of the distinct storages that autograd saves while ``fn`` runs
+    (the graph's size at the end of the forward pass, before the backward)."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: Tensor) -> Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        fn()
+    return sum(storages.values())
+
+
+# --------------------------------------------------------------------------
+# Objectives
+
+
+def make_quadratic(batch: int, device: torch.device, requires_grad: bool = False) -> nn.Module:
+    """``f_b(x) = ‖x − c_b‖²``: candidates ``(B, N, d)`` → ``(B, N)``."""
+    return Quadratic(torch.rand(batch, DIM, device=device, dtype=DTYPE) - 0.5, requires_grad)
+
+
+class Quadratic(nn.Module):
+    def __init__(self, centre: Tensor, requires_grad: bool) -> None:
+        super().__init__()
+        self.centre = nn.Parameter(centre, requires_grad=requires_grad)  # (B, d)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.centre.unsqueeze(1)).square().sum(-1)
+
+
+class MLPObjective(nn.Module):
+    """A learned model scoring each candidate: ``d → 200 → 200 → 1``, ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(DIM, HIDDEN),
+            nn.ReLU(),
+            nn.Linear(HIDDEN, HIDDEN),
+            nn.ReLU(),
+            nn.Linear(HIDDEN, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, N, d) → (B, N)
+        out: Tensor = self.net(x).squeeze(-1)
+        return out
+
+
+def make_objective(kind: str, batch: int, device: torch.device, grad: bool = False) -> nn.Module:
+    if kind == "quadratic":
+        return make_quadratic(batch, device, grad)
+    model = MLPObjective().to(device=device, dtype=DTYPE)
+    model.requires_grad_(grad)
+    return model
+
+
+def shape_dict(batch: int, n: int, k: int, **extra: int) -> dict[str, int]:
+    return {"B": batch, "n": n, "k": k, **extra}
+
+
+# --------------------------------------------------------------------------
+# Benchmarks
+
+
+def bench_lml(shape: tuple[int, int, int], repeats: int, device: torch.device) -> list[Row]:
+    """LML forward, and forward + backward, against ``torch.topk`` forward."""
+    batch, n, k = shape
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(batch, n, generator=gen, device=device, dtype=DTYPE)
+    x_grad = x.clone().requires_grad_(True)
+    cotangent = torch.randn(batch, n, generator=gen, device=device, dtype=DTYPE)
+
+    def topk() -> object:
+        return torch.topk(x, k, dim=-1)
+
+    def forward() -> object:
+        with torch.no_grad():
+            return lml(x, k, TAU)
+
+    def forward_backward() -> object:
+        return torch.autograd.grad(lml(x_grad, k, TAU), x_grad, cotangent)
+
+    fns = {"torch.topk": topk, "lml forward": forward, "lml forward+backward": forward_backward}
+    times = time_interleaved(fns, repeats, device)
+    targeted = shape in LML_TARGET_SHAPES
+    dims = shape_dict(batch, n, k)
+    return [
+        ratio_row(
+            "lml",
+            "LML forward / topk",
+            dims,
+            times,
+            "lml forward",
+            "torch.topk",
+            target=TARGET_LML_FORWARD if targeted else None,
+        ),
+        ratio_row(
+            "lml",
+            "LML forward+backward / topk forward",
+            dims,
+            times,
+            "lml forward+backward",
+            "torch.topk",
+            target=TARGET_LML_FORWARD_BACKWARD if targeted else None,
+        ),
+    ]
+
+
+def bench_iteration(shape: tuple[int, int, int], repeats: int, device: torch.device) -> list[Row]:
+    """One hard-CEM iteration against one DCEM iteration (quadratic f, no grad)."""
+    batch, n, k = shape
+    f = make_quadratic(batch, device)
+    mean = torch.zeros(batch, DIM, device=device, dtype=DTYPE)
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def run(tau: float | None) -> Callable[[], object]:
+        def go() -> object:
+            with torch.no_grad():
+                return dcem(
+                    f, mean, 1.0, n_sample=n, n_elite=k, n_iter=1, tau=tau, generator=gen,
+                    validate=False,
+                )  # fmt: skip
+
+        return go
+
+    times = time_interleaved({"hard CEM": run(None), "DCEM": run(TAU)}, repeats, device)
+    return [
+        ratio_row(
+            "iteration",
+            "hard-CEM iteration / DCEM iteration",
+            shape_dict(batch, n, k, d=DIM),
+            times,
+            "hard CEM",
+            "DCEM",
+            target=TARGET_HARD_OVER_SOFT,
+            note="quadratic f, no grad",
+        )
+    ]
+
+
+def loop_iteration(
+    f: Callable[[Tensor], Tensor],
+    mean: Tensor,
+    std: Tensor,
+    n: int,
+    k: int,
+    gen: torch.Generator,
+    per_elite: bool,
+) -> tuple[Tensor, Tensor]:
+    """One hard-CEM iteration whose elite mask is built problem by problem in
+    Python, as the authors' release does (``per_elite``: one assignment per
+    elite, its double loop; else one indexed assignment per problem)."""
+    batch, dim = mean.shape
+    eps = torch.randn(batch, n, dim, generator=gen, device=mean.device, dtype=mean.dtype)
+    samples = mean.unsqueeze(1) + std.unsqueeze(1) * eps
+    values = f(samples)
+    order = values.argsort(dim=1)[:, :k]
+    mask = torch.zeros(batch, n, device=mean.device, dtype=mean.dtype)
+    for b in range(batch):
+        if per_elite:
+            for index in order[b]:
+                mask[b, index] = 1.0
+        else:
+            mask[b, order[b]] = 1.0
+    return weighted_gaussian_fit(samples, mask, k, 1e-6)
+
+
+def bench_loop(shape: tuple[int, int, int], repeats: int, device: torch.device) -> list[Row]:
+    """Batched hard CEM against the per-problem Python loop building the mask."""
+    batch, n, k = shape
+    f = make_quadratic(batch, device)
+    mean = torch.zeros(batch, DIM, device=device, dtype=DTYPE)
+    std = torch.ones(batch, DIM, device=device, dtype=DTYPE)
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def ours() -> object:
+        with torch.no_grad():
+            return dcem(
+                f, mean, 1.0, n_sample=n, n_elite=k, n_iter=1, tau=None, generator=gen,
+                validate=False,
+            )  # fmt: skip
+
+    def loop(per_elite: bool) -> Callable[[], object]:
+        def go() -> object:
+            with torch.no_grad():
+                return loop_iteration(f, mean, std, n, k, gen, per_elite)
+
+        return go
+
+    fns = {
+        "hard CEM (batched)": ours,
+        "per-problem loop": loop(False),
+        "per-elite double loop": loop(True),
+    }
+    times = time_interleaved(fns, max(2, repeats // 2), device)
+    dims = shape_dict(batch, n, k, d=DIM)
+    return [
+        ratio_row(
+            "loop",
+            "per-problem Python loop / batched hard CEM (speed-up)",
+            dims,
+            times,
+            "per-problem loop",
+            "hard CEM (batched)",
+            target=TARGET_LOOP_SPEEDUP,
+            sense="min",
+            note="one iteration, quadratic f; loop: mask[b, idx[b]] = 1 for each problem b",
+        ),
+        ratio_row(
+            "loop",
+            "per-elite double loop / batched hard CEM (speed-up)",
+            dims,
+            times,
+            "per-elite double loop",
+            "hard CEM (batched)",
+            target=TARGET_LOOP_SPEEDUP,
+            sense="min",
+            note="the authors' double loop: mask[b, i] = 1 for each elite i of each b",
+        ),
+    ]
+
+
+def solve_iterations(batch: int, n: int, device: torch.device) -> int:
+    return SOLVE_ITERS if device.type != "cpu" or batch * n <= LARGE_SAMPLES else SOLVE_ITERS_LARGE
+
+
+def bench_solve(
+    kind: str,
+    shape: tuple[int, int, int],
+    repeats: int,
+    device: torch.device,
+    compile_solve: bool,
+) -> list[Row]:
+    """A whole DCEM solve (no grad) against evaluating f on the same samples."""
+    batch, n, k = shape
+    iters = solve_iterations(batch, n, device)
+    dims = shape_dict(batch, n, k, d=DIM, T=iters)
+    f = make_objective(kind, batch, device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    noise = torch.randn(iters, batch, n, DIM, generator=gen, device=device, dtype=DTYPE)
+    mean = torch.zeros(batch, DIM, device=device, dtype=DTYPE)
+
+    def solve(mean: Tensor, noise: Tensor) -> Tensor:
+        result: DCEMResult = dcem(
+            f, mean, 1.0, n_sample=n, n_elite=k, n_iter=iters, tau=TAU, noise=noise,
+            validate=False,
+        )  # fmt: skip
+        return result.mean
+
+    recorded: list[Tensor] = []
+
+    def keep(step: DCEMStep) -> None:
+        recorded.append(step.samples.clone())
+
+    with torch.no_grad():
+        dcem(
+            f, mean, 1.0, n_sample=n, n_elite=k, n_iter=iters, tau=TAU, noise=noise,
+            validate=False, callback=keep,
+        )  # fmt: skip
+
+    def eager() -> object:
+        with torch.no_grad():
+            return solve(mean, noise)
+
+    def bare() -> object:
+        with torch.no_grad():
+            return [f(samples) for samples in recorded]
+
+    fns: dict[str, Callable[[], object]] = {"f on the samples": bare, "DCEM solve": eager}
+    rows: list[Row] = []
+    target = TARGET_SOLVE_MLP if kind == "mlp" else None
+    compiled_note = ""
+    if compile_solve:
+        try:
+            compiled = torch.compile(solve)
+            start = time.perf_counter()
+            with torch.no_grad():
+                compiled(mean, noise)
+            synchronize(device)
+            compile_seconds = time.perf_counter() - start
+            with torch.no_grad():
+                gap = (compiled(mean, noise) - solve(mean, noise)).abs().max().item()
+
+            def compiled_solve() -> object:
+                with torch.no_grad():
+                    return compiled(mean, noise)
+
+            fns["compiled DCEM solve"] = compiled_solve
+            compiled_note = f"compile (first call) {compile_seconds:.1f} s; max |Δmean| {gap:.1e}"
+        except Exception as error:  # recorded, not fatal: the eager rows still count
+            rows.append(
+                Row(
+                    "solve",
+                    f"torch.compile(DCEM solve), {kind} f",
+                    dims,
+                    "compiled DCEM solve",
+                    "f on the samples",
+                    None,
+                    None,
+                    "s",
+                    None,
+                    status="error",
+                    note=f"{type(error).__name__}: {str(error).splitlines()[0][:200]}",
+                )
+            )
+    times = time_interleaved(fns, repeats, device)
+    rows.insert(
+        0,
+        ratio_row(
+            "solve",
+            f"DCEM solve / f evaluations, {kind} f",
+            dims,
+            times,
+            "DCEM solve",
+            "f on the samples",
+            target=target,
+            note="eager, no grad",
+        ),
+    )
+    if "compiled DCEM solve" in times:
+        rows.append(
+            ratio_row(
+                "solve",
+                f"compiled DCEM solve / f evaluations, {kind} f",
+                dims,
+                times,
+                "compiled DCEM solve",
+                "f on the samples",
+                target=target,
+                note=compiled_note,
+            )
+        )
+        rows.append(
+            ratio_row(
+                "solve",
+                f"compiled / eager DCEM solve, {kind} f",
+                dims,
+                times,
+                "compiled DCEM solve",
+                "DCEM solve",
+                note="torch.compile, default mode",
+            )
+        )
+    return rows
+
+
+def skipped_solve(kind: str, shape: tuple[int, int, int], reason: str) -> Row:
+    batch, n, k = shape
+    return Row(
+        "solve",
+        f"DCEM solve / f evaluations, {kind} f",
+        shape_dict(batch, n, k, d=DIM),
+        "DCEM solve",
+        "f on the samples",
+        None,
+        None,
+        "s",
+        None,
+        TARGET_SOLVE_MLP if kind == "mlp" else None,
+        note=reason,
+    )
+
+
+def bench_memory(
+    kind: str, shape: tuple[int, int, int], iters: int, repeats: int, device: torch.device
+) -> list[Row]:
+    """Peak memory (and time) of forward + backward through ``iters`` iterations."""
+    batch, n, k = shape
+    f = make_objective(kind, batch, device, grad=True)
+    init = torch.zeros(batch, DIM, device=device, dtype=DTYPE)
+    seed = 0
+    truncated = TRUNCATED_ITERS if iters > TRUNCATED_ITERS else QUICK_TRUNCATED_ITERS
+
+    def make_pass(options: dict[str, Any]) -> Callable[[], object]:
+        def go() -> object:
+            mean0 = init.clone().requires_grad_(True)
+            gen = torch.Generator(device=device).manual_seed(seed)
+            result = dcem(
+                f, mean0, 1.0, n_sample=n, n_elite=k, n_iter=iters, tau=TAU, generator=gen,
+                validate=False, **options,
+            )  # fmt: skip
+            loss = result.mean.square().sum()
+            loss.backward()  # type: ignore[no-untyped-call]
+            return loss
+
+        return go
+
+    modes: dict[str, dict[str, Any]] = {
+        "plain": {},
+        "checkpoint=True": {"checkpoint": True},
+        f"grad_iters={truncated}": {"grad_iters": truncated},
+    }
+    peaks = {name: peak_memory(make_pass(options), device) for name, options in modes.items()}
+    graphs: dict[str, int] = {}
+    for name, options in modes.items():
+
+        def forward(options: dict[str, Any] = options) -> object:
+            gen = torch.Generator(device=device).manual_seed(seed)
+            mean0 = init.clone().requires_grad_(True)
+            return dcem(
+                f, mean0, 1.0, n_sample=n, n_elite=k, n_iter=iters, tau=TAU, generator=gen,
+                validate=False, **options,
+            )  # fmt: skip
+
+        graphs[name] = saved_tensor_bytes(forward)
+    f.zero_grad(set_to_none=True)
+    times = time_interleaved(
+        {name: make_pass(options) for name, options in modes.items()}, max(2, repeats // 2), device
+    )
+    dims = shape_dict(batch, n, k, d=DIM, T=iters)
+    targeted = iters == MEMORY_TARGET_ITERS
+    method = "max_memory_allocated" if device.type == "cuda" else "profiler live-bytes peak"
+    rows: list[Row] = []
+    for name in list(modes)[1:]:
+        rows.append(
+            Row(
+                "memory",
+                f"peak memory {name} / plain, {kind} f",
+                dims,
+                name,
+                "plain",
+                float(peaks[name]),
+                float(peaks["plain"]),
+                "bytes",
+                peaks[name] / peaks["plain"],
+                TARGET_MEMORY if targeted else None,
+                note=(
+                    f"{method}, forward+backward; graph at the end of the forward "
+                    f"{graphs[name] / 2**20:.1f} MiB vs {graphs['plain'] / 2**20:.1f} MiB "
+                    "(saved tensors; checkpointed iterations hide theirs)"
+                ),
+            )
+        )
+        rows.append(
+            ratio_row(
+                "memory",
+                f"time of forward+backward {name} / plain, {kind} f",
+                dims,
+                times,
+                name,
+                "plain",
+            )
+        )
+    return rows
+
+
+def check_syncs(device: torch.device) -> list[Row]:
+    """CUDA: ``lml`` and ``dcem`` (``validate=False``) under sync-debug "error"."""
+    if device.type != "cuda":
+        return [
+            Row(
+                "sync",
+                "host-device syncs in lml and dcem",
+                {},
+                "lml, dcem",
+                "-",
+                None,
+                None,
+                "s",
+                None,
+                note="no GPU on this machine: not run",
+            )
+        ]
+    batch, n, k = SHAPES[1]
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(batch, n, device=device, dtype=DTYPE, generator=gen, requires_grad=True)
+    f = make_quadratic(batch, device, requires_grad=True)
+    mean = torch.zeros(batch, DIM, device=device, dtype=DTYPE, requires_grad=True)
+    # Warm up outside the check (first calls may initialize lazily).
+    lml(x, k).sum().backward()  # type: ignore[no-untyped-call]
+    status, note = "pass", 'torch.cuda.set_sync_debug_mode("error") raised nothing'
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        lml(x, k, TAU).sum().backward()  # type: ignore[no-untyped-call]
+        for tau in (TAU, None):
+            result = dcem(
+                f, mean, 1.0, n_sample=n, n_elite=k, n_iter=3, tau=tau, generator=gen,
+                validate=False,
+            )  # fmt: skip
+            result.mean.sum().backward()  # type: ignore[no-untyped-call]
+    except RuntimeError as error:
+        status, note = "miss", str(error).splitlines()[0][:200]
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    return [
+        Row(
+            "sync",
+            "host-device syncs in lml and dcem",
+            shape_dict(batch, n, k, d=DIM),
+            "lml, dcem",
+            "-",
+            None,
+            None,
+            "s",
+            None,
+            status=status,
+            note=note,
+        )
+    ]
+
+
+# --------------------------------------------------------------------------
+# Driver and output
+
+
+def run(
+    quick: bool, repeats: int, device: torch.device, full: bool, compile_solve: bool
+) -> list[Row]:
+    shapes = QUICK_SHAPES if quick else SHAPES
+    rows: list[Row] = []
+
+    def attempt(label: str, bench: Callable[[], list[Row]]) -> None:
+        print(f"[bench] {label}", file=sys.stderr, flush=True)
+        try:
+            rows.extend(bench())
+        except Exception as error:
+            traceback.print_exc()
+            rows.append(
+                Row(label.split()[0], label, {}, "-", "-", None, None, "s", None,
+                    status="error", note=f"{type(error).__name__}: {error}"[:200])
+            )  # fmt: skip
+
+    for shape in shapes:
+        attempt(f"lml {shape}", partial(bench_lml, shape, repeats, device))
+    for shape in shapes:
+        attempt(f"iteration {shape}", partial(bench_iteration, shape, repeats, device))
+    loop_shape = QUICK_LOOP_SHAPE if quick else LOOP_SHAPE
+    attempt(f"loop {loop_shape}", partial(bench_loop, loop_shape, repeats, device))
+    for kind in ("mlp", "quadratic"):
+        for shape in shapes:
+            samples = shape[0] * shape[1]
+            if (
+                kind == "mlp"
+                and device.type == "cpu"
+                and samples > MLP_MAX_SAMPLES_CPU
+                and not full
+            ):
+                rows.append(
+                    skipped_solve(
+                        kind,
+                        shape,
+                        "skipped on the CPU (one evaluation of f is ~350 GFLOP, about a "
+                        "minute on 2 cores); run with --full",
+                    )
+                )
+                continue
+            compiled = compile_solve and not quick and samples <= COMPILE_MAX_SAMPLES
+            attempt(
+                f"solve {kind} {shape}",
+                partial(bench_solve, kind, shape, repeats, device, compiled),
+            )
+    for kind, memory_shape in MEMORY_SHAPES.items():
+        for iters in QUICK_MEMORY_ITERS if quick else MEMORY_ITERS:
+            shape = QUICK_MEMORY_SHAPE if quick else memory_shape
+            attempt(
+                f"memory {kind} {shape} T={iters}",
+                partial(bench_memory, kind, shape, iters, repeats, device),
+            )
+    attempt("sync", partial(check_syncs, device))
+    return rows
+
+
+def metadata(
+    args: argparse.Namespace, device: torch.device, load_before: list[float]
+) -> dict[str, Any]:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "device_name": name or platform.machine(),
+        "gpu": torch.cuda.is_available(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "dtype": str(DTYPE).removeprefix("torch."),
+        "quick": args.quick,
+        "repeats": args.repeats,
+        "load_average_before": load_before,
+        "load_average_after": list(os.getloadavg()),
+        "memory_method": (
+            "torch.cuda.max_memory_allocated"
+            if device.type == "cuda"
+            else "peak of live bytes over the profiler's allocation/free events"
+        ),
+        "timing": "medians of interleaved repeats; ratio = median(candidate) / median(baseline)",
+    }
+
+
+def format_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "bytes":
+        return f"{value / 2**20:.1f} MiB"
+    return f"{value * 1e3:.3g} ms" if value < 1 else f"{value:.3g} s"
+
+
+def markdown(meta: dict[str, Any], rows: list[Row]) -> str:
+    gpu = "" if meta["gpu"] else " (no GPU on this machine: the CUDA rows were not run)"
+    lines = [
+        f"# DCEM benchmarks on {meta['device']}",
+        "",
+        f"- command: `{meta['command']}`",
+        f"- date: {meta['date']}; torch {meta['torch']}, Python {meta['python']}",
+        f"- device: {meta['device']} ({meta['device_name']}){gpu}",
+        f"- dtype {meta['dtype']}, {meta['threads']} threads, {meta['cpu_count']} CPUs",
+        f"- load average before/after: {meta['load_average_before']} / "
+        f"{meta['load_average_after']}",
+        f"- timing: {meta['timing']}; repeats {meta['repeats']}",
+        f"- peak memory: {meta['memory_method']}",
+        "",
+        "| group | ratio measured | shape | ratio | target | status | candidate | baseline "
+        "| note |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        shape = ", ".join(f"{key}={value}" for key, value in row.shape.items())
+        ratio = "—" if row.ratio is None else f"{row.ratio:.3g}"
+        target = (
+            "—" if row.target is None else ("≤ " if row.sense == "max" else "≥ ") + str(row.target)
+        )
+        lines.append(
+            f"| {row.group} | {row.name} | {shape} | {ratio} | {target} | {row.status} | "
+            f"{format_value(row.candidate_value, row.unit)} | "
+            f"{format_value(row.baseline_value, row.unit)} | {row.note} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, 2 repeats, no compile")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--full", action="store_true", help="also the MLP at the largest shape")
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own)"
+    )
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = QUICK_REPEATS if args.quick else DEFAULT_REPEATS
+    QUICK[0] = args.quick
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    name = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    device = torch.device("cpu" if name == "auto" else name)
+    load_before = list(os.getloadavg())
+    torch.manual_seed(0)
+    rows = run(args.quick, args.repeats, device, args.full, args.compile)
+    meta = metadata(args, device, load_before)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / device.type
+    payload = {"meta": meta, "results": [dataclasses.asdict(row) for row in rows]}
+    stem.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    stem.with_suffix(".md").write_text(markdown(meta, rows), encoding="utf-8")
+    print(markdown(meta, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
