@@ -142,6 +142,15 @@ class RunDirectory:
             (root / sub).mkdir(parents=True, exist_ok=True)
         self._write_json(config_path, record)
 
+    @classmethod
+    def attach(cls, root: Path) -> RunDirectory:
+        """Open the run in ``root`` from a worker process (no checks, no writes)."""
+        record = json.loads((root / "config.json").read_text(encoding="utf-8"))
+        run = cls.__new__(cls)
+        run.root, run.name, run.mode = root, str(record["name"]), str(record["mode"])
+        run._session_start = time.perf_counter()
+        return run
+
     # -- jobs ---------------------------------------------------------------
 
     def checkpoint_path(self, job: str) -> Path:

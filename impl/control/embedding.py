@@ -161,6 +161,7 @@ def latent_plan(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
     callback: Callable[[DCEMStep], None] | None = None,
 ) -> LatentPlan:
     """Solve eq. 8 by DCEM over ``z`` and decode (CTL-9).
@@ -173,7 +174,8 @@ def latent_plan(
         batch: ``B``.
         init_mean: ``(B, m)``; default the box's centre, 0.
         device, dtype: where to plan (taken from ``init_mean`` when given).
-        generator, callback: as in ``impl.dcem.dcem``.
+        generator, noise, callback: as in ``impl.dcem.dcem`` (``noise`` has
+            shape ``(T, B, N, m)``).
     """
     m = require_int("latent_dim", config.latent_dim)
     if m < 1:
@@ -210,6 +212,7 @@ def latent_plan(
             std_min=config.std_min,
             output=config.output,
             generator=generator,
+            noise=noise,
             callback=callback,
         )
     latent = result.x

@@ -151,6 +151,7 @@ def plan(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
     callback: Callable[[DCEMStep], None] | None = None,
 ) -> Plan:
     """Solve eq. 7 for ``batch`` problems with CEM/DCEM over action sequences.
@@ -161,7 +162,9 @@ def plan(
         batch: ``B``.
         init_mean: ``(B, H, n_u)`` warm start; default the bounds' midpoint.
         device, dtype: where to plan (taken from ``init_mean`` when given).
-        generator: sampling noise.
+        generator: source of the sampling noise.
+        noise: pre-drawn standard-normal noise ``(T, B, N, H·n_u)`` (overrides
+            ``generator``; see ``impl.dcem.dcem``).
         callback: ``impl.dcem``'s per-iteration callback (samples flattened to
             ``(B, N, H·n_u)``).
     """
@@ -202,6 +205,7 @@ def plan(
         std_min=config.std_min,
         output=config.output,
         generator=generator,
+        noise=noise,
         callback=callback,
     )
     actions = result.x.reshape(shape)

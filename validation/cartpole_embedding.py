@@ -1,0 +1,516 @@
+"""Cartpole with a learned latent action space (paper sect. 5.2.1, App. D; Figs. 2, 8, 9, 10).
+
+``python -m validation.cartpole_embedding --mode {smoke,short,full} --out DIR``
+
+A decoder ``f^dec_θ: z ∈ [−1, 1]^m → u_{1:H}`` is trained by Alg. 2: for a
+random initial state, DCEM solves eq. 8 over ``z`` (N=100, k=10, T=10) and the
+cost of the decoded plan is backpropagated through the DCEM iterations into θ.
+The expert is hard CEM over the full 20-step action space (N=100, k=10,
+T=30, σ₀ = 0.5 (ub − lb)) on the ground-truth dynamics (NOTES §2).
+
+Everything is measured open loop on the ground-truth cartpole from a fixed
+validation set of 100 initial states: a controller's *return* is
+``−cost = Σ_t (cos θ_t − 0.1 x_t² − 1e-5 u_t²)`` of its 20-step plan. The
+**improvement factor** is (mean return of the embedded DCEM controller) /
+(mean return of the expert) on those states, each decoder taken at its best
+validation return (as the paper's Fig. 9); > 1 means the embedded controller
+beats the expert, which is meaningful because the expert's mean return is
+positive (≈ 9).
+
+Jobs are (latent size, τ, seed); τ = 0 means plain CEM over ``z`` with
+min-differentiation (``LatentPlannerConfig(tau=None)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from impl.control import (
+    ActionDecoder,
+    Cartpole,
+    LatentPlannerConfig,
+    PlannerConfig,
+    latent_plan,
+    plan,
+    rollout_cost,
+)
+from impl.dcem import DCEMStep
+from validation.harness import (
+    Claim,
+    RunDirectory,
+    at_least,
+    base_parser,
+    default_out,
+    progress,
+    run_jobs,
+)
+
+NAME = "cartpole_embedding"
+
+HORIZON = 20
+"""Planning horizon H (NOTES §2)."""
+
+LEARNING_RATE = 5e-4
+"""Adam step size for the decoder (NOTES §2)."""
+
+GRAD_CLIP = 1.0
+"""Gradient-norm clip (NOTES §2)."""
+
+PLATEAU_PATIENCE = 20
+PLATEAU_FACTOR = 0.5
+"""ReduceLROnPlateau on the validation cost, as the authors' release does."""
+
+VALIDATION_STATES = 100
+"""Size of the fixed validation set (App. D)."""
+
+VALIDATION_SEED = 0
+"""Seed of the validation states (the authors' release uses seed 0)."""
+
+PLANNER_SEED = 12345
+"""Fixed sampling seed of every validation solve, so curves are comparable."""
+
+EXPERT = PlannerConfig(
+    horizon=HORIZON,
+    action_lb=-100.0,
+    action_ub=100.0,
+    n_sample=100,
+    n_elite=10,
+    n_iter=30,
+    tau=None,
+)
+"""Full-space hard CEM: N=100, k=10, T=30, σ₀ = 0.5 (ub − lb) (NOTES §2); 3,000
+samples per solve against the latent planner's 1,000."""
+
+PAPER_FACTOR = {2: {1.0: 1.08, 0.1: 1.05, 0.0: 1.09}, 8: {1.0: 1.2, 0.1: 0.8, 0.0: 0.9},
+                16: {1.0: 1.1, 0.1: 0.8, 0.0: 0.65}}
+"""Improvement factors read off Fig. 9 (NOTES §3; the figure has no legend,
+the τ assignment follows the appendix's remark that τ = 1 stays searchable)."""
+
+
+SMOKE_MIN_GAIN = 1.0
+"""Smoke: the mean validation return must rise by this much over the untrained
+decoder (measured: +3.3 for τ = 1 and +5.7 for τ = 0 after 40 updates)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One mode's scale."""
+
+    latent_dims: tuple[int, ...]
+    taus: tuple[float, ...]
+    seeds: tuple[int, ...]
+    updates: int
+    batch_states: int
+    validate_every: int
+    validation_states: int
+
+
+MODES = {
+    "smoke": Settings((2,), (1.0, 0.0), (0,), updates=40, batch_states=4, validate_every=20,
+                      validation_states=20),
+    "short": Settings((2,), (1.0, 0.1, 0.0), (0, 1), updates=600, batch_states=4,
+                      validate_every=25, validation_states=VALIDATION_STATES),
+    "full": Settings((2, 8, 16), (1.0, 0.1, 0.0), (0, 1, 2), updates=10_000, batch_states=1,
+                     validate_every=100, validation_states=VALIDATION_STATES),
+}
+"""``batch_states``: initial states per update. The paper uses 1; the CPU
+modes average the cost over 4 so that fewer, equally cheap updates suffice
+(a rollout's cost is dominated by per-operation overhead, not batch size)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run of a decoder."""
+
+    out: str
+    latent_dim: int
+    tau: float
+    seed: int
+    updates: int
+    batch_states: int
+    validate_every: int
+    validation_states: int
+
+    @property
+    def name(self) -> str:
+        return f"latent{self.latent_dim}_tau{self.tau:g}_seed{self.seed}"
+
+
+def latent_config(latent_dim: int, tau: float) -> LatentPlannerConfig:
+    """NOTES §2: N=100, k=10, T=10, σ₀=0.5, box [−1, 1]; τ = 0 → plain CEM."""
+    return LatentPlannerConfig(latent_dim=latent_dim, tau=None if tau == 0 else tau)
+
+
+def validation_states(n: int) -> Tensor:
+    """The fixed validation set, ``(n, 5)``."""
+    return Cartpole().sample_initial(n, torch.Generator().manual_seed(VALIDATION_SEED))
+
+
+def decoder_for(latent_dim: int, seed: int) -> ActionDecoder:
+    system = Cartpole()
+    return ActionDecoder(
+        latent_dim, HORIZON, system.action_dim, system.action_lb, system.action_ub,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def embedded_returns(decoder: ActionDecoder, config: LatentPlannerConfig, states: Tensor) -> Tensor:
+    """Returns ``(n,)`` of the latent planner's plans from ``states (n, 5)``."""
+    system = Cartpole()
+    with torch.no_grad():
+        result = latent_plan(
+            rollout_cost(system.step, system.cost, states), decoder, config, states.shape[0],
+            generator=torch.Generator().manual_seed(PLANNER_SEED),
+        )
+    return -result.cost
+
+
+def expert_returns(states: Tensor) -> Tensor:
+    """Returns ``(n,)`` of the full-space CEM expert from ``states (n, 5)``."""
+    system = Cartpole()
+    with torch.no_grad():
+        result = plan(
+            rollout_cost(system.step, system.cost, states), EXPERT, states.shape[0],
+            generator=torch.Generator().manual_seed(PLANNER_SEED),
+        )
+    return -result.cost
+
+
+def train(job: Job, stop_after: int | None = None) -> dict[str, Any] | None:
+    """Alg. 2 for one (latent size, τ, seed); resumable from its checkpoint.
+
+    ``stop_after`` ends the session after that many updates as a kill would
+    (the checkpoint stays, no result is recorded) and returns None; tests use
+    it to check that a resumed run equals an uninterrupted one.
+    """
+    torch.set_num_threads(1)
+    run = RunDirectory.attach(Path(job.out))
+    finished = run.load_result(job.name)
+    if finished is not None:
+        return finished
+    system = Cartpole()
+    config = latent_config(job.latent_dim, job.tau)
+    states = validation_states(job.validation_states)
+    decoder = decoder_for(job.latent_dim, job.seed)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=LEARNING_RATE)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE
+    )
+    generator = torch.Generator().manual_seed(1_000 + job.seed)
+    rows: list[dict[str, Any]] = []
+    step = 0
+    best_return = -math.inf
+    best_state = {k: v.clone() for k, v in decoder.state_dict().items()}
+    state = run.load_checkpoint(job.name)
+    if state is not None:
+        decoder.load_state_dict(state["decoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        rows, step = list(state["rows"]), int(state["step"])
+        best_return, best_state = float(state["best_return"]), state["best_decoder"]
+    else:
+        initial = float(embedded_returns(decoder, config, states).mean())
+        rows.append({"job": job.name, "update": 0, "train_cost": math.nan,
+                     "val_return": initial, "lr": LEARNING_RATE})
+        best_return = initial
+    bar = progress(job.updates, job.name, initial=step)
+    train_costs: list[float] = []
+    while step < job.updates:
+        x_init = system.sample_initial(job.batch_states, generator)
+        result = latent_plan(
+            rollout_cost(system.step, system.cost, x_init), decoder, config, job.batch_states,
+            generator=generator,
+        )
+        loss = result.cost.mean()
+        optimizer.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(decoder.parameters(), GRAD_CLIP)
+        optimizer.step()
+        train_costs.append(float(loss.detach()))
+        step += 1
+        bar.update(1)
+        if step % job.validate_every == 0 or step == job.updates:
+            val_return = float(embedded_returns(decoder, config, states).mean())
+            scheduler.step(-val_return)
+            if val_return > best_return:
+                best_return = val_return
+                best_state = {k: v.clone() for k, v in decoder.state_dict().items()}
+            rows.append({"job": job.name, "update": step,
+                         "train_cost": sum(train_costs) / len(train_costs),
+                         "val_return": val_return, "lr": optimizer.param_groups[0]["lr"]})
+            train_costs = []
+            bar.set_postfix(val_return=f"{val_return:.3f}", best=f"{best_return:.3f}")
+            run.save_checkpoint(job.name, {
+                "decoder": decoder.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                "rows": rows, "step": step, "best_return": best_return,
+                "best_decoder": best_state,
+            })
+        if stop_after is not None and step >= stop_after:
+            bar.close()
+            return None
+    bar.close()
+    torch.save(best_state, run.root / "models" / f"{job.name}.pt")
+    result_record = {"job": job.name, "latent_dim": job.latent_dim, "tau": job.tau,
+                     "seed": job.seed, "best_val_return": best_return, "rows": rows}
+    run.save_result(job.name, result_record)
+    return result_record
+
+
+def train_to_end(job: Job) -> dict[str, Any]:
+    result = train(job)
+    if result is None:  # unreachable: only stop_after interrupts a job
+        raise RuntimeError(f"job {job.name} stopped before its end")
+    return result
+
+
+def load_decoder(run: RunDirectory, job: Job) -> ActionDecoder:
+    decoder = decoder_for(job.latent_dim, job.seed)
+    decoder.load_state_dict(torch.load(run.root / "models" / f"{job.name}.pt", weights_only=True))
+    return decoder
+
+
+# -- figures -------------------------------------------------------------------------------------
+
+
+def plot_curves(run: RunDirectory, results: Sequence[dict[str, Any]], expert: float) -> None:
+    """Fig. 8: validation cost against updates, one panel per latent size."""
+    import matplotlib.pyplot as plt
+
+    dims = sorted({int(r["latent_dim"]) for r in results})
+    fig, axes = plt.subplots(1, len(dims), figsize=(5 * len(dims), 3.6), squeeze=False)
+    for ax, dim in zip(axes[0], dims, strict=True):
+        for tau in sorted({float(r["tau"]) for r in results}, reverse=True):
+            runs = [r for r in results if r["latent_dim"] == dim and r["tau"] == tau]
+            updates = [row["update"] for row in runs[0]["rows"]]
+            costs = torch.tensor([[-row["val_return"] for row in r["rows"]] for r in runs])
+            mean = costs.mean(0)
+            ax.plot(updates, mean, label=f"τ = {tau:g}" + (" (CEM)" if tau == 0 else ""))
+            if len(runs) > 1:
+                ax.fill_between(updates, costs.min(0).values, costs.max(0).values, alpha=0.2)
+        ax.axhline(-expert, color="k", linestyle="--", label="expert (full-space CEM)")
+        ax.set(title=f"latent size {dim}", xlabel="updates", ylabel="validation cost")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(run.figure_path("fig8_convergence"), dpi=120)
+    plt.close(fig)
+
+
+def plot_factors(run: RunDirectory, factors: dict[tuple[int, float], list[float]]) -> None:
+    """Fig. 9: improvement factor bars (best-validation decoders), seeds' range."""
+    import matplotlib.pyplot as plt
+
+    keys = sorted(factors, key=lambda key: (key[0], -key[1]))
+    fig, ax = plt.subplots(figsize=(1.2 * len(keys) + 2, 3.6))
+    means = [sum(factors[key]) / len(factors[key]) for key in keys]
+    low = [mean - min(factors[key]) for mean, key in zip(means, keys, strict=True)]
+    high = [max(factors[key]) - mean for mean, key in zip(means, keys, strict=True)]
+    ax.bar(range(len(keys)), means, yerr=[low, high], capsize=4, color="tab:blue")
+    ax.axhline(1.0, color="k", linestyle="--", linewidth=1)
+    ax.set_xticks(range(len(keys)), [f"m={d}\nτ={t:g}" for d, t in keys])
+    ax.set(ylabel="improvement factor", title="embedded DCEM over full-space CEM")
+    fig.tight_layout()
+    fig.savefig(run.figure_path("fig9_improvement"), dpi=120)
+    plt.close(fig)
+
+
+def latent_grid(resolution: int) -> Tensor:
+    """``(resolution², 2)`` points of the box ``[−1, 1]²``."""
+    axis = torch.linspace(-1.0, 1.0, resolution)
+    zx, zy = torch.meshgrid(axis, axis, indexing="xy")
+    return torch.stack((zx.reshape(-1), zy.reshape(-1)), dim=-1)
+
+
+def latent_surface(decoder: ActionDecoder, state: Tensor, resolution: int) -> Tensor:
+    """The cost of eq. 8 over the latent box, ``(resolution, resolution)``."""
+    system = Cartpole()
+    grid = latent_grid(resolution)
+    with torch.no_grad():
+        cost = rollout_cost(system.step, system.cost, state.unsqueeze(0))(
+            decoder(grid).unsqueeze(0)
+        )
+    return cost.reshape(resolution, resolution)
+
+
+def plot_iterates(run: RunDirectory, decoder: ActionDecoder, tau: float, state: Tensor) -> None:
+    """Fig. 2: full-space CEM samples vs embedded DCEM samples from one state."""
+    import matplotlib.pyplot as plt
+
+    system = Cartpole()
+    cost = rollout_cost(system.step, system.cost, state.unsqueeze(0))
+    full: list[DCEMStep] = []
+    latent: list[DCEMStep] = []
+    with torch.no_grad():
+        plan(cost, EXPERT, 1, generator=torch.Generator().manual_seed(PLANNER_SEED),
+             callback=full.append)
+        latent_plan(cost, decoder, latent_config(2, tau), 1,
+                    generator=torch.Generator().manual_seed(PLANNER_SEED), callback=latent.append)
+    shown_full = [0, 9, 19, 29]
+    shown_latent = [0, 3, 6, 9]
+    fig, axes = plt.subplots(3, 4, figsize=(14, 9))
+    for col, (i, j) in enumerate(zip(shown_full, shown_latent, strict=True)):
+        actions = full[i].samples[0]
+        axes[0, col].plot(actions.T, color="tab:red", alpha=0.15)
+        axes[0, col].set(title=f"full-space CEM, iteration {i + 1}", ylim=(-105, 105))
+        with torch.no_grad():
+            decoded = decoder(latent[j].samples[0])[..., 0]
+        axes[1, col].plot(decoded.T, color="tab:blue", alpha=0.15)
+        axes[1, col].set(title=f"embedded DCEM, iteration {j + 1}", ylim=(-105, 105))
+    axes[0, 0].set_ylabel("force u_t")
+    axes[1, 0].set_ylabel("force u_t")
+    resolution = 60
+    surface = latent_surface(decoder, state, resolution)
+    for col, j in enumerate(shown_latent):
+        ax = axes[2, col]
+        ax.contourf(torch.linspace(-1, 1, resolution), torch.linspace(-1, 1, resolution),
+                    -surface, levels=30, cmap="viridis")
+        z = latent[j].samples[0]
+        ax.scatter(z[:, 0], z[:, 1], s=4, color="white")
+        ax.set(title=f"latent samples, iteration {j + 1}", xlabel="z1", ylabel="z2")
+    with torch.no_grad():
+        expert_return = -float(cost(full[-1].mean.view(1, 1, HORIZON, 1)))
+    fig.suptitle(f"Fig. 2: one initial state; expert plan return {expert_return:.2f}")
+    fig.tight_layout()
+    fig.savefig(run.figure_path("fig2_iterates"), dpi=110)
+    plt.close(fig)
+
+
+def plot_surfaces(run: RunDirectory, decoders: dict[float, ActionDecoder], states: Tensor) -> None:
+    """Fig. 10: learned reward surfaces over the 2-D latent space (rows: states; cols: τ)."""
+    import matplotlib.pyplot as plt
+
+    taus = sorted(decoders, reverse=True)
+    resolution = 60
+    fig, axes = plt.subplots(len(states), len(taus), figsize=(3.4 * len(taus), 3 * len(states)),
+                             squeeze=False)
+    for row, state in enumerate(states):
+        for col, tau in enumerate(taus):
+            reward = -latent_surface(decoders[tau], state, resolution)
+            ax = axes[row, col]
+            ax.contourf(torch.linspace(-1, 1, resolution), torch.linspace(-1, 1, resolution),
+                        reward, levels=30, cmap="viridis")
+            ax.set(title=f"τ = {tau:g}, state {row}", xticks=[], yticks=[])
+    fig.tight_layout()
+    fig.savefig(run.figure_path("fig10_surfaces"), dpi=110)
+    plt.close(fig)
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = base_parser(NAME, __doc__.splitlines()[0] if __doc__ else NAME)
+    parser.add_argument("--latent-dims", type=int, nargs="+", default=None,
+                        help="latent sizes (mode default; the paper: 2 8 16)")
+    parser.add_argument("--taus", type=float, nargs="+", default=None,
+                        help="temperatures, 0 = plain CEM (mode default: 1 0.1 0)")
+    parser.add_argument("--updates", type=int, default=None, help="training updates per job")
+    args = parser.parse_args(argv)
+    for name in ("latent_dims", "taus"):
+        values = getattr(args, name) or []
+        if any(v < 0 or (name == "latent_dims" and v < 1) for v in values):
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {values}")
+    if args.updates is not None and args.updates < 1:
+        parser.error(f"--updates must be >= 1, got {args.updates}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.device != "cpu":
+        parser.error("this script runs on the CPU (the cartpole is tiny); got --device "
+                     f"{args.device}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = MODES[args.mode]
+    settings = replace(
+        settings,
+        latent_dims=tuple(args.latent_dims or settings.latent_dims),
+        taus=tuple(args.taus or settings.taus),
+        seeds=tuple(args.seeds or settings.seeds),
+        updates=args.updates or settings.updates,
+    )
+    out: Path = args.out or default_out(NAME, args.mode)
+    run = RunDirectory(out, NAME, args.mode, asdict(settings), resume=args.resume,
+                       fresh=args.fresh)
+    (run.root / "models").mkdir(exist_ok=True)
+    jobs = [
+        Job(str(out), dim, tau, seed, settings.updates, settings.batch_states,
+            settings.validate_every, settings.validation_states)
+        for dim in settings.latent_dims for tau in settings.taus for seed in settings.seeds
+    ]
+    results = run_jobs(train_to_end, jobs, args.jobs)
+
+    states = validation_states(settings.validation_states)
+    expert = expert_returns(states)
+    expert_mean = float(expert.mean())
+    factors: dict[tuple[int, float], list[float]] = {}
+    finals: dict[tuple[int, float], list[float]] = {}
+    metric_rows: list[dict[str, Any]] = []
+    for job, result in zip(jobs, results, strict=True):
+        returns = embedded_returns(load_decoder(run, job), latent_config(job.latent_dim, job.tau),
+                                   states)
+        key = (job.latent_dim, job.tau)
+        factors.setdefault(key, []).append(float(returns.mean()) / expert_mean)
+        finals.setdefault(key, []).append(float(result["rows"][-1]["val_return"]))
+        metric_rows += result["rows"]
+    run.write_csv("metrics", metric_rows)
+    factor_rows = [
+        {"latent_dim": d, "tau": t, "seed": s, "factor": f}
+        for (d, t), values in factors.items()
+        for s, f in zip(settings.seeds, values, strict=True)
+    ]
+    run.write_csv("improvement_factors", factor_rows)
+
+    plot_curves(run, results, expert_mean)
+    plot_factors(run, factors)
+    by_tau = {job.tau: load_decoder(run, job) for job in jobs
+              if job.latent_dim == 2 and job.seed == settings.seeds[0]}
+    if by_tau:
+        main_tau = max(by_tau)
+        plot_iterates(run, by_tau[main_tau], main_tau, states[0])
+        plot_surfaces(run, by_tau, states[:3])
+
+    claims: list[Claim] = []
+    for (dim, tau), values in sorted(factors.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        mean = sum(values) / len(values)
+        spread = f"seeds {min(values):.3f}..{max(values):.3f}"
+        paper = PAPER_FACTOR.get(dim, {}).get(tau)
+        description = (f"improvement factor, latent {dim}, τ={tau:g}, best-validation decoder "
+                       f"({spread}; expert mean return {expert_mean:.3f})")
+        paper_text = f"≈ {paper} (Fig. 9)" if paper is not None else "not in the paper"
+        # The issue's target is for latent 2, τ = 1 at short/full scale; the other
+        # factors are reported with the weakest meaningful bound (a positive return).
+        bound = 1.0 if (dim, tau) == (2, 1.0) and args.mode != "smoke" else 0.0
+        claims.append(at_least(f"fig9-factor-latent{dim}-tau{tau:g}", description, paper_text,
+                               mean, bound))
+    if args.mode == "smoke":
+        for key, values in finals.items():
+            initial = [r["rows"][0]["val_return"] for r in results
+                       if (r["latent_dim"], r["tau"]) == key]
+            gain = sum(values) / len(values) - sum(initial) / len(initial)
+            claims.append(at_least(
+                f"smoke-learning-latent{key[0]}-tau{key[1]:g}",
+                "validation return gained by training (learning signal)", "Fig. 8: falls",
+                gain, SMOKE_MIN_GAIN,
+            ))
+    summary = run.finish(claims)
+    failed = [c["id"] for c in summary["claims"] if not c["pass"]]
+    if failed and args.mode == "smoke":
+        print(f"smoke checks failed: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
