@@ -284,23 +284,33 @@ def load_decoder(run: RunDirectory, job: Job) -> ActionDecoder:
 
 
 def plot_curves(run: RunDirectory, results: Sequence[dict[str, Any]], expert: float) -> None:
-    """Fig. 8: validation cost against updates, one panel per latent size."""
+    """Fig. 8: training and validation cost against updates, one column per latent size.
+
+    Lines are the mean over seeds, shaded bands the seeds' range; the dashed
+    line is the expert's validation cost.
+    """
     import matplotlib.pyplot as plt
 
     dims = sorted({int(r["latent_dim"]) for r in results})
-    fig, axes = plt.subplots(1, len(dims), figsize=(5 * len(dims), 3.6), squeeze=False)
-    for ax, dim in zip(axes[0], dims, strict=True):
+    fig, axes = plt.subplots(2, len(dims), figsize=(5 * len(dims), 6.4), squeeze=False)
+    for col, dim in enumerate(dims):
         for tau in sorted({float(r["tau"]) for r in results}, reverse=True):
             runs = [r for r in results if r["latent_dim"] == dim and r["tau"] == tau]
-            updates = [row["update"] for row in runs[0]["rows"]]
-            costs = torch.tensor([[-row["val_return"] for row in r["rows"]] for r in runs])
-            mean = costs.mean(0)
-            ax.plot(updates, mean, label=f"τ = {tau:g}" + (" (CEM)" if tau == 0 else ""))
-            if len(runs) > 1:
-                ax.fill_between(updates, costs.min(0).values, costs.max(0).values, alpha=0.2)
-        ax.axhline(-expert, color="k", linestyle="--", label="expert (full-space CEM)")
-        ax.set(title=f"latent size {dim}", xlabel="updates", ylabel="validation cost")
-        ax.legend(fontsize=8)
+            label = f"τ = {tau:g}" + (" (CEM)" if tau == 0 else "")
+            rows = [r["rows"][1:] for r in runs]  # row 0 is the untrained decoder
+            updates = [row["update"] for row in rows[0]]
+            for ax, key, sign in ((axes[0, col], "train_cost", 1.0),
+                                  (axes[1, col], "val_return", -1.0)):
+                curves = torch.tensor([[sign * row[key] for row in run_rows] for run_rows in rows])
+                (line,) = ax.plot(updates, curves.mean(0), label=label)
+                if len(runs) > 1:
+                    ax.fill_between(updates, curves.min(0).values, curves.max(0).values,
+                                    alpha=0.2, color=line.get_color())
+        for row, what in enumerate(("training cost", "validation cost")):
+            ax = axes[row, col]
+            ax.axhline(-expert, color="k", linestyle="--", label="expert, validation set")
+            ax.set(title=f"latent size {dim}: {what}", xlabel="updates", ylabel=what)
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(run.figure_path("fig8_convergence"), dpi=120)
     plt.close(fig)
