@@ -33,7 +33,7 @@ from impl._checks import (
     require_int,
     require_real,
 )
-from impl.selection import Selection, hard_weights, soft_weights
+from impl.selection import Selection, soft_weights
 
 DEFAULT_STD_MIN = 1e-6
 """Default σ floor (CEM-11): below it a float32 sample of magnitude up to 8
@@ -341,15 +341,15 @@ def _step(
         f=problem.f, candidates=samples.to(problem.in_dtype), shape=(batch, n_sample)
     )
     values = values.to(samples.dtype)
-    finite = torch.isfinite(values)
-    selection = _select(values, finite, settings)
+    # Non-finite values rank after every finite one (CEM-12), in one pass.
+    ranked = torch.nan_to_num(values, nan=torch.inf, posinf=torch.inf, neginf=torch.inf)
+    selection = _select(values, ranked, settings)
     scratch = None if work is None or (torch.is_grad_enabled() and values.requires_grad) else work
     new_mean, new_std = _fit(
         samples, selection.weights, settings.n_elite, settings.std_min, scratch
     )
     applied = active & selection.valid
 
-    ranked = torch.where(finite, values, torch.inf)
     lowest, index = ranked.min(-1)
     better = active & (lowest < best_value)
     best_value = torch.where(better, lowest, best_value)
@@ -497,7 +497,8 @@ def _broadcast_operand(
         tensor = value.to(dtype)
     else:
         number = require_real(name, value)
-        tensor = torch.tensor(number, dtype=dtype, device=mean.device)
+        # A fill, not torch.tensor: no host-to-device copy (CEM-23).
+        tensor = torch.full((), number, dtype=dtype, device=mean.device)
     return tensor.expand(target).reshape(mean.shape)
 
 
@@ -585,11 +586,25 @@ def _evaluate(f: Objective, candidates: Tensor, shape: tuple[int, int]) -> Tenso
     return values
 
 
-def _select(values: Tensor, finite: Tensor, settings: _Settings) -> Selection:
-    """Hard (CEM-4) or soft (CEM-5) elite weights."""
+def _select(values: Tensor, ranked: Tensor, settings: _Settings) -> Selection:
+    """Hard (CEM-4) or soft (CEM-5) elite weights; ``ranked`` is ``values``
+    with every non-finite entry replaced by ``+∞``. Shapes ``(B, N)``."""
     if settings.tau is None:
-        return hard_weights(values, finite, settings.n_elite)
-    return soft_weights(values, finite, settings.n_elite, settings.tau, settings.normalize)
+        return hard_selection(ranked, settings.n_elite)
+    return soft_weights(
+        values, torch.isfinite(values), settings.n_elite, settings.tau, settings.normalize
+    )
+
+
+def hard_selection(ranked: Tensor, k: int) -> Selection:
+    """``impl.selection.hard_weights`` in fewer passes, for ``(B, N)`` values
+    whose non-finite entries are already ``+∞``: one unsorted ``topk`` and one
+    ``scatter``; a row is valid when its ``k`` lowest entries are finite (it
+    then has at least ``k`` finite values), read off the ``(B, k)`` top values
+    instead of counting the finite entries of the row."""
+    top = torch.topk(ranked, k, dim=-1, largest=False, sorted=False)
+    weights = torch.zeros_like(ranked).scatter_(-1, top.indices, 1.0)
+    return Selection(weights=weights, valid=torch.isfinite(top.values.amax(-1)))
 
 
 def _squeeze(result: DCEMResult) -> DCEMResult:

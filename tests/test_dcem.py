@@ -13,7 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from impl.dcem import DEFAULT_STD_MIN, DCEMResult, DCEMStep, dcem
+from impl.dcem import DEFAULT_STD_MIN, DCEMResult, DCEMStep, dcem, hard_selection
 from impl.gaussian import weighted_gaussian_fit
 from impl.lml import lml
 from impl.selection import VALUE_NORM_EPS, hard_weights, normalize_values, soft_weights
@@ -221,17 +221,20 @@ def test_normalization_has_finite_gradients_for_constant_values() -> None:
 @given(row=value_rows())
 def test_hard_weights_pick_the_k_lowest_finite_values(row: tuple[np.ndarray, int]) -> None:
     v, k = row
-    sel = hard_weights(torch.from_numpy(v)[None], torch.from_numpy(np.isfinite(v))[None], k)
-    w = sel.weights[0].numpy()
-    assert w.sum() == k and set(np.unique(w)) <= {0.0, 1.0}
-    finite = np.isfinite(v)
-    assert bool(sel.valid[0]) == (finite.sum() >= k)
-    if finite.sum() >= k:
-        assert not w[~finite].any()
-        chosen, rest = v[w == 1], v[(w == 0) & finite]
-        assert rest.size == 0 or chosen.max() <= rest.min()
-        expected = ref_cem.hard_weights(v, k)
-        assert np.sort(v[w == 1]).tolist() == np.sort(v[expected == 1]).tolist()
+    values = torch.from_numpy(v)[None]
+    # impl.selection's, and the one dcem uses (non-finite values mapped to +inf first).
+    ranked = torch.nan_to_num(values, nan=torch.inf, posinf=torch.inf, neginf=torch.inf)
+    for sel in (hard_weights(values, torch.isfinite(values), k), hard_selection(ranked, k)):
+        w = sel.weights[0].numpy()
+        assert w.sum() == k and set(np.unique(w)) <= {0.0, 1.0}
+        finite = np.isfinite(v)
+        assert bool(sel.valid[0]) == (finite.sum() >= k)
+        if finite.sum() >= k:
+            assert not w[~finite].any()
+            chosen, rest = v[w == 1], v[(w == 0) & finite]
+            assert rest.size == 0 or chosen.max() <= rest.min()
+            expected = ref_cem.hard_weights(v, k)
+            assert np.sort(v[w == 1]).tolist() == np.sort(v[expected == 1]).tolist()
 
 
 @pytest.mark.spec("CEM-4")
