@@ -5,5 +5,5 @@ Every script in ``SCRIPTS`` keeps the contract of ``validation.harness``:
 ``python -m validation`` runs them all (``nox -s validate``).
 """
 
-SCRIPTS: tuple[str, ...] = ("cartpole_embedding", "dmc")
+SCRIPTS: tuple[str, ...] = ("cartpole_embedding", "dmc", "regression")
 """The reproduction scripts, by module name under ``validation``."""
