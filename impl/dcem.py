@@ -139,7 +139,10 @@ def dcem(
 
     Args:
         f: candidates ``(B, N, d)`` → values ``(B, N)``; lower is better.
-            Non-finite values rank worst (CEM-12).
+            Non-finite values rank worst (CEM-12). When no graph is recorded
+            and no callback is given, the candidates are a buffer reused by
+            the next iteration (CEM-28): ``f`` must not keep a reference to
+            its input beyond its return.
         init_mean: ``μ_0``, ``(B, d)`` or ``(d,)`` for a single problem.
         init_std: ``σ_0``, a number or a tensor broadcastable to ``init_mean``.
         n_sample: ``N``, candidates per iteration.
