@@ -992,8 +992,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             (m, g) for m in ("dcem", "gd") for g in partition(seeds, group_size)
         )
     ]
-    if args.jobs == 1:
-        torch.set_num_threads(1)  # as run_jobs gives each worker on 2 cores: tiny ops
+    # Tiny operations: one thread per process, as run_jobs gives each worker on
+    # 2 cores; the timings below are then those of a training worker.
+    torch.set_num_threads(1)
     outcome = run_jobs(train, jobs, args.jobs)
     if any(r is None for r in outcome):
         print(f"stopped after {args.stop_after} updates; continue with --resume", file=sys.stderr)
