@@ -23,7 +23,15 @@ from typing import Any
 
 import torch
 
-from benchmarks.run import DIM, DTYPE, make_quadratic, median, time_interleaved
+from benchmarks.run import (
+    DIM,
+    DTYPE,
+    MIN_SAMPLE_SECONDS,
+    Timing,
+    make_quadratic,
+    median,
+    time_interleaved,
+)
 from impl.dcem import dcem
 
 CASES: tuple[tuple[int, int, int, int], ...] = (
@@ -119,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                         name: make_solve(impl, f, init, (n, k, iters), tau, grad)
                         for name, impl in (("old", old), ("new", dcem))
                     },
-                    args.repeats,
+                    Timing(args.repeats, MIN_SAMPLE_SECONDS[False]),
                     device,
                 )
                 row = {

@@ -103,8 +103,19 @@ LML_TARGET_SHAPES = ((1024, 100, 10), (4096, 1000, 100))
 MEMORY_TARGET_ITERS = 50
 
 Sense = Literal["max", "min"]
-QUICK = [False]
-"""Whether this run is ``--quick`` (set by ``main``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """How each function is timed: ``repeats`` interleaved samples, each lasting
+    at least ``min_sample_seconds`` (a fast function is called several times)."""
+
+    repeats: int
+    min_sample_seconds: float
+
+    def halved(self) -> Timing:
+        """Fewer samples, for the slow benchmarks."""
+        return dataclasses.replace(self, repeats=max(2, self.repeats // 2))
 
 
 @dataclasses.dataclass
@@ -149,12 +160,12 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_interleaved(
-    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device
+    fns: dict[str, Callable[[], object]], timing: Timing, device: torch.device
 ) -> dict[str, list[float]]:
-    """Seconds per call of each function, ``repeats`` samples each, interleaved.
+    """Seconds per call of each function, ``timing.repeats`` samples each, interleaved.
 
     Each function runs once to warm up; a sample of a fast function is the
-    mean over enough calls to last ``MIN_SAMPLE_SECONDS``.
+    mean over enough calls to last ``timing.min_sample_seconds``.
     """
     calls: dict[str, int] = {}
     for name, fn in fns.items():
@@ -163,10 +174,10 @@ def time_interleaved(
         fn()
         synchronize(device)
         once = time.perf_counter() - start
-        calls[name] = max(1, math.ceil(MIN_SAMPLE_SECONDS[QUICK[0]] / max(once, 1e-9)))
+        calls[name] = max(1, math.ceil(timing.min_sample_seconds / max(once, 1e-9)))
     times: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
-    for repeat in range(repeats):
+    for repeat in range(timing.repeats):
         for name in names if repeat % 2 == 0 else names[::-1]:
             synchronize(device)
             start = time.perf_counter()
@@ -302,7 +313,7 @@ def shape_dict(batch: int, n: int, k: int, **extra: int) -> dict[str, int]:
 # Benchmarks
 
 
-def bench_lml(shape: tuple[int, int, int], repeats: int, device: torch.device) -> list[Row]:
+def bench_lml(shape: tuple[int, int, int], timing: Timing, device: torch.device) -> list[Row]:
     """LML forward, and forward + backward, against ``torch.topk`` forward."""
     batch, n, k = shape
     gen = torch.Generator(device=device).manual_seed(0)
@@ -321,7 +332,7 @@ def bench_lml(shape: tuple[int, int, int], repeats: int, device: torch.device) -
         return torch.autograd.grad(lml(x_grad, k, TAU), x_grad, cotangent)
 
     fns = {"torch.topk": topk, "lml forward": forward, "lml forward+backward": forward_backward}
-    times = time_interleaved(fns, repeats, device)
+    times = time_interleaved(fns, timing, device)
     targeted = shape in LML_TARGET_SHAPES
     dims = shape_dict(batch, n, k)
     return [
@@ -346,7 +357,7 @@ def bench_lml(shape: tuple[int, int, int], repeats: int, device: torch.device) -
     ]
 
 
-def bench_iteration(shape: tuple[int, int, int], repeats: int, device: torch.device) -> list[Row]:
+def bench_iteration(shape: tuple[int, int, int], timing: Timing, device: torch.device) -> list[Row]:
     """One hard-CEM iteration against one DCEM iteration (quadratic f, no grad)."""
     batch, n, k = shape
     f = make_quadratic(batch, device)
@@ -363,7 +374,7 @@ def bench_iteration(shape: tuple[int, int, int], repeats: int, device: torch.dev
 
         return go
 
-    times = time_interleaved({"hard CEM": run(None), "DCEM": run(TAU)}, repeats, device)
+    times = time_interleaved({"hard CEM": run(None), "DCEM": run(TAU)}, timing, device)
     return [
         ratio_row(
             "iteration",
@@ -410,7 +421,7 @@ def loop_iteration(
     return weighted_gaussian_fit(samples, mask, k, 1e-6)
 
 
-def bench_loop(shape: tuple[int, int, int], repeats: int, device: torch.device) -> list[Row]:
+def bench_loop(shape: tuple[int, int, int], timing: Timing, device: torch.device) -> list[Row]:
     """Batched hard selection (and iteration) against per-problem Python loops."""
     batch, n, k = shape
     f = make_quadratic(batch, device)
@@ -445,7 +456,7 @@ def bench_loop(shape: tuple[int, int, int], repeats: int, device: torch.device) 
         "batched hard-CEM iteration": batched_iteration,
         "iteration with the double loop": loop_iteration_,
     }
-    times = time_interleaved(fns, max(2, repeats // 2), device)
+    times = time_interleaved(fns, timing.halved(), device)
     dims = shape_dict(batch, n, k, d=DIM)
     return [
         ratio_row(
@@ -490,7 +501,7 @@ def solve_iterations(batch: int, n: int, device: torch.device) -> int:
 def bench_solve(
     kind: str,
     shape: tuple[int, int, int],
-    repeats: int,
+    timing: Timing,
     device: torch.device,
     compile_solve: bool,
 ) -> list[Row]:
@@ -566,7 +577,7 @@ def bench_solve(
                     note=f"{type(error).__name__}: {str(error).splitlines()[0][:200]}",
                 )
             )
-    times = time_interleaved(fns, repeats, device)
+    times = time_interleaved(fns, timing, device)
     rows.insert(
         0,
         ratio_row(
@@ -625,7 +636,7 @@ def skipped_solve(kind: str, shape: tuple[int, int, int], reason: str) -> Row:
 
 
 def bench_memory(
-    kind: str, shape: tuple[int, int, int], iters: int, repeats: int, device: torch.device
+    kind: str, shape: tuple[int, int, int], iters: int, timing: Timing, device: torch.device
 ) -> list[Row]:
     """Peak memory (and time) of forward + backward through ``iters`` iterations."""
     batch, n, k = shape
@@ -668,7 +679,7 @@ def bench_memory(
         graphs[name] = saved_tensor_bytes(forward)
     f.zero_grad(set_to_none=True)
     times = time_interleaved(
-        {name: make_pass(options) for name, options in modes.items()}, max(2, repeats // 2), device
+        {name: make_pass(options) for name, options in modes.items()}, timing.halved(), device
     )
     dims = shape_dict(batch, n, k, d=DIM, T=iters)
     targeted = iters == MEMORY_TARGET_ITERS
@@ -770,6 +781,7 @@ def run(
     quick: bool, repeats: int, device: torch.device, full: bool, compile_solve: bool
 ) -> list[Row]:
     shapes = QUICK_SHAPES if quick else SHAPES
+    timing = Timing(repeats, MIN_SAMPLE_SECONDS[quick])
     rows: list[Row] = []
 
     def attempt(label: str, bench: Callable[[], list[Row]]) -> None:
@@ -784,11 +796,11 @@ def run(
             )  # fmt: skip
 
     for shape in shapes:
-        attempt(f"lml {shape}", partial(bench_lml, shape, repeats, device))
+        attempt(f"lml {shape}", partial(bench_lml, shape, timing, device))
     for shape in shapes:
-        attempt(f"iteration {shape}", partial(bench_iteration, shape, repeats, device))
+        attempt(f"iteration {shape}", partial(bench_iteration, shape, timing, device))
     loop_shape = QUICK_LOOP_SHAPE if quick else LOOP_SHAPE
-    attempt(f"loop {loop_shape}", partial(bench_loop, loop_shape, repeats, device))
+    attempt(f"loop {loop_shape}", partial(bench_loop, loop_shape, timing, device))
     for kind in ("mlp", "quadratic"):
         for shape in shapes:
             samples = shape[0] * shape[1]
@@ -810,14 +822,14 @@ def run(
             compiled = compile_solve and not quick and samples <= COMPILE_MAX_SAMPLES
             attempt(
                 f"solve {kind} {shape}",
-                partial(bench_solve, kind, shape, repeats, device, compiled),
+                partial(bench_solve, kind, shape, timing, device, compiled),
             )
     for kind, memory_shape in MEMORY_SHAPES.items():
         for iters in QUICK_MEMORY_ITERS if quick else MEMORY_ITERS:
             shape = QUICK_MEMORY_SHAPE if quick else memory_shape
             attempt(
                 f"memory {kind} {shape} T={iters}",
-                partial(bench_memory, kind, shape, iters, repeats, device),
+                partial(bench_memory, kind, shape, iters, timing, device),
             )
     attempt("sync", partial(check_syncs, device))
     return rows
@@ -906,7 +918,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = QUICK_REPEATS if args.quick else DEFAULT_REPEATS
-    QUICK[0] = args.quick
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     name = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
