@@ -10,7 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from impl.lml import NEWTON_STEPS, POLISH_STEPS, lml
+from impl.lml import MAX_STEPS, lml, solve_lml
 from reference.lml import (
     hard_topk_indicator,
     lml_bisect,
@@ -291,8 +291,8 @@ BAD_ARGUMENTS = [
     (lambda: lml(torch.randn(5), 2, math.inf), ValueError, "tau"),
     (lambda: lml(torch.randn(5), 2, math.nan), ValueError, "tau"),
     (lambda: lml(torch.randn(5), 2, "1"), TypeError, "tau"),  # type: ignore[arg-type]
-    (lambda: lml(torch.randn(5), 2, newton_steps=-1), ValueError, "newton_steps"),
-    (lambda: lml(torch.randn(5), 2, polish_steps=0), ValueError, "polish_steps"),
+    (lambda: lml(torch.randn(5), 2, max_steps=0), ValueError, "max_steps=0"),
+    (lambda: lml(torch.randn(5), 2, max_steps=2.5), TypeError, "max_steps"),
 ]
 
 
@@ -339,17 +339,25 @@ def test_bracket_contains_the_root(problem: LMLProblem) -> None:
 
 @pytest.mark.spec("LML-19")
 @given(problem=lml_problems(max_scaled=100.0))
-def test_step_counts_can_be_set(problem: LMLProblem) -> None:
+def test_step_count_can_be_set(problem: LMLProblem) -> None:
     x = torch.from_numpy(problem.x)
     default = lml(x, problem.k, problem.tau)
-    explicit = lml(
-        x,
-        problem.k,
-        problem.tau,
-        newton_steps=NEWTON_STEPS,
-        polish_steps=POLISH_STEPS[torch.float64],
-    )
+    explicit = lml(x, problem.k, problem.tau, max_steps=MAX_STEPS[torch.float64])
     assert torch.equal(default, explicit)
-    # Polishing alone (bisection + exact Newton) also converges, with more steps.
-    polish_only = lml(x, problem.k, problem.tau, newton_steps=0, polish_steps=60)
-    assert (polish_only - torch.from_numpy(ref(problem))).abs().max() <= 1e-12
+    # Rows that have stopped never move again, so extra steps change nothing.
+    longer = lml(x, problem.k, problem.tau, max_steps=60)
+    assert (longer - torch.from_numpy(ref(problem))).abs().max() <= ACCURACY[torch.float64]
+
+
+@pytest.mark.spec("LML-19")
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(problem=lml_problems())
+def test_stopping_early_changes_no_output(problem: LMLProblem, dtype: torch.dtype) -> None:
+    # The CPU solver ends its loop once every row has stopped; the CUDA one
+    # runs the whole schedule. Both must give the same bits.
+    x = torch.from_numpy(problem.x).to(dtype)
+    steps = MAX_STEPS[dtype]
+    early = solve_lml(x, problem.k, problem.tau, steps, early_exit=True)
+    full = solve_lml(x, problem.k, problem.tau, steps, early_exit=False)
+    assert torch.equal(early.isnan(), full.isnan())
+    assert torch.equal(early.nan_to_num(), full.nan_to_num())
