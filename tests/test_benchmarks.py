@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import lml_accuracy
 from benchmarks.run import main
 
 GROUPS = {"lml", "iteration", "loop", "solve", "memory", "sync"}
@@ -57,3 +58,14 @@ def test_quick_run_writes_the_json_and_the_table(tmp_path: Path) -> None:
     table = (tmp_path / "cpu.md").read_text(encoding="utf-8")
     assert "| group | ratio measured |" in table and "float32" in table
     assert table.count("\n| ") == len(rows) + 1  # header + one line per row
+
+
+def test_lml_accuracy_script_checks_the_bound(tmp_path: Path) -> None:
+    out = tmp_path / "accuracy.json"
+    assert lml_accuracy.main(["--rows", "18", "--seeds", "7", "--out", str(out)]) == 0
+    (result,) = json.loads(out.read_text(encoding="utf-8"))
+    for dtype in ("torch.float32", "torch.float64"):
+        assert 0 <= result["worst"][dtype]["error"] <= result["bound"][dtype]
+        counts = {int(s): c for s, c in result["stopping_steps"][dtype].items()}
+        assert sum(counts.values()) == 18
+        assert max(counts) <= result["max_steps"][dtype]  # every row stopped in the schedule
