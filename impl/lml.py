@@ -115,13 +115,16 @@ def lml_vjp(y: Tensor, grad: Tensor, tau: float) -> Tensor:
     Jacobian ``(1/τ)[diag(h) − h hᵀ/1ᵀh]`` is never formed. Rows where
     ``1ᵀh`` underflows to 0 get a zero product. Shapes: ``y, grad (..., n)``.
     Written with differentiable operations on ``y`` so that double backward
-    is exact (LML-14).
+    is exact (LML-14); the last two steps run in place when no graph is
+    recorded.
     """
-    h = y * (1 - y)
-    h_sum = h.sum(-1, keepdim=True)
+    h = torch.addcmul(y, y, y, value=-1)
+    h_sum = h.sum(-1, keepdim=True).clamp_min_(torch.finfo(y.dtype).tiny)
     h_dot_g = (h * grad).sum(-1, keepdim=True)
-    tiny = torch.finfo(y.dtype).tiny
-    return h * (grad - h_dot_g / h_sum.clamp_min(tiny)) / tau
+    centred = grad - h_dot_g / h_sum
+    if torch.is_grad_enabled():  # a graph is recorded (double backward): no in-place steps
+        return centred * h / tau
+    return centred.mul_(h).div_(tau)
 
 
 def solve_lml(x: Tensor, k: int, tau: float, max_steps: int, *, early_exit: bool) -> Tensor:
@@ -160,7 +163,9 @@ def solve_lml(x: Tensor, k: int, tau: float, max_steps: int, *, early_exit: bool
     # zs = [z with P masked to −∞ | −z_P]: σ(zs − side·u) gives the terms of R, then of T.
     zs = torch.cat([z, top[..., :m]], dim=-1)
     zs[..., n:].sub_(centre).div_(-scale)
-    zs[..., :n].scatter_(-1, top_index[..., :m], -math.inf)
+    in_p = top_index[..., :m]
+    minus_inf = zs.new_full((), -math.inf).expand(in_p.shape)  # faster than a scalar source
+    zs.scatter_(-1, in_p, minus_inf)
     side = torch.ones(n + m, dtype=x.dtype, device=x.device)
     side[n:] = -1.0
     big = torch.finfo(x.dtype).max / 4
