@@ -121,16 +121,30 @@ def test_plan_is_dcem_on_flattened_sequences(
     a, b = linear_system(3, n_u, seed)
     x0 = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed), dtype=F64)
     cost_fn = rollout_cost(linear_dynamics(a, b), quadratic_cost(), x0)
-    config = PlannerConfig(horizon=horizon, action_lb=-2.0, action_ub=3.0, action_dim=n_u,
-                           n_sample=12, n_elite=3, n_iter=4, tau=tau,
-                           output=output)  # type: ignore[arg-type]
+    config = PlannerConfig(
+        horizon=horizon,
+        action_lb=-2.0,
+        action_ub=3.0,
+        action_dim=n_u,
+        n_sample=12,
+        n_elite=3,
+        n_iter=4,
+        tau=tau,
+        output=output,
+    )  # type: ignore[arg-type]
     noise = _noise(4, 2, 12, horizon * n_u, seed)
     result = plan(cost_fn, config, 2, dtype=F64, noise=noise)
     direct = dcem(
         lambda x: cost_fn(x.reshape(2, x.shape[1], horizon, n_u)),
         torch.full((2, horizon * n_u), 0.5, dtype=F64),
         INIT_STD_SCALE * 5.0,
-        n_sample=12, n_elite=3, n_iter=4, tau=tau, lb=-2.0, ub=3.0, output=output,  # type: ignore[arg-type]
+        n_sample=12,
+        n_elite=3,
+        n_iter=4,
+        tau=tau,
+        lb=-2.0,
+        ub=3.0,
+        output=output,  # type: ignore[arg-type]
         noise=noise,
     )
     shape = (2, horizon, n_u)
@@ -157,11 +171,26 @@ def test_every_candidate_and_action_within_bounds(
     ub = lb + torch.tensor(widths[:n_u], dtype=F64)
     a, b = linear_system(2, n_u, seed)
     x0 = torch.ones(3, 2, dtype=F64)
-    config = PlannerConfig(horizon=4, action_lb=lb, action_ub=ub, action_dim=n_u, n_sample=20,
-                           n_elite=4, n_iter=3, tau=tau, init_std=3.0 * (ub - lb))
+    config = PlannerConfig(
+        horizon=4,
+        action_lb=lb,
+        action_ub=ub,
+        action_dim=n_u,
+        n_sample=20,
+        n_elite=4,
+        n_iter=3,
+        tau=tau,
+        init_std=3.0 * (ub - lb),
+    )
     steps: list[DCEMStep] = []
-    result = plan(rollout_cost(linear_dynamics(a, b), quadratic_cost(), x0), config, 3,
-                  dtype=F64, generator=torch.Generator().manual_seed(seed), callback=steps.append)
+    result = plan(
+        rollout_cost(linear_dynamics(a, b), quadratic_cost(), x0),
+        config,
+        3,
+        dtype=F64,
+        generator=torch.Generator().manual_seed(seed),
+        callback=steps.append,
+    )
     flat_lb, flat_ub = lb.repeat(4), ub.repeat(4)
     for step in steps:
         assert bool((step.samples >= flat_lb).all() and (step.samples <= flat_ub).all())
@@ -195,8 +224,16 @@ def test_plan_gradient_in_dynamics_and_cost_parameters(seed: int, tau: float) ->
     target0 = 0.1 * torch.randn(5, generator=g, dtype=F64)
     x0 = Cartpole().sample_initial(2, g, dtype=F64)
     noise = _noise(3, 2, 16, 4, seed)
-    config = PlannerConfig(horizon=4, action_lb=-100.0, action_ub=100.0, n_sample=16,
-                           n_elite=4, n_iter=3, tau=tau, init_std=5.0)
+    config = PlannerConfig(
+        horizon=4,
+        action_lb=-100.0,
+        action_ub=100.0,
+        n_sample=16,
+        n_elite=4,
+        n_iter=3,
+        tau=tau,
+        init_std=5.0,
+    )
 
     def solve(length: Tensor, target: Tensor) -> Tensor:
         system = Cartpole(length=length)
@@ -204,8 +241,7 @@ def test_plan_gradient_in_dynamics_and_cost_parameters(seed: int, tau: float) ->
         def step_cost(state: Tensor, action: Tensor) -> Tensor:
             return system.cost(state, action) + ((state - target) ** 2).sum(-1)
 
-        result = plan(rollout_cost(system.step, step_cost, x0), config, 2, dtype=F64,
-                      noise=noise)
+        result = plan(rollout_cost(system.step, step_cost, x0), config, 2, dtype=F64, noise=noise)
         return (result.cost * torch.tensor([1.0, -0.7], dtype=F64)).sum() + result.actions.sum()
 
     length, target = length0.clone().requires_grad_(), target0.clone().requires_grad_()
@@ -222,8 +258,9 @@ def test_hard_plan_gradient_holds_the_selection_fixed() -> None:
     target = torch.tensor([0.3, -0.2], dtype=F64, requires_grad=True)
     a, b = linear_system(2, 1, 0)
     x0 = torch.ones(2, 2, dtype=F64)
-    config = PlannerConfig(horizon=3, action_lb=-1.0, action_ub=1.0, n_sample=10, n_elite=2,
-                           n_iter=3, tau=None)
+    config = PlannerConfig(
+        horizon=3, action_lb=-1.0, action_ub=1.0, n_sample=10, n_elite=2, n_iter=3, tau=None
+    )
     cost_fn = rollout_cost(linear_dynamics(a, b), quadratic_cost(target), x0)
     result = plan(cost_fn, config, 2, dtype=F64, generator=torch.Generator().manual_seed(1))
     assert not result.actions.requires_grad
@@ -247,9 +284,15 @@ def test_shift_warm_start(batch: int, horizon: int, n_u: int) -> None:
 
 
 def _mpc_setup(tau: float | None = 1.0) -> tuple[PlannerConfig, Tensor, Cartpole]:
-    config = PlannerConfig(horizon=5, action_lb=torch.tensor([-30.0]),
-                           action_ub=torch.tensor([10.0]), n_sample=20, n_elite=4, n_iter=3,
-                           tau=tau)
+    config = PlannerConfig(
+        horizon=5,
+        action_lb=torch.tensor([-30.0]),
+        action_ub=torch.tensor([10.0]),
+        n_sample=20,
+        n_elite=4,
+        n_iter=3,
+        tau=tau,
+    )
     system = Cartpole()
     return config, system.sample_initial(3, torch.Generator().manual_seed(0)), system
 
@@ -262,8 +305,9 @@ def test_mpc_act_plans_from_shifted_warm_start_with_sigma_reset(
     config, x0, system = _mpc_setup(tau)
     mpc = MPC(config, 3, generator=torch.Generator().manual_seed(seed))
     first = mpc.act(rollout_cost(system.step, system.cost, x0))
-    assert torch.equal(mpc.state.warm_start,
-                       shift_warm_start(first.actions.detach(), torch.tensor([-10.0])))
+    assert torch.equal(
+        mpc.state.warm_start, shift_warm_start(first.actions.detach(), torch.tensor([-10.0]))
+    )
     assert not mpc.state.warm_start.requires_grad
     x1 = system.step(x0, first.first_action)
     warm = mpc.state.warm_start.clone()
@@ -272,8 +316,7 @@ def test_mpc_act_plans_from_shifted_warm_start_with_sigma_reset(
     g = torch.Generator()
     if state is not None:
         g.set_state(state)
-    again = plan(rollout_cost(system.step, system.cost, x1), config, 3, init_mean=warm,
-                 generator=g)
+    again = plan(rollout_cost(system.step, system.cost, x1), config, 3, init_mean=warm, generator=g)
     assert torch.equal(second.actions, again.actions)
     assert torch.equal(second.std, again.std)
 
@@ -324,8 +367,10 @@ def test_no_state_leaks_across_episodes() -> None:
     assert used.generator is not None and new.generator is not None
     new.generator.set_state(used.generator.get_state())
     x1 = system.sample_initial(3, torch.Generator().manual_seed(3))
-    assert torch.equal(used.act(rollout_cost(system.step, system.cost, x1)).actions,
-                       new.act(rollout_cost(system.step, system.cost, x1)).actions)
+    assert torch.equal(
+        used.act(rollout_cost(system.step, system.cost, x1)).actions,
+        new.act(rollout_cost(system.step, system.cost, x1)).actions,
+    )
 
 
 # -- CTL-8, CTL-9, CTL-10 ----------------------------------------------------------------------
@@ -339,8 +384,16 @@ def test_no_state_leaks_across_episodes() -> None:
     seed=st.integers(0, 2**16),
 )
 def test_decoder_outputs_within_bounds(low: float, width: float, scale: float, seed: int) -> None:
-    decoder = ActionDecoder(3, 4, 2, low, low + width, hidden=16, n_hidden=2,
-                            generator=torch.Generator().manual_seed(seed))
+    decoder = ActionDecoder(
+        3,
+        4,
+        2,
+        low,
+        low + width,
+        hidden=16,
+        n_hidden=2,
+        generator=torch.Generator().manual_seed(seed),
+    )
     z = scale * torch.randn(7, 3, generator=torch.Generator().manual_seed(seed + 1))
     actions = decoder(z)
     assert actions.shape == (7, 4, 2)
@@ -352,7 +405,10 @@ def test_decoder_architecture_and_initialization() -> None:
     decoder = ActionDecoder(2, 20, 1, -100.0, 100.0, generator=torch.Generator().manual_seed(0))
     linears = [m for m in decoder.net if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [
-        (2, 256), (256, 256), (256, 256), (256, 20)
+        (2, 256),
+        (256, 256),
+        (256, 256),
+        (256, 20),
     ]
     assert sum(isinstance(m, torch.nn.ELU) for m in decoder.net) == 3
     for linear in linears[1:3]:  # 65,536 weights each: the std is pinned to ±2%
@@ -377,19 +433,29 @@ def test_latent_plan_is_dcem_over_the_box(
 ) -> None:
     system = Cartpole()
     x0 = system.sample_initial(2, torch.Generator().manual_seed(seed), dtype=F64)
-    decoder = ActionDecoder(m, 6, 1, -100.0, 100.0, hidden=16, n_hidden=2,
-                            generator=torch.Generator().manual_seed(seed)).to(F64)
+    decoder = ActionDecoder(
+        m, 6, 1, -100.0, 100.0, hidden=16, n_hidden=2, generator=torch.Generator().manual_seed(seed)
+    ).to(F64)
     cost_fn = rollout_cost(system.step, system.cost, x0)
-    config = LatentPlannerConfig(latent_dim=m, n_sample=15, n_elite=3, n_iter=4, tau=tau,
-                                 latent_bound=bound, init_std=2.0)
+    config = LatentPlannerConfig(
+        latent_dim=m, n_sample=15, n_elite=3, n_iter=4, tau=tau, latent_bound=bound, init_std=2.0
+    )
     noise = _noise(4, 2, 15, m, seed)
     steps: list[DCEMStep] = []
-    result = latent_plan(cost_fn, decoder, config, 2, dtype=F64, noise=noise,
-                         callback=steps.append)
+    result = latent_plan(cost_fn, decoder, config, 2, dtype=F64, noise=noise, callback=steps.append)
     with torch.no_grad():
-        direct = dcem(lambda z: cost_fn(decoder(z)), torch.zeros(2, m, dtype=F64), 2.0,
-                      n_sample=15, n_elite=3, n_iter=4, tau=tau, lb=-bound, ub=bound,
-                      noise=noise)
+        direct = dcem(
+            lambda z: cost_fn(decoder(z)),
+            torch.zeros(2, m, dtype=F64),
+            2.0,
+            n_sample=15,
+            n_elite=3,
+            n_iter=4,
+            tau=tau,
+            lb=-bound,
+            ub=bound,
+            noise=noise,
+        )
     torch.testing.assert_close(result.latent, direct.x)
     torch.testing.assert_close(result.actions, decoder(result.latent))
     torch.testing.assert_close(result.cost, cost_fn(result.actions.unsqueeze(1))[:, 0])
@@ -405,16 +471,19 @@ def test_latent_plan_is_dcem_over_the_box(
 def test_latent_plan_gradient_in_decoder_parameters(seed: int) -> None:
     system = Cartpole()
     x0 = system.sample_initial(2, torch.Generator().manual_seed(seed), dtype=F64)
-    decoder = ActionDecoder(2, 4, 1, -100.0, 100.0, hidden=6, n_hidden=1,
-                            generator=torch.Generator().manual_seed(seed)).to(F64)
-    config = LatentPlannerConfig(latent_dim=2, n_sample=12, n_elite=3, n_iter=3, tau=1.0,
-                                 init_std=0.3)
+    decoder = ActionDecoder(
+        2, 4, 1, -100.0, 100.0, hidden=6, n_hidden=1, generator=torch.Generator().manual_seed(seed)
+    ).to(F64)
+    config = LatentPlannerConfig(
+        latent_dim=2, n_sample=12, n_elite=3, n_iter=3, tau=1.0, init_std=0.3
+    )
     noise = _noise(3, 2, 12, 2, seed)
     weight = decoder.net[0].weight
 
     def loss() -> Tensor:
-        result = latent_plan(rollout_cost(system.step, system.cost, x0), decoder, config, 2,
-                             dtype=F64, noise=noise)
+        result = latent_plan(
+            rollout_cost(system.step, system.cost, x0), decoder, config, 2, dtype=F64, noise=noise
+        )
         return result.cost.sum()
 
     (grad,) = torch.autograd.grad(loss(), weight)
@@ -453,20 +522,32 @@ def test_alg2_training_lowers_the_planned_cost() -> None:
     a, b = linear_system(3, 1, 0)
     step, cost = linear_dynamics(a.float(), b.float()), quadratic_cost(weight=0.01)
     states = torch.randn(16, 3, generator=torch.Generator().manual_seed(1))
-    decoder = ActionDecoder(2, 6, 1, -3.0, 3.0, hidden=32, n_hidden=2,
-                            generator=torch.Generator().manual_seed(0))
+    decoder = ActionDecoder(
+        2, 6, 1, -3.0, 3.0, hidden=32, n_hidden=2, generator=torch.Generator().manual_seed(0)
+    )
     config = LatentPlannerConfig(latent_dim=2, n_sample=30, n_elite=5, n_iter=5, tau=1.0)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-2)
 
     def evaluate() -> float:
         with torch.no_grad():
-            return float(latent_plan(rollout_cost(step, cost, states), decoder, config, 16,
-                                     generator=torch.Generator().manual_seed(2)).cost.mean())
+            return float(
+                latent_plan(
+                    rollout_cost(step, cost, states),
+                    decoder,
+                    config,
+                    16,
+                    generator=torch.Generator().manual_seed(2),
+                ).cost.mean()
+            )
 
-    expert = plan(rollout_cost(step, cost, states),
-                  PlannerConfig(horizon=6, action_lb=-3.0, action_ub=3.0, n_sample=300,
-                                n_elite=30, n_iter=20),
-                  16, generator=torch.Generator().manual_seed(2)).cost.mean()
+    expert = plan(
+        rollout_cost(step, cost, states),
+        PlannerConfig(
+            horizon=6, action_lb=-3.0, action_ub=3.0, n_sample=300, n_elite=30, n_iter=20
+        ),
+        16,
+        generator=torch.Generator().manual_seed(2),
+    ).cost.mean()
     before = evaluate()
     g = torch.Generator().manual_seed(3)
     for _ in range(20):
@@ -497,8 +578,11 @@ def cartpole_reference(state: tuple[float, ...], u: float) -> tuple[float, ...]:
 
 @pytest.mark.spec("CTL-11")
 @given(
-    x=st.floats(-2, 2), dx=st.floats(-3, 3), theta=st.floats(-math.pi, math.pi),
-    dth=st.floats(-8, 8), u=st.floats(-100, 100),
+    x=st.floats(-2, 2),
+    dx=st.floats(-3, 3),
+    theta=st.floats(-math.pi, math.pi),
+    dth=st.floats(-8, 8),
+    u=st.floats(-100, 100),
 )
 def test_cartpole_step_and_reward(x: float, dx: float, theta: float, dth: float, u: float) -> None:
     system = Cartpole()
@@ -519,17 +603,19 @@ def test_cartpole_initial_states_and_parameter_gradients() -> None:
     system = Cartpole()
     states = system.sample_initial(4000, torch.Generator().manual_seed(0), dtype=F64)
     theta = torch.atan2(states[:, 3], states[:, 2])
-    for column, half in ((states[:, 0], 0.5), (states[:, 1], 0.5), (theta, math.pi),
-                         (states[:, 4], 1.0)):
+    for column, half in (
+        (states[:, 0], 0.5),
+        (states[:, 1], 0.5),
+        (theta, math.pi),
+        (states[:, 4], 1.0),
+    ):
         assert float(column.abs().max()) <= half
         assert float(column.abs().max()) > 0.98 * half  # the whole range is used
     torch.testing.assert_close(states[:, 2] ** 2 + states[:, 3] ** 2, torch.ones(4000, dtype=F64))
     length = torch.tensor(0.5, dtype=F64, requires_grad=True)
     state = states[:5].clone()
     action = torch.linspace(-50, 50, 5, dtype=F64).unsqueeze(-1)
-    assert torch.autograd.gradcheck(
-        lambda p: Cartpole(length=p).step(state, action), (length,)
-    )
+    assert torch.autograd.gradcheck(lambda p: Cartpole(length=p).step(state, action), (length,))
 
 
 def pendulum_reference(theta: float, dth: float, u: float) -> tuple[float, float]:
@@ -563,8 +649,7 @@ def test_errors_name_the_bad_value() -> None:
     system = Cartpole()
     x0 = system.sample_initial(2)
     cost_fn = rollout_cost(system.step, system.cost, x0)
-    base = PlannerConfig(horizon=3, action_lb=-1.0, action_ub=1.0, n_sample=8, n_elite=2,
-                         n_iter=2)
+    base = PlannerConfig(horizon=3, action_lb=-1.0, action_ub=1.0, n_sample=8, n_elite=2, n_iter=2)
     with pytest.raises(ValueError, match="horizon must be >= 1, got 0"):
         plan(cost_fn, PlannerConfig(**{**base.__dict__, "horizon": 0}), 2)
     with pytest.raises(ValueError, match="lb < ub"):
@@ -603,13 +688,19 @@ def test_errors_name_the_bad_value() -> None:
 def test_batch_problems_are_independent(tau: float | None, seed: int) -> None:
     system = Cartpole()
     x0 = system.sample_initial(3, torch.Generator().manual_seed(seed), dtype=F64)
-    config = PlannerConfig(horizon=4, action_lb=-100.0, action_ub=100.0, n_sample=12,
-                           n_elite=3, n_iter=3, tau=tau)
+    config = PlannerConfig(
+        horizon=4, action_lb=-100.0, action_ub=100.0, n_sample=12, n_elite=3, n_iter=3, tau=tau
+    )
     noise = _noise(3, 3, 12, 4, seed)
     batched = plan(rollout_cost(system.step, system.cost, x0), config, 3, dtype=F64, noise=noise)
     for i in range(3):
-        alone = plan(rollout_cost(system.step, system.cost, x0[i : i + 1]), config, 1,
-                     dtype=F64, noise=noise[:, i : i + 1])
+        alone = plan(
+            rollout_cost(system.step, system.cost, x0[i : i + 1]),
+            config,
+            1,
+            dtype=F64,
+            noise=noise[:, i : i + 1],
+        )
         torch.testing.assert_close(alone.actions[0], batched.actions[i], rtol=1e-12, atol=1e-12)
 
 
@@ -617,14 +708,19 @@ def test_batch_problems_are_independent(tau: float | None, seed: int) -> None:
 def test_planners_run_on_meta() -> None:
     system = Cartpole()
     x0 = torch.empty(4, 5, device="meta")
-    config = PlannerConfig(horizon=6, action_lb=-100.0, action_ub=100.0, n_sample=10,
-                           n_elite=2, n_iter=2, tau=1.0)
+    config = PlannerConfig(
+        horizon=6, action_lb=-100.0, action_ub=100.0, n_sample=10, n_elite=2, n_iter=2, tau=1.0
+    )
     result = plan(rollout_cost(system.step, system.cost, x0), config, 4, device="meta")
     assert result.actions.device.type == "meta" and result.actions.shape == (4, 6, 1)
     mpc = MPC(config, 4, device="meta")
     assert mpc.act(rollout_cost(system.step, system.cost, x0)).cost.shape == (4,)
     decoder = ActionDecoder(2, 6, 1, -100.0, 100.0, hidden=8).to("meta")
-    latent = latent_plan(rollout_cost(system.step, system.cost, x0), decoder,
-                         LatentPlannerConfig(latent_dim=2, n_sample=10, n_elite=2, n_iter=2),
-                         4, device="meta")
+    latent = latent_plan(
+        rollout_cost(system.step, system.cost, x0),
+        decoder,
+        LatentPlannerConfig(latent_dim=2, n_sample=10, n_elite=2, n_iter=2),
+        4,
+        device="meta",
+    )
     assert latent.actions.shape == (4, 6, 1) and latent.latent.device.type == "meta"

@@ -19,7 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_script(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "validation.cartpole_embedding", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
 
 
@@ -32,8 +36,11 @@ def test_smoke_mode_learns_and_keeps_the_contract(tmp_path: Path) -> None:
     assert summary["name"] == "cartpole_embedding" and summary["mode"] == "smoke"
     assert summary["wall_seconds"] > 0
     ids = {claim["id"] for claim in summary["claims"]}
-    assert {"smoke-learning-latent2-tau1", "smoke-learning-latent2-tau0",
-            "fig9-factor-latent2-tau1"} <= ids
+    assert {
+        "smoke-learning-latent2-tau1",
+        "smoke-learning-latent2-tau0",
+        "fig9-factor-latent2-tau1",
+    } <= ids
     for claim in summary["claims"]:
         assert set(claim) == {"id", "description", "paper", "measured", "target", "pass"}
         assert claim["pass"], claim
@@ -61,8 +68,16 @@ def test_interrupted_job_resumes_to_the_uninterrupted_result(tmp_path: Path) -> 
     def job(root: Path) -> cp.Job:
         RunDirectory(root, cp.NAME, "smoke", {"test": True})
         (root / "models").mkdir()
-        return cp.Job(str(root), latent_dim=2, tau=1.0, seed=0, updates=12, batch_states=2,
-                      validate_every=4, validation_states=8)
+        return cp.Job(
+            str(root),
+            latent_dim=2,
+            tau=1.0,
+            seed=0,
+            updates=12,
+            batch_states=2,
+            validate_every=4,
+            validation_states=8,
+        )
 
     whole = cp.train(job(tmp_path / "whole"))
     interrupted = job(tmp_path / "interrupted")
@@ -72,14 +87,21 @@ def test_interrupted_job_resumes_to_the_uninterrupted_result(tmp_path: Path) -> 
     assert whole is not None and resumed is not None
     assert json.dumps(resumed["rows"]) == json.dumps(whole["rows"])  # NaN-aware equality
     assert resumed["best_val_return"] == whole["best_val_return"]
-    models = [root / "models" / f"{interrupted.name}.pt" for root in
-              (tmp_path / "whole", tmp_path / "interrupted")]
+    models = [
+        root / "models" / f"{interrupted.name}.pt"
+        for root in (tmp_path / "whole", tmp_path / "interrupted")
+    ]
     first, second = (torch.load(path, weights_only=True) for path in models)
     assert all(torch.equal(first[key], second[key]) for key in first)
 
 
 def test_bad_options_are_rejected() -> None:
-    for args in (["--updates", "0"], ["--taus", "-1"], ["--latent-dims", "0"],
-                 ["--seeds", "x"], ["--mode", "huge"]):
+    for args in (
+        ["--updates", "0"],
+        ["--taus", "-1"],
+        ["--latent-dims", "0"],
+        ["--seeds", "x"],
+        ["--mode", "huge"],
+    ):
         done = run_script(*args)
         assert done.returncode == 2 and "error" in done.stderr, args

@@ -39,8 +39,9 @@ EXPECTED_CLAIMS = {
 
 
 def _smoke(out: Path, *extra: str) -> int:
-    return main(["--mode", "smoke", "--task", "cheetah.run", "--out", str(out), "--threads", "1",
-                 *extra])
+    return main(
+        ["--mode", "smoke", "--task", "cheetah.run", "--out", str(out), "--threads", "1", *extra]
+    )
 
 
 def _equal(a: Any, b: Any, where: str = "") -> None:
@@ -84,8 +85,15 @@ def test_summary_structure(runs: tuple[Path, Path]) -> None:
     for claim in summary["claims"]:
         assert set(claim) == {"id", "description", "paper", "measured", "target", "pass"}
         assert claim["paper"]
-    for name in ("config.json", "metrics.csv", "eval.csv", "phases.csv", "speed.csv",
-                 "learning_curves.png", "eval_boxplot.png"):
+    for name in (
+        "config.json",
+        "metrics.csv",
+        "eval.csv",
+        "phases.csv",
+        "speed.csv",
+        "learning_curves.png",
+        "eval_boxplot.png",
+    ):
         assert (straight / name).exists(), name
     for phase in (1, 2, 3):
         assert (straight / "checkpoints" / f"phase{phase}_final.pt").exists()
@@ -96,8 +104,16 @@ def test_losses_finite_and_model_loss_falls(runs: tuple[Path, Path]) -> None:
     with (straight / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert {row["phase"] for row in rows} == {"1", "2", "3"}
-    loss_keys = ("model_loss", "obs_loss", "reward_loss", "kl", "decoder_cost", "policy_loss",
-                 "value_loss", "reward")
+    loss_keys = (
+        "model_loss",
+        "obs_loss",
+        "reward_loss",
+        "kl",
+        "decoder_cost",
+        "policy_loss",
+        "value_loss",
+        "reward",
+    )
     for row in rows:
         for key in loss_keys:
             if row.get(key):
@@ -130,9 +146,10 @@ def test_cli_errors(tmp_path: Path) -> None:
 
 
 def test_overrides() -> None:
-    config = apply_overrides(config_for("walker.walk", "short"),
-                             ["model.hidden=64", "cem.n_iter=3", "ppo.learn_std=true",
-                              "time_limit=2.5"])
+    config = apply_overrides(
+        config_for("walker.walk", "short"),
+        ["model.hidden=64", "cem.n_iter=3", "ppo.learn_std=true", "time_limit=2.5"],
+    )
     assert config.model.hidden == 64 and config.cem.n_iter == 3
     assert config.ppo.learn_std and config.time_limit == 2.5
     assert config_for("cheetah.run", "short", env_steps=1234).phase1_env_steps == 1234

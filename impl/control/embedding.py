@@ -62,8 +62,12 @@ class ActionDecoder(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        sizes = {"latent_dim": latent_dim, "horizon": horizon, "action_dim": action_dim,
-                 "hidden": hidden}
+        sizes = {
+            "latent_dim": latent_dim,
+            "horizon": horizon,
+            "action_dim": action_dim,
+            "hidden": hidden,
+        }
         for name, value in sizes.items():
             if require_int(name, value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")

@@ -288,8 +288,10 @@ class MPC:
             self.state = fresh
             return
         if tuple(mask.shape) != (self.batch,) or mask.dtype != torch.bool:
-            raise ValueError(f"mask must be a bool tensor of shape ({self.batch},), got "
-                             f"{tuple(mask.shape)} {mask.dtype}")
+            raise ValueError(
+                f"mask must be a bool tensor of shape ({self.batch},), got "
+                f"{tuple(mask.shape)} {mask.dtype}"
+            )
         keep = torch.where(mask.view(-1, 1, 1), fresh.warm_start, self.state.warm_start)
         self.state = replace(self.state, warm_start=keep)
 
@@ -313,8 +315,9 @@ def vector(
     """A number or an ``(n,)`` (or broadcastable) tensor as an ``(n,)`` tensor."""
     if isinstance(value, Tensor):
         if value.dim() > 1 or (value.dim() == 1 and value.shape[0] not in (1, n)):
-            raise ValueError(f"{name} must be a number or a tensor of shape ({n},), got "
-                             f"{tuple(value.shape)}")
+            raise ValueError(
+                f"{name} must be a number or a tensor of shape ({n},), got {tuple(value.shape)}"
+            )
         return value.to(device=device, dtype=dtype).expand(n).clone()
     number = require_finite_real(name, value, minimum=-float("inf"), strict=False)
     return torch.full((n,), number, device=device, dtype=dtype)

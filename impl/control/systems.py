@@ -24,8 +24,14 @@ Scalar = float | Tensor
 """A parameter: a float, or a (differentiable) tensor broadcastable to the batch."""
 
 
-def _uniform(n: int, low: float, high: float, generator: torch.Generator | None,
-             device: torch.device | str | None, dtype: torch.dtype) -> Tensor:
+def _uniform(
+    n: int,
+    low: float,
+    high: float,
+    generator: torch.Generator | None,
+    device: torch.device | str | None,
+    dtype: torch.dtype,
+) -> Tensor:
     draw = torch.rand(n, generator=generator, device=device, dtype=dtype)
     return low + (high - low) * draw
 
@@ -149,9 +155,10 @@ class Pendulum:
         cos, sin, dth = state.unbind(-1)
         u = action[..., 0]
         theta = torch.atan2(sin, cos)
-        acc = 3.0 * self.gravity / (2.0 * self.length) * sin + 3.0 / (
-            self.mass * self.length * self.length
-        ) * u
+        acc = (
+            3.0 * self.gravity / (2.0 * self.length) * sin
+            + 3.0 / (self.mass * self.length * self.length) * u
+        )
         new_dth = (dth + self.dt * acc).clamp(-self.max_speed, self.max_speed)
         new_theta = theta + self.dt * new_dth
         return torch.stack((torch.cos(new_theta), torch.sin(new_theta), new_dth), dim=-1)

@@ -67,8 +67,10 @@ def apply_overrides(config: DMCConfig, items: list[str]) -> DMCConfig:
         owner = chain[-1]
         fields = {f.name: f for f in dataclasses.fields(owner)}
         if path[-1] not in fields or dataclasses.is_dataclass(getattr(owner, path[-1])):
-            raise ValueError(f"unknown setting {key!r}; e.g. model.hidden, cem.n_sample, "
-                             f"latent.batch, ppo.iterations, eval_episodes")
+            raise ValueError(
+                f"unknown setting {key!r}; e.g. model.hidden, cem.n_sample, "
+                f"latent.batch, ppo.iterations, eval_episodes"
+            )
         hints = typing.get_type_hints(type(owner))
         value = _convert(key, text, getattr(owner, path[-1]), hints[path[-1]])
         new: Any = dataclasses.replace(owner, **{path[-1]: value})
@@ -81,27 +83,52 @@ def apply_overrides(config: DMCConfig, items: list[str]) -> DMCConfig:
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser("dmc", __doc__ or "")
     parser.add_argument("--task", choices=sorted(TASKS), default="cheetah.run")
-    parser.add_argument("--phase", choices=("1", "2", "3", "all"), default="all",
-                        help="run one phase (it starts from the previous phase's final "
-                        "checkpoint in --out, or --from-checkpoint) or all of them")
-    parser.add_argument("--env-steps", type=_positive_int, default=None,
-                        help="environment steps of phase 1 (overrides the mode's default)")
-    parser.add_argument("--from-checkpoint", type=Path, default=None,
-                        help="start --phase 2 or 3 from this phase<p-1>_final.pt")
-    parser.add_argument("--stop-after-episodes", type=_positive_int, default=None,
-                        help="checkpoint and stop after this many episodes in this session "
-                        "(continue with --resume)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE",
-                        help="override a setting, e.g. model.updates_per_episode=50 "
-                        "(recorded in config.json)")
-    parser.add_argument("--threads", type=_positive_int, default=None,
-                        help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--phase",
+        choices=("1", "2", "3", "all"),
+        default="all",
+        help="run one phase (it starts from the previous phase's final "
+        "checkpoint in --out, or --from-checkpoint) or all of them",
+    )
+    parser.add_argument(
+        "--env-steps",
+        type=_positive_int,
+        default=None,
+        help="environment steps of phase 1 (overrides the mode's default)",
+    )
+    parser.add_argument(
+        "--from-checkpoint",
+        type=Path,
+        default=None,
+        help="start --phase 2 or 3 from this phase<p-1>_final.pt",
+    )
+    parser.add_argument(
+        "--stop-after-episodes",
+        type=_positive_int,
+        default=None,
+        help="checkpoint and stop after this many episodes in this session "
+        "(continue with --resume)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. model.updates_per_episode=50 (recorded in config.json)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch CPU threads (default: torch's choice)",
+    )
     args = parser.parse_args(argv)
     seeds = args.seeds or [0]
     if len(seeds) != 1:
-        parser.error("one seed per run (the paper trains a single run per phase); "
-                     "use one --out per seed")
+        parser.error(
+            "one seed per run (the paper trains a single run per phase); use one --out per seed"
+        )
     if args.from_checkpoint is not None:
         if args.phase not in ("2", "3"):
             parser.error("--from-checkpoint needs --phase 2 or 3")
@@ -121,18 +148,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     out = args.out if args.out is not None else Path("runs") / "dmc" / args.task / args.mode
-    run = RunDirectory(out, f"dmc {args.task}", args.mode, config.as_dict(),
-                       resume=args.resume, fresh=args.fresh)
+    run = RunDirectory(
+        out, f"dmc {args.task}", args.mode, config.as_dict(), resume=args.resume, fresh=args.fresh
+    )
     phases = (1, 2, 3) if args.phase == "all" else (int(args.phase),)
     budget = EpisodeBudget(args.stop_after_episodes)
     for phase in phases:
         if run.load_result(f"phase{phase}") is not None:
             continue
-        session = open_session(run, config, device, phase,
-                               args.from_checkpoint if phase == phases[0] else None)
+        session = open_session(
+            run, config, device, phase, args.from_checkpoint if phase == phases[0] else None
+        )
         if not run_phase(session, run, phase, budget):
-            print(f"stopped in phase {phase} after {args.stop_after_episodes} episodes; "
-                  f"continue with --resume --out {out}", file=sys.stderr)
+            print(
+                f"stopped in phase {phase} after {args.stop_after_episodes} episodes; "
+                f"continue with --resume --out {out}",
+                file=sys.stderr,
+            )
             return 0
     results = {p: r for p in (1, 2, 3) if (r := run.load_result(f"phase{p}")) is not None}
     if results:

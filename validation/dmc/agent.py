@@ -41,7 +41,11 @@ class FullCEM:
     """
 
     def __init__(
-        self, model: RSSM, config: CEMConfig, env: DMCEnv, device: torch.device,
+        self,
+        model: RSSM,
+        config: CEMConfig,
+        env: DMCEnv,
+        device: torch.device,
         generator: torch.Generator,
     ) -> None:
         self.model = model
@@ -82,21 +86,34 @@ def make_decoder(
 ) -> ActionDecoder:
     """``f^dec_θ``: ``z (…, latent_dim)`` → ``(…, H, n_u)`` (NOTES §2 architecture)."""
     return ActionDecoder(
-        config.latent_dim, horizon, env.action_dim, env.action_lb, env.action_ub,
-        hidden=config.hidden, n_hidden=config.n_hidden, generator=generator,
+        config.latent_dim,
+        horizon,
+        env.action_dim,
+        env.action_lb,
+        env.action_ub,
+        hidden=config.hidden,
+        n_hidden=config.n_hidden,
+        generator=generator,
     )
 
 
 def latent_action(
-    model: RSSM, decoder: ActionDecoder, config: LatentConfig, belief: Belief,
+    model: RSSM,
+    decoder: ActionDecoder,
+    config: LatentConfig,
+    belief: Belief,
     generator: torch.Generator,
 ) -> Tensor:
     """Latent DCEM's first action ``(B, n_u)`` for beliefs ``(B, ·)``; differentiable
     in the decoder and the model when grad is enabled (τ > 0)."""
     device = belief.h.device
     return latent_plan(
-        planning_cost(model, belief), decoder, latent_config(config), belief.h.shape[0],
-        device=device, generator=generator,
+        planning_cost(model, belief),
+        decoder,
+        latent_config(config),
+        belief.h.shape[0],
+        device=device,
+        generator=generator,
     ).first_action
 
 
@@ -104,7 +121,10 @@ class LatentDCEM:
     """Latent DCEM (App. E: N=100, k=10, T=10, τ=1) as a controller; no graph."""
 
     def __init__(
-        self, model: RSSM, decoder: ActionDecoder, config: LatentConfig,
+        self,
+        model: RSSM,
+        decoder: ActionDecoder,
+        config: LatentConfig,
         generator: torch.Generator,
     ) -> None:
         self.model = model

@@ -57,8 +57,9 @@ class EpisodeBuffer:
         if int(valid.sum()) == 0:
             raise ValueError(f"no stored episode has {length} steps")
         episode = torch.multinomial(valid.double(), batch, replacement=True, generator=generator)
-        start = (torch.rand(batch, generator=generator, dtype=torch.float64)
-                 * valid[episode].double()).long()
+        start = (
+            torch.rand(batch, generator=generator, dtype=torch.float64) * valid[episode].double()
+        ).long()
         step_offset = torch.cumsum(self.lengths, 0) - self.lengths  # first action/reward index
         obs_offset = step_offset + torch.arange(self.episodes)  # each episode has L+1 observations
         window = torch.arange(length)

@@ -39,7 +39,10 @@ class ValueNet(nn.Module):
     def __init__(self, obs_dim: int, hidden: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(obs_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+            nn.Linear(obs_dim, hidden),
+            nn.Tanh(),
+            nn.Linear(hidden, hidden),
+            nn.Tanh(),
             nn.Linear(hidden, 1),
         )
 
@@ -88,8 +91,11 @@ class Batch:
 
     def take(self, index: Tensor) -> Batch:
         return Batch(
-            self.observations[index], Belief(self.beliefs.h[index], self.beliefs.s[index]),
-            self.actions[index], self.advantages[index], self.returns[index],
+            self.observations[index],
+            Belief(self.beliefs.h[index], self.beliefs.s[index]),
+            self.actions[index],
+            self.advantages[index],
+            self.returns[index],
         )
 
 
@@ -108,14 +114,19 @@ def make_batch(episodes: list[Episode], value: ValueNet, config: PPOConfig) -> B
         returns.append(adv + values[:-1])
     adv_all = torch.cat(advantages)
     adv_all = (adv_all - adv_all.mean()) / (adv_all.std() + 1e-8)
-    return Batch(torch.cat(observations), Belief(torch.cat(hs), torch.cat(ss)),
-                 torch.cat(actions), adv_all, torch.cat(returns))
+    return Batch(
+        torch.cat(observations),
+        Belief(torch.cat(hs), torch.cat(ss)),
+        torch.cat(actions),
+        adv_all,
+        torch.cat(returns),
+    )
 
 
 def _minibatches(n: int, size: int, generator: torch.Generator) -> Iterator[Tensor]:
     order = torch.randperm(n, generator=generator)
     for start in range(0, n, size):
-        yield order[start:start + size]
+        yield order[start : start + size]
 
 
 def ppo_update(
@@ -156,8 +167,12 @@ def ppo_update(
 
     with torch.no_grad():
         old = [log_prob(data.take(index), seed) for index, seed in zip(chunks, seeds, strict=True)]
-    stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "approx_kl": [],
-                                     "clip_fraction": []}
+    stats: dict[str, list[float]] = {
+        "policy_loss": [],
+        "value_loss": [],
+        "approx_kl": [],
+        "clip_fraction": [],
+    }
     for _ in range(ppo.passes):
         for index, seed, old_logp in zip(chunks, seeds, old, strict=True):
             part = data.take(index)

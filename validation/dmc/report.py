@@ -44,58 +44,90 @@ def claims(config: DMCConfig, mode: str, results: dict[int, dict[str, Any]]) -> 
     if 1 in results:
         r1 = results[1]
         full = r1["evals"].get("full_cem", [])
-        out.append(at_least(
-            "phase1_full_cem_reward",
-            f"{task}: median eval reward of full CEM after phase 1 "
-            f"({r1['total_env_steps']} env steps, {len(full)} episodes)",
-            f"≈ {spec.paper_full:g} (Fig. 4, ≈ 2M steps); random ≈ {spec.random_reward:g}",
-            _median(full), reward_target(config, mode, spec.paper_full)))
-        losses = [row["model_loss"] for row in r1["metrics"]
-                  if row.get("phase") == 1 and "model_loss" in row]
+        out.append(
+            at_least(
+                "phase1_full_cem_reward",
+                f"{task}: median eval reward of full CEM after phase 1 "
+                f"({r1['total_env_steps']} env steps, {len(full)} episodes)",
+                f"≈ {spec.paper_full:g} (Fig. 4, ≈ 2M steps); random ≈ {spec.random_reward:g}",
+                _median(full),
+                reward_target(config, mode, spec.paper_full),
+            )
+        )
+        losses = [
+            row["model_loss"]
+            for row in r1["metrics"]
+            if row.get("phase") == 1 and "model_loss" in row
+        ]
         ratio = losses[-1] / losses[0] if len(losses) >= 2 else math.nan
-        out.append(at_most(
-            "phase1_model_loss_ratio",
-            "model loss (negative bound) of the last phase-1 episode over the first",
-            "falls (PlaNet training)", ratio, 1.0))
+        out.append(
+            at_most(
+                "phase1_model_loss_ratio",
+                "model loss (negative bound) of the last phase-1 episode over the first",
+                "falls (PlaNet training)",
+                ratio,
+                1.0,
+            )
+        )
     if 2 in results:
         r2 = results[2]
         full = _median(r2["evals"].get("full_cem", []))
         latent = _median(r2["evals"].get("latent_dcem", []))
-        out.append(at_least(
-            "phase2_latent_dcem_reward",
-            f"{task}: median eval reward of latent DCEM after phase 2",
-            f"≈ {spec.paper_latent:g} (Fig. 4)", latent,
-            reward_target(config, mode, spec.paper_latent) * (1.0 if mode == "full"
-                                                               else LATENT_RATIO_TARGET)))
-        out.append(at_least(
-            "phase2_latent_over_full",
-            "latent DCEM / full CEM median eval reward on the same (phase-2) model",
-            f"≈ {spec.paper_latent / spec.paper_full:.2f} (Fig. 4)",
-            latent / full if full > 0 else math.nan, LATENT_RATIO_TARGET))
+        out.append(
+            at_least(
+                "phase2_latent_dcem_reward",
+                f"{task}: median eval reward of latent DCEM after phase 2",
+                f"≈ {spec.paper_latent:g} (Fig. 4)",
+                latent,
+                reward_target(config, mode, spec.paper_latent)
+                * (1.0 if mode == "full" else LATENT_RATIO_TARGET),
+            )
+        )
+        out.append(
+            at_least(
+                "phase2_latent_over_full",
+                "latent DCEM / full CEM median eval reward on the same (phase-2) model",
+                f"≈ {spec.paper_latent / spec.paper_full:.2f} (Fig. 4)",
+                latent / full if full > 0 else math.nan,
+                LATENT_RATIO_TARGET,
+            )
+        )
         c, lat = config.cem, config.latent
-        out.append(at_least(
-            "trajectories_ratio",
-            f"trajectories per control step, full CEM ({c.n_sample}×{c.n_iter}) / "
-            f"latent DCEM ({lat.n_sample}×{lat.n_iter})",
-            "10,000 / 1,000 = 10 (sect. 5.2.2)",
-            c.n_sample * c.n_iter / (lat.n_sample * lat.n_iter), SAMPLE_RATIO_PAPER))
+        out.append(
+            at_least(
+                "trajectories_ratio",
+                f"trajectories per control step, full CEM ({c.n_sample}×{c.n_iter}) / "
+                f"latent DCEM ({lat.n_sample}×{lat.n_iter})",
+                "10,000 / 1,000 = 10 (sect. 5.2.2)",
+                c.n_sample * c.n_iter / (lat.n_sample * lat.n_iter),
+                SAMPLE_RATIO_PAPER,
+            )
+        )
         speed = r2["speed_ms"]
-        out.append(at_least(
-            "planning_speedup",
-            f"planning time per control step, full CEM at the paper's N={PAPER_CEM.n_sample}, "
-            f"T={PAPER_CEM.n_iter} / latent DCEM, same model and device",
-            "≈ 10× fewer samples (sect. 5.2.2)",
-            speed["full_cem_paper_ms"] / speed["latent_dcem_ms"], SPEED_RATIO_TARGET))
+        out.append(
+            at_least(
+                "planning_speedup",
+                f"planning time per control step, full CEM at the paper's N={PAPER_CEM.n_sample}, "
+                f"T={PAPER_CEM.n_iter} / latent DCEM, same model and device",
+                "≈ 10× fewer samples (sect. 5.2.2)",
+                speed["full_cem_paper_ms"] / speed["latent_dcem_ms"],
+                SPEED_RATIO_TARGET,
+            )
+        )
     if 2 in results and 3 in results:
         before = results[2]["evals"].get("latent_dcem", [])
         after = results[3]["evals"].get("latent_dcem", [])
-        out.append(at_least(
-            "phase3_ppo_change",
-            "median eval reward of latent DCEM + PPO minus latent DCEM after phase 2 "
-            f"(± {math.hypot(_spread(before), _spread(after)):.3g} s.e. of the mean difference)",
-            f"≈ +{spec.paper_ppo - spec.paper_latent:g} ({spec.paper_latent:g} → "
-            f"{spec.paper_ppo:g}, Fig. 4)",
-            _median(after) - _median(before), 0.0))
+        out.append(
+            at_least(
+                "phase3_ppo_change",
+                "median eval reward of latent DCEM + PPO minus latent DCEM after phase 2 (± "
+                f"{math.hypot(_spread(before), _spread(after)):.3g} s.e. of the mean difference)",
+                f"≈ +{spec.paper_ppo - spec.paper_latent:g} ({spec.paper_latent:g} → "
+                f"{spec.paper_ppo:g}, Fig. 4)",
+                _median(after) - _median(before),
+                0.0,
+            )
+        )
     return out
 
 
@@ -107,23 +139,40 @@ def write_outputs(run: RunDirectory, config: DMCConfig, results: dict[int, dict[
     for phase, result in sorted(results.items()):
         for name, rewards in result["evals"].items():
             label = f"{name}+ppo" if phase == 3 else name
-            eval_rows += [{"phase": phase, "controller": label, "episode": i, "reward": r}
-                          for i, r in enumerate(rewards)]
+            eval_rows += [
+                {"phase": phase, "controller": label, "episode": i, "reward": r}
+                for i, r in enumerate(rewards)
+            ]
     run.write_csv("eval", eval_rows)
-    run.write_csv("phases", [
-        {"phase": p, "env_steps": r["env_steps"], "episodes": r["episodes"],
-         "train_seconds": r["train_seconds"], "env_steps_per_second": r["env_steps_per_second"],
-         **{f"median_{k}": v for k, v in r["eval_median"].items()}}
-        for p, r in sorted(results.items())
-    ])
+    run.write_csv(
+        "phases",
+        [
+            {
+                "phase": p,
+                "env_steps": r["env_steps"],
+                "episodes": r["episodes"],
+                "train_seconds": r["train_seconds"],
+                "env_steps_per_second": r["env_steps_per_second"],
+                **{f"median_{k}": v for k, v in r["eval_median"].items()},
+            }
+            for p, r in sorted(results.items())
+        ],
+    )
     if 2 in results:
-        run.write_csv("speed", [{"controller": k.removesuffix("_ms"), "ms_per_control_step": v}
-                                for k, v in results[2]["speed_ms"].items()])
+        run.write_csv(
+            "speed",
+            [
+                {"controller": k.removesuffix("_ms"), "ms_per_control_step": v}
+                for k, v in results[2]["speed_ms"].items()
+            ],
+        )
     _figures(run, config, results, eval_rows)
 
 
 def _figures(
-    run: RunDirectory, config: DMCConfig, results: dict[int, dict[str, Any]],
+    run: RunDirectory,
+    config: DMCConfig,
+    results: dict[int, dict[str, Any]],
     eval_rows: list[dict[str, Any]],
 ) -> None:
     import matplotlib
@@ -138,15 +187,30 @@ def _figures(
         train = [r for r in rows if r["phase"] == phase and r["kind"] == "train"]
         evals = [r for r in rows if r["phase"] == phase and str(r["kind"]).startswith("eval")]
         if train:
-            ax_r.plot([r["env_steps"] for r in train], [r["reward"] for r in train], ".",
-                      color=colors[phase], alpha=0.5, label=f"phase {phase} train (noisy)")
+            ax_r.plot(
+                [r["env_steps"] for r in train],
+                [r["reward"] for r in train],
+                ".",
+                color=colors[phase],
+                alpha=0.5,
+                label=f"phase {phase} train (noisy)",
+            )
         if evals:
-            ax_r.plot([r["env_steps"] for r in evals], [r["reward"] for r in evals], "-o",
-                      color=colors[phase], label=f"phase {phase} eval")
+            ax_r.plot(
+                [r["env_steps"] for r in evals],
+                [r["reward"] for r in evals],
+                "-o",
+                color=colors[phase],
+                label=f"phase {phase} eval",
+            )
         losses = [r for r in train if "model_loss" in r]
         if losses:
-            ax_l.plot([r["env_steps"] for r in losses], [r["model_loss"] for r in losses],
-                      color=colors[phase], label=f"phase {phase} model loss")
+            ax_l.plot(
+                [r["env_steps"] for r in losses],
+                [r["model_loss"] for r in losses],
+                color=colors[phase],
+                label=f"phase {phase} model loss",
+            )
     ax_r.axhline(config.spec.random_reward, color="gray", ls=":", label="random policy")
     ax_r.set_ylabel("episode reward")
     ax_r.legend(fontsize=7)
@@ -164,8 +228,11 @@ def _figures(
     phase_of = {"full_cem": 2, "latent_dcem": 2, "latent_dcem+ppo": 3}
     data = []
     for label in labels:
-        picked = [r["reward"] for r in eval_rows
-                  if r["controller"] == label and r["phase"] == phase_of[label]]
+        picked = [
+            r["reward"]
+            for r in eval_rows
+            if r["controller"] == label and r["phase"] == phase_of[label]
+        ]
         if label == "full_cem" and not picked:
             picked = [r["reward"] for r in eval_rows if r["controller"] == label]
         data.append(picked)

@@ -29,7 +29,10 @@ from validation.dmc.config import ModelConfig
 def mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
     """Two ReLU layers of ``hidden`` units and a linear output (App. E)."""
     return nn.Sequential(
-        nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+        nn.Linear(n_in, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
         nn.Linear(hidden, n_out),
     )
 
@@ -94,8 +97,10 @@ class RSSM(nn.Module):
         return out.squeeze(-1)
 
     def initial(self, batch: int, device: torch.device) -> Belief:
-        return Belief(torch.zeros(batch, self.config.deter, device=device),
-                      torch.zeros(batch, self.config.stoch, device=device))
+        return Belief(
+            torch.zeros(batch, self.config.deter, device=device),
+            torch.zeros(batch, self.config.stoch, device=device),
+        )
 
     # -- training ----------------------------------------------------------
 

@@ -33,7 +33,10 @@ class EpisodeBudget:
 
 
 def open_session(
-    run: RunDirectory, config: DMCConfig, device: torch.device, phase: int,
+    run: RunDirectory,
+    config: DMCConfig,
+    device: torch.device,
+    phase: int,
     from_checkpoint: Path | None,
 ) -> Session:
     """The session of ``phase``: its own checkpoint if there is one (``--resume``),
@@ -71,8 +74,9 @@ def run_phase(session: Session, run: RunDirectory, phase: int, budget: EpisodeBu
         bar = progress(total, f"{config.task} phase 3 (PPO episodes)", initial=done)
     else:
         steps = config.phase1_env_steps if phase == 1 else config.phase2_env_steps
-        bar = progress(steps, f"{config.task} phase {phase} (env steps)",
-                       initial=min(steps, c.phase_env_steps))
+        bar = progress(
+            steps, f"{config.task} phase {phase} (env steps)", initial=min(steps, c.phase_env_steps)
+        )
 
     def finished_training() -> bool:
         if phase == 3:
@@ -92,9 +96,12 @@ def run_phase(session: Session, run: RunDirectory, phase: int, budget: EpisodeBu
             run.save_checkpoint(job, session.state_dict())
             bar.update(1 if phase == 3 else c.phase_env_steps - before)
             bar.set_postfix(
-                {k: f"{v:.3g}" for k, v in row.items()
-                 if k in ("reward", "model_loss", "kl", "decoder_cost", "policy_loss")
-                 and isinstance(v, float)}
+                {
+                    k: f"{v:.3g}"
+                    for k, v in row.items()
+                    if k in ("reward", "model_loss", "kl", "decoder_cost", "policy_loss")
+                    and isinstance(v, float)
+                }
             )
     for name in PHASE_CONTROLLERS[phase]:
         rewards = c.evals.setdefault(name, [])

@@ -124,9 +124,13 @@ class Session:
             "env_rng": self.env.get_rng_state(),
             "eval_env_rng": self.eval_env.get_rng_state(),
             "counters": {
-                "phase": c.phase, "episodes": c.episodes, "env_steps": c.env_steps,
-                "phase_episodes": c.phase_episodes, "phase_env_steps": c.phase_env_steps,
-                "phase_seconds": c.phase_seconds, "ppo_iterations": c.ppo_iterations,
+                "phase": c.phase,
+                "episodes": c.episodes,
+                "env_steps": c.env_steps,
+                "phase_episodes": c.phase_episodes,
+                "phase_env_steps": c.phase_env_steps,
+                "phase_seconds": c.phase_seconds,
+                "ppo_iterations": c.ppo_iterations,
                 "train_seconds": c.train_seconds,
                 "evals": {k: list(v) for k, v in c.evals.items()},
             },
@@ -151,8 +155,14 @@ class Session:
         self.eval_env.set_rng_state(state["eval_env_rng"])
         c = state["counters"]
         self.counters = Counters(
-            c["phase"], c["episodes"], c["env_steps"], c["phase_episodes"], c["phase_env_steps"],
-            c["phase_seconds"], c["ppo_iterations"], c["train_seconds"],
+            c["phase"],
+            c["episodes"],
+            c["env_steps"],
+            c["phase_episodes"],
+            c["phase_env_steps"],
+            c["phase_seconds"],
+            c["ppo_iterations"],
+            c["train_seconds"],
             {k: list(v) for k, v in c["evals"].items()},
         )
         self.metrics = [dict(row) for row in state["metrics"]]
@@ -188,7 +198,8 @@ class Session:
         return {
             "model_loss": float(losses.total.detach()),
             "obs_loss": float(losses.observation.detach()),
-            "reward_loss": float(losses.reward.detach()), "kl": float(losses.kl.detach()),
+            "reward_loss": float(losses.reward.detach()),
+            "kl": float(losses.kl.detach()),
         }
 
     def decoder_update(self) -> float:
@@ -200,16 +211,21 @@ class Session:
             obs, actions, rewards = self.buffer.sample(m.batch, m.seq_len, self.cpu_gen)
             d = self.device
             with torch.no_grad():
-                states = self.model.loss(obs.to(d), actions.to(d), rewards.to(d),
-                                         self.dev_gen).states
+                states = self.model.loss(
+                    obs.to(d), actions.to(d), rewards.to(d), self.dev_gen
+                ).states
         h = states.h.reshape(-1, states.h.shape[-1])
         s = states.s.reshape(-1, states.s.shape[-1])
         batch = self.config.latent.batch
         index = torch.randint(h.shape[0], (batch,), generator=self.cpu_gen).to(self.device)
         belief = Belief(h[index], s[index])
         cost = latent_plan(
-            planning_cost(self.model, belief), self.decoder, latent_config(self.config.latent),
-            batch, device=self.device, generator=self.dev_gen,
+            planning_cost(self.model, belief),
+            self.decoder,
+            latent_config(self.config.latent),
+            batch,
+            device=self.device,
+            generator=self.dev_gen,
         ).cost.mean()
         params = list(self.decoder.parameters())
         grads = torch.autograd.grad(cost, params)
@@ -230,12 +246,23 @@ class Session:
         raise ValueError(f"unknown controller {name!r}")
 
     def play(
-        self, act: Callable[[Belief], Tensor] | None, *, noise: float, evaluation: bool = False,
+        self,
+        act: Callable[[Belief], Tensor] | None,
+        *,
+        noise: float,
+        evaluation: bool = False,
         after_step: Callable[[int], None] | None = None,
     ) -> Episode:
         env = self.eval_env if evaluation else self.env
-        return run_episode(env, self.model, act, noise=noise, generator=self.cpu_gen,
-                           device=self.device, after_step=after_step)
+        return run_episode(
+            env,
+            self.model,
+            act,
+            noise=noise,
+            generator=self.cpu_gen,
+            device=self.device,
+            after_step=after_step,
+        )
 
     def train_episode(self, phase: int) -> Row:
         """Collect one phase-1/2 episode with interleaved updates; add it to the buffer."""
@@ -277,8 +304,11 @@ class Session:
         controller.reset()
         episode = self.play(controller.act, noise=0.0, evaluation=True)
         return {
-            "phase": phase, "kind": f"eval_{name}", "episode": self.counters.episodes,
-            "env_steps": self.counters.env_steps, "reward": episode.total_reward,
+            "phase": phase,
+            "kind": f"eval_{name}",
+            "episode": self.counters.episodes,
+            "env_steps": self.counters.env_steps,
+            "reward": episode.total_reward,
             "plan_ms": 1000 * episode.plan_seconds / max(1, episode.actions.shape[0]),
         }
 
@@ -292,8 +322,17 @@ class Session:
         row = self._count(episode, 3, "train")
         if len(self.rollout) >= ppo.episodes_per_iteration:
             stats = ppo_update(
-                self.model, self.decoder, self.value, self.log_std, self.ppo_opt, self.value_opt,
-                self.rollout, ppo, self.config.latent, self.cpu_gen, self.device,
+                self.model,
+                self.decoder,
+                self.value,
+                self.log_std,
+                self.ppo_opt,
+                self.value_opt,
+                self.rollout,
+                ppo,
+                self.config.latent,
+                self.cpu_gen,
+                self.device,
             )
             row.update(stats)
             self.rollout = []
@@ -311,7 +350,10 @@ class Session:
         c.env_steps += steps
         c.phase_env_steps += steps
         return {
-            "phase": phase, "kind": kind, "episode": c.episodes, "env_steps": c.env_steps,
+            "phase": phase,
+            "kind": kind,
+            "episode": c.episodes,
+            "env_steps": c.env_steps,
             "reward": episode.total_reward,
             "plan_ms": 1000 * episode.plan_seconds / max(1, episode.actions.shape[0]),
         }
@@ -353,14 +395,24 @@ def _sync(device: torch.device) -> None:
 
 def _episode_state(episode: Episode) -> dict[str, Any]:
     return {
-        "observations": episode.observations, "actions": episode.actions,
-        "raw_actions": episode.raw_actions, "rewards": episode.rewards, "h": episode.beliefs.h,
-        "s": episode.beliefs.s, "means": episode.means, "plan_seconds": episode.plan_seconds,
+        "observations": episode.observations,
+        "actions": episode.actions,
+        "raw_actions": episode.raw_actions,
+        "rewards": episode.rewards,
+        "h": episode.beliefs.h,
+        "s": episode.beliefs.s,
+        "means": episode.means,
+        "plan_seconds": episode.plan_seconds,
     }
 
 
 def _episode_from_state(state: dict[str, Any]) -> Episode:
     return Episode(
-        state["observations"], state["actions"], state["raw_actions"], state["rewards"],
-        Belief(state["h"], state["s"]), state["means"], float(state["plan_seconds"]),
+        state["observations"],
+        state["actions"],
+        state["raw_actions"],
+        state["rewards"],
+        Belief(state["h"], state["s"]),
+        state["means"],
+        float(state["plan_seconds"]),
     )
