@@ -21,6 +21,7 @@ import torch
 
 pytest.importorskip("dm_control")
 
+from validation.dmc import speed
 from validation.dmc.__main__ import apply_overrides, main
 from validation.dmc.config import config_for
 
@@ -153,3 +154,23 @@ def test_overrides() -> None:
     assert config.model.hidden == 64 and config.cem.n_iter == 3
     assert config.ppo.learn_std and config.time_limit == 2.5
     assert config_for("cheetah.run", "short", env_steps=1234).phase1_env_steps == 1234
+
+
+def test_speed_script_times_a_saved_model(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    straight, _ = runs
+    checkpoint = straight / "checkpoints" / "phase2_final.pt"
+    out = tmp_path / "speed.json"
+    threads = torch.get_num_threads()
+    try:
+        argv = ["--checkpoint", str(checkpoint), "--mode", "smoke", "--repeats", "2"]
+        assert speed.main([*argv, "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert len(result["repeats_ms"]) == 2 and len(result["paper_cem_over_latent_dcem"]) == 2
+    for repeat in result["repeats_ms"]:
+        assert set(repeat) == {"full_cem_ms", "full_cem_paper_ms", "latent_dcem_ms"}
+        assert all(math.isfinite(v) and v > 0 for v in repeat.values())
+    assert result["median_ratio"] > 0
+    with pytest.raises(SystemExit):
+        speed.main(["--checkpoint", str(tmp_path / "missing.pt")])
