@@ -27,9 +27,10 @@ devices where stopping early would need a host synchronization (CUDA), under
 ``torch.compile`` and on meta tensors; on the CPU the solver stops as soon as
 every row has converged.
 
-Chosen by measurement over 2,400 randomized adversarial rows (Gaussian,
-Cauchy, clustered, tied and wide-range scores, n from 2 to 1000, k from 1 to
-n−1, |x|/τ up to 1e4): every row converged within 4 steps in float32 and 5 in
+Chosen by measurement (``python -m benchmarks.lml_accuracy``, results in
+``benchmarks/results/lml_accuracy.json``) over 2,400 randomized adversarial
+rows (Gaussian, Cauchy, clustered, tied and wide-range scores, n from 2 to
+1000, k from 1 to n−1, |x|/τ up to 1e4): every row converged within 4 steps in float32 and 5 in
 float64, with worst errors against the float64 reference of 1.2e-7 and
 1.8e-13 (LML-4 asks for 1e-6 and 1e-12). The defaults leave two steps (three
 in float64) of margin.
@@ -177,8 +178,8 @@ def solve_lml(x: Tensor, k: int, tau: float, max_steps: int, *, early_exit: bool
     def constant(value: float) -> Tensor:  # 0-dim: cheaper in operations than a Python float
         return torch.full((), value, dtype=x.dtype, device=x.device)
 
-    two, step_tol, tail_tol = constant(2.0), constant(STEP_TOLERANCE[x.dtype]), constant(0.0)
-    tail_tol.fill_(torch.finfo(x.dtype).eps / n)
+    two, step_tol = constant(2.0), constant(STEP_TOLERANCE[x.dtype])
+    tail_tol = constant(torch.finfo(x.dtype).eps / n)  # LML-19, step 4
     u = torch.zeros_like(lo)
     stopped = torch.zeros_like(lo, dtype=torch.bool)
     work = x.new_empty((2, *x.shape[:-1], n + m))  # [σ; σ²] of every term
@@ -194,14 +195,14 @@ def solve_lml(x: Tensor, k: int, tau: float, max_steps: int, *, early_exit: bool
         step = torch.div(r, t).log_().div_(torch.sub(two, torch.div(r2, r)).sub_(torch.div(t2, t)))
         newton = u + step
         inside = (newton >= lo) & (newton <= hi)
+        total = torch.add(r, t)
         # Saturated rows (and NaN rows, which are poisoned below) stop here.
-        hold = stopped | ~(torch.add(r, t) > tail_tol)
+        hold = stopped | ~(total > tail_tol)
         u = torch.where(hold, u, torch.where(inside, newton, torch.lerp(lo, hi, 0.5)))
         stopped = hold | (inside & (step.abs() <= step_tol))
         if early_exit and bool(stopped.all()):
             break
     # A NaN score makes the sums NaN (they are finite otherwise): carry it into the row.
-    total = r + t
     u = u + poison + (total - total)
     if flip:
         return torch.sub(u, z, out=z).sigmoid_()  # 1 − σ(z − u)
