@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ pytest.importorskip("dm_control")
 from validation.dmc import speed
 from validation.dmc.__main__ import apply_overrides, main
 from validation.dmc.config import config_for
+from validation.harness import RunDirectory
 
 TIMING_KEYS = {"plan_ms"}
 """Metric columns that measure wall time and so differ between runs."""
@@ -135,6 +137,40 @@ def test_resume_is_exact(runs: tuple[Path, Path]) -> None:
     ev_a = (straight / "eval.csv").read_text()
     ev_b = (resumed / "eval.csv").read_text()
     assert ev_a == ev_b
+
+
+def test_progress_log_has_every_episode(runs: tuple[Path, Path]) -> None:
+    # progress.log: one line per metrics row and per final evaluation, kept
+    # across --resume (the resumed run logs the same episodes, in two sessions).
+    straight, resumed = runs
+    with (straight / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    with (straight / "eval.csv").open() as f:
+        finals = list(csv.DictReader(f))
+    for run in (straight, resumed):
+        lines = (run / "progress.log").read_text().splitlines()
+        episodes = [line for line in lines if " final eval " not in line]
+        assert len(episodes) == len(rows), run
+        assert len(lines) - len(episodes) == len(finals), run
+        for line, row in zip(episodes, rows, strict=True):
+            assert f"phase {row['phase']} {row['kind']} episode {row['episode']} " in line
+            assert f"reward={float(row['reward']):.3g}" in line
+
+
+def test_wall_time_adds_up_over_sessions(tmp_path: Path) -> None:
+    first = RunDirectory(tmp_path, "t", "smoke", {"a": 1})
+    time.sleep(0.2)
+    first.save_checkpoint("job", {"x": torch.zeros(1)})
+    lost = time.perf_counter()
+    time.sleep(0.2)  # work after the last checkpoint that a kill loses: not counted
+    recorded = json.loads((tmp_path / "timing.json").read_text())["wall_seconds"]
+    assert 0.2 <= recorded < 0.2 + (time.perf_counter() - lost)
+    second = RunDirectory(tmp_path, "t", "smoke", {"a": 1}, resume=True)
+    time.sleep(0.1)
+    second.finish([])
+    total = json.loads((tmp_path / "timing.json").read_text())["wall_seconds"]
+    assert recorded + 0.1 <= total < recorded + 0.3
+    assert json.loads((tmp_path / "summary.json").read_text())["wall_seconds"] == round(total, 1)
 
 
 def test_cli_errors(tmp_path: Path) -> None:

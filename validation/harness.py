@@ -8,6 +8,10 @@ its own) writes into ``DIR``:
 - ``checkpoints/<job>.pt``: resumable state of unfinished jobs, written
   atomically (a killed run loses at most the steps since the last save);
 - ``jobs/<job>.json``: the result of every finished job (never recomputed);
+- ``timing.json``: wall time over all sessions, up to the last checkpoint;
+- ``progress.log``: one time-stamped line per logged step (episodes,
+  evaluations), also echoed to stderr when it is not a terminal, where the
+  progress bars stay silent (``nohup``, batch jobs);
 - metrics CSVs, PNG figures;
 - ``summary.json``: ``{"name", "mode", "wall_seconds", "claims": [...]}``,
   each claim ``{"id", "description", "paper", "measured", "target", "pass"}``
@@ -20,6 +24,7 @@ method and seed) that ``run_jobs`` can spread over processes.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
 import multiprocessing
@@ -119,6 +124,7 @@ class RunDirectory:
         self.name = name
         self.mode = mode
         self._session_start = time.perf_counter()
+        self._owner = True
         has_state = any((root / sub).exists() and any((root / sub).iterdir()) for sub in STATE_DIRS)
         config_path = root / "config.json"
         record = {"name": name, "mode": mode, "config": dict(config)}
@@ -149,6 +155,7 @@ class RunDirectory:
         run = cls.__new__(cls)
         run.root, run.name, run.mode = root, str(record["name"]), str(record["mode"])
         run._session_start = time.perf_counter()
+        run._owner = False
         return run
 
     # -- jobs ---------------------------------------------------------------
@@ -162,6 +169,8 @@ class RunDirectory:
         tmp = path.with_suffix(".tmp")
         torch.save(dict(state), tmp)
         os.replace(tmp, path)
+        if self._owner:  # workers of run_jobs leave the clock to the main process
+            self.record_time()
 
     def load_checkpoint(self, job: str) -> dict[str, Any] | None:
         path = self.checkpoint_path(job)
@@ -204,16 +213,40 @@ class RunDirectory:
         return self.root / f"{name}.png"
 
     def wall_seconds(self) -> float:
-        """Wall time of this run over all its sessions (``--resume`` adds up)."""
+        """Wall time of this run over all its sessions (``--resume`` adds up).
+
+        ``timing.json`` holds the total up to this session's last checkpoint
+        (or the end of the previous session's last one): time spent on work a
+        kill then lost is not counted, so a resumed run reports the time its
+        results cost.
+        """
+        return self._recorded_seconds() + time.perf_counter() - self._session_start
+
+    def record_time(self) -> None:
+        """Fold the wall time since the last record into ``timing.json``."""
+        now = time.perf_counter()
+        total = self._recorded_seconds() + now - self._session_start
+        self._write_json(self.root / "timing.json", {"wall_seconds": total})
+        self._session_start = now
+
+    def log(self, line: str) -> None:
+        """Append ``line`` to ``progress.log``; echo it when stderr is not a terminal."""
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with open(self.root / "progress.log", "a", encoding="utf-8") as log:
+            log.write(f"{stamp} {line}\n")
+        if not sys.stderr.isatty():
+            print(f"{stamp} {line}", file=sys.stderr, flush=True)
+
+    def _recorded_seconds(self) -> float:
         timing = self.root / "timing.json"
-        before = 0.0
-        if timing.exists():
-            before = float(json.loads(timing.read_text(encoding="utf-8"))["wall_seconds"])
-        return before + time.perf_counter() - self._session_start
+        if not timing.exists():
+            return 0.0
+        return float(json.loads(timing.read_text(encoding="utf-8"))["wall_seconds"])
 
     def finish(self, claims: Iterable[Claim]) -> dict[str, Any]:
         """Write ``summary.json`` and print the claims table."""
         claims = list(claims)
+        self.record_time()
         wall = self.wall_seconds()
         summary = {
             "name": self.name,
@@ -222,7 +255,6 @@ class RunDirectory:
             "claims": [claim.as_dict() for claim in claims],
         }
         self._write_json(self.root / "summary.json", summary)
-        self._write_json(self.root / "timing.json", {"wall_seconds": wall})
         print(format_claims(self.name, self.mode, wall, claims))
         return summary
 

@@ -87,7 +87,7 @@ def run_phase(session: Session, run: RunDirectory, phase: int, budget: EpisodeBu
         while not finished_training():
             if not budget.take():
                 return False
-            before = c.phase_env_steps
+            before, logged = c.phase_env_steps, len(session.metrics)
             row = session.train_episode(phase) if phase < 3 else session.ppo_episode()
             session.metrics.append(row)
             session.tick()
@@ -95,14 +95,13 @@ def run_phase(session: Session, run: RunDirectory, phase: int, budget: EpisodeBu
                 c.train_seconds = c.phase_seconds
             run.save_checkpoint(job, session.state_dict())
             bar.update(1 if phase == 3 else c.phase_env_steps - before)
-            bar.set_postfix(
-                {
-                    k: f"{v:.3g}"
-                    for k, v in row.items()
-                    if k in ("reward", "model_loss", "kl", "decoder_cost", "policy_loss")
-                    and isinstance(v, float)
-                }
-            )
+            bar.set_postfix(_shown(row))
+            for new in session.metrics[logged:]:  # the training row, then an evaluation's
+                run.log(
+                    f"{config.task} phase {phase} {new['kind']} episode {new['episode']} "
+                    f"({c.phase_env_steps} env steps, {c.phase_seconds:.0f} s): "
+                    + " ".join(f"{k}={v}" for k, v in _shown(new).items())
+                )
     for name in PHASE_CONTROLLERS[phase]:
         rewards = c.evals.setdefault(name, [])
         while len(rewards) < config.eval_episodes:
@@ -113,6 +112,10 @@ def run_phase(session: Session, run: RunDirectory, phase: int, budget: EpisodeBu
             rewards.append(session.play(controller.act, noise=0.0, evaluation=True).total_reward)
             session.tick()
             run.save_checkpoint(job, session.state_dict())
+            run.log(
+                f"{config.task} phase {phase} final eval {name} "
+                f"{len(rewards)}/{config.eval_episodes}: reward={rewards[-1]:.3g}"
+            )
     speed = session.speed() if phase == 2 else {}
     session.tick()
     result: dict[str, Any] = {
@@ -131,3 +134,13 @@ def run_phase(session: Session, run: RunDirectory, phase: int, budget: EpisodeBu
     run.save_checkpoint(f"phase{phase}_final", session.state_dict())
     run.save_result(job, result)
     return True
+
+
+def _shown(row: dict[str, float | int | str]) -> dict[str, str]:
+    """The figures of a metrics row that the progress bar and log show."""
+    return {
+        k: f"{v:.3g}"
+        for k, v in row.items()
+        if k in ("reward", "model_loss", "kl", "decoder_cost", "policy_loss")
+        and isinstance(v, float)
+    }
