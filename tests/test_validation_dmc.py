@@ -22,9 +22,11 @@ import torch
 
 pytest.importorskip("dm_control")
 
-from validation.dmc import speed
+from validation.dmc import model_gap, speed
 from validation.dmc.__main__ import apply_overrides, main
+from validation.dmc.agent import Episode
 from validation.dmc.config import config_for
+from validation.dmc.rssm import RSSM, Belief
 from validation.harness import RunDirectory
 
 TIMING_KEYS = {"plan_ms"}
@@ -210,3 +212,59 @@ def test_speed_script_times_a_saved_model(runs: tuple[Path, Path], tmp_path: Pat
     assert result["median_ratio"] > 0
     with pytest.raises(SystemExit):
         speed.main(["--checkpoint", str(tmp_path / "missing.pt")])
+
+
+def test_model_gap_script_on_a_saved_model(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    straight, _ = runs
+    checkpoint = straight / "checkpoints" / "phase2_final.pt"
+    out = tmp_path / "gap.json"
+    threads = torch.get_num_threads()
+    try:
+        argv = ["--checkpoint", str(checkpoint), "--mode", "smoke", "--episodes", "2"]
+        argv += ["--decoder-updates", "2", "--controllers", "full_cem", "latent_dcem"]
+        assert model_gap.main([*argv, "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert set(result["controllers"]) == {"full_cem", "latent_dcem"}
+    assert len(result["decoder_cost_first_last"]) == 2
+    for summary in result["controllers"].values():
+        assert len(summary["episodes"]) == 2
+        for row in summary["episodes"]:
+            assert all(math.isfinite(v) for v in row.values())
+            assert 0 <= row["mean_abs_action"] <= 1  # cheetah's actions lie in [-1, 1]
+    with pytest.raises(SystemExit):
+        model_gap.main(["--checkpoint", str(checkpoint), "--episodes", "0"])
+    with pytest.raises(SystemExit):
+        model_gap.main(["--checkpoint", str(tmp_path / "missing.pt")])
+
+
+def test_filtered_return_pairs_each_action_with_the_next_belief() -> None:
+    # A reward head that reads the first deterministic unit: the filtered
+    # return of beliefs h = 0, 1, …, L−1 is 1 + … + (L−1) (the first belief,
+    # before any action, is not counted).
+    config = config_for("cheetah.run", "smoke")
+    model = RSSM(4, 2, config.model)
+    with torch.no_grad():
+        for layer in model.reward_model:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.zero_()
+                layer.bias.zero_()
+        linears = [layer for layer in model.reward_model if isinstance(layer, torch.nn.Linear)]
+        assert len(linears) == 3
+        for layer in linears:  # ReLU(h_0) in hidden unit 0, passed on to the output
+            layer.weight[0, 0] = 1.0
+    length = 6
+    h = torch.zeros(length, config.model.deter)
+    h[:, 0] = torch.arange(length, dtype=torch.float32)
+    s = torch.zeros(length, config.model.stoch)
+    episode = Episode(
+        observations=torch.zeros(length + 1, 4),
+        actions=torch.zeros(length, 2),
+        raw_actions=torch.zeros(length, 2),
+        rewards=torch.zeros(length),
+        beliefs=Belief(h, s),
+        means=torch.zeros(length, 2),
+        plan_seconds=0.0,
+    )
+    assert model_gap.filtered_return(model, episode) == sum(range(1, length))

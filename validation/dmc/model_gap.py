@@ -1,0 +1,131 @@
+"""How much each planner exploits the learned model, on a saved checkpoint.
+
+``python -m validation.dmc.model_gap --checkpoint runs/.../phase1_final.pt [--set KEY=VALUE ...]``
+
+Plays noise-free episodes of each controller (full CEM at the run's size,
+full CEM at the paper's size, latent DCEM) on the evaluation environment
+and records, per episode:
+
+- ``real``: the environment's return;
+- ``filtered``: the return the model's reward head predicts along the same
+  episode, from the filter's beliefs (``RSSM.observe``) after each step.
+
+A planner that finds action sequences where the model is wrong shows
+``filtered ≫ real``: the plans look good to the model and are not. This is
+the failure the paper names for phase 2 (App. E: "the decoder finds
+especially bad regions in the model"), and the reason latent DCEM must be
+trained online while the model keeps learning from its episodes.
+
+``--decoder-updates U`` first runs ``U`` offline steps of Alg. 2 on the
+checkpoint's model (initial states from the replay buffer's posterior, as in
+phase 2, but with no environment steps and no model updates), to separate
+"the decoder has not learned yet" from "the decoder learned to exploit the
+model". Prints and optionally writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from validation.dmc.__main__ import apply_overrides
+from validation.dmc.agent import Episode
+from validation.dmc.config import PAPER_CEM, TASKS, config_for
+from validation.dmc.rssm import RSSM, Belief
+from validation.dmc.train import Session
+
+CONTROLLERS = ("full_cem", "full_cem_paper", "latent_dcem")
+"""Controllers compared; ``full_cem_paper`` is full CEM at N=1000, k=100, T=10."""
+
+
+def filtered_return(model: RSSM, episode: Episode) -> float:
+    """The model's predicted return along a played episode.
+
+    ``episode.beliefs`` holds the belief before each of the ``L`` actions;
+    the reward of action ``t`` is predicted from the belief after it (index
+    ``t + 1``), so the sum covers actions ``0 … L−2`` and is compared with
+    the same ``L − 1`` real rewards.
+    """
+    beliefs = episode.beliefs
+    with torch.no_grad():
+        predicted = model.reward(Belief(beliefs.h[1:], beliefs.s[1:]))
+    return float(predicted.sum())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a phase<p>(_final).pt")
+    parser.add_argument("--task", choices=sorted(TASKS), default="cheetah.run")
+    parser.add_argument("--mode", choices=("smoke", "short", "full"), default="short")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    parser.add_argument("--episodes", type=int, default=1, help="episodes per controller")
+    parser.add_argument("--decoder-updates", type=int, default=0, metavar="U")
+    parser.add_argument("--controllers", nargs="+", choices=CONTROLLERS, default=list(CONTROLLERS))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
+    args = parser.parse_args(argv)
+    for name in ("episodes", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.decoder_updates < 0:
+        parser.error(f"--decoder-updates must be >= 0, got {args.decoder_updates}")
+    if not args.checkpoint.exists():
+        parser.error(f"--checkpoint {args.checkpoint} does not exist")
+    torch.set_num_threads(args.threads)
+    config = apply_overrides(config_for(args.task, args.mode), args.overrides)
+    session = Session(config, torch.device("cpu"))
+    session.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=True))
+
+    start = time.perf_counter()
+    decoder_costs = [session.decoder_update() for _ in range(args.decoder_updates)]
+    decoder_seconds = time.perf_counter() - start
+
+    results: dict[str, Any] = {}
+    for name in args.controllers:
+        controller = (
+            session.controller("full_cem", PAPER_CEM)
+            if name == "full_cem_paper"
+            else session.controller(name)
+        )
+        rows = []
+        for _ in range(args.episodes):
+            controller.reset()
+            episode = session.play(controller.act, noise=0.0, evaluation=True)
+            rows.append(
+                {
+                    "real": float(episode.rewards[:-1].sum()),
+                    "filtered": filtered_return(session.model, episode),
+                    "mean_abs_action": float(episode.actions.abs().mean()),
+                    "plan_ms": 1000 * episode.plan_seconds / max(1, episode.actions.shape[0]),
+                }
+            )
+        results[name] = {
+            "episodes": rows,
+            "median_real": statistics.median(r["real"] for r in rows),
+            "median_filtered": statistics.median(r["filtered"] for r in rows),
+        }
+    report = {
+        "checkpoint": str(args.checkpoint),
+        "task": args.task,
+        "overrides": args.overrides,
+        "decoder_updates": args.decoder_updates,
+        "decoder_cost_first_last": ([decoder_costs[0], decoder_costs[-1]] if decoder_costs else []),
+        "decoder_seconds": decoder_seconds,
+        "controllers": results,
+    }
+    text = json.dumps(report, indent=2)
+    if args.out is not None:
+        args.out.write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
