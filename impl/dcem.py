@@ -111,6 +111,7 @@ class _Settings:
     output: Literal["mean", "best"]
     checkpoint: bool
     grad_iters: int | None  # None: every iteration is differentiated
+    smoothing: float  # α of CEM-29; 0: the plain update of CEM-6
 
 
 def dcem(
@@ -134,6 +135,7 @@ def dcem(
     validate: bool | None = None,
     checkpoint: bool = False,
     grad_iters: int | None = None,
+    smoothing: float = 0.0,
 ) -> DCEMResult:
     """Minimize ``f`` with DCEM (``tau > 0``) or CEM (``tau`` None or 0).
 
@@ -175,12 +177,26 @@ def dcem(
             distribution (and the best sample) entering iteration ``T − K``
             as constants, and ``init_mean``/``init_std`` get no gradient when
             ``K < T``. ``None`` (default) differentiates every iteration.
+        smoothing: ``α ∈ [0, 1)``: each update keeps a fraction ``α`` of the
+            previous distribution, ``μ_{t+1} = α μ_t + (1 − α) μ̂_{t+1}`` and
+            the same for ``σ`` (CEM-29; mbrl-lib's ``alpha``, TD-MPC's
+            momentum). 0 (default) is the paper's update.
 
     Returns:
         A ``DCEMResult`` (CEM-15).
     """
     settings = _settings(
-        n_sample, n_elite, n_iter, tau, normalize, std_min, tol, output, checkpoint, grad_iters
+        n_sample,
+        n_elite,
+        n_iter,
+        tau,
+        normalize,
+        std_min,
+        tol,
+        output,
+        checkpoint,
+        grad_iters,
+        smoothing,
     )
     require_floating_tensor("init_mean", init_mean)
     if init_mean.dim() not in (1, 2) or init_mean.shape[-1] == 0:
@@ -351,6 +367,9 @@ def _step(
     new_mean, new_std = _fit(
         samples, selection.weights, settings.n_elite, settings.std_min, scratch
     )
+    if settings.smoothing > 0:  # CEM-29
+        new_mean = torch.lerp(new_mean, mean, settings.smoothing)
+        new_std = torch.lerp(new_std, std, settings.smoothing).clamp_min(settings.std_min)
     applied = active & selection.valid
 
     lowest, index = ranked.min(-1)
@@ -450,6 +469,7 @@ def _settings(
     output: object,
     checkpoint: object = False,
     grad_iters: object = None,
+    smoothing: object = 0.0,
 ) -> _Settings:
     """Validate the scalar options (CEM-22)."""
     n_sample = require_int("n_sample", n_sample)
@@ -474,6 +494,9 @@ def _settings(
     last = None if grad_iters is None else require_int("grad_iters", grad_iters)
     if last is not None and last < 1:
         raise ValueError(f"grad_iters must be None or >= 1, got {last}")
+    alpha = require_finite_real("smoothing", smoothing, minimum=0, strict=False)
+    if alpha >= 1:
+        raise ValueError(f"smoothing must satisfy 0 <= smoothing < 1, got smoothing={alpha}")
     return _Settings(
         n_sample=n_sample,
         n_elite=n_elite,
@@ -485,6 +508,7 @@ def _settings(
         output="mean" if output == "mean" else "best",
         checkpoint=checkpoint,
         grad_iters=None if last is None or last >= n_iter else last,
+        smoothing=alpha,
     )
 
 

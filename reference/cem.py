@@ -308,6 +308,7 @@ class _CEMArgs(NamedTuple):
     ub: FloatArray  # (d,), +inf where unbounded
     std_min: float
     tol: float | None
+    smoothing: float
 
 
 def _check_cem_args(
@@ -320,6 +321,7 @@ def _check_cem_args(
     ub: ArrayLike | None,
     std_min: object,
     tol: object,
+    smoothing: object = 0.0,
 ) -> _CEMArgs:
     """Validate and convert the arguments of :func:`cem` (CEM-22)."""
     eps = np.asarray(noise, dtype=np.float64)
@@ -349,7 +351,10 @@ def _check_cem_args(
     tol_f = None if tol is None else _check_real("tol", tol)
     if tol_f is not None and tol_f < 0.0:
         raise ValueError(f"tol must be None or >= 0, got tol={tol_f!r}")
-    return _CEMArgs(mu0, sigma0, eps, k, tau_f, lower, upper, floor, tol_f)
+    alpha = _check_real("smoothing", smoothing)
+    if not 0.0 <= alpha < 1.0:
+        raise ValueError(f"smoothing must satisfy 0 <= smoothing < 1, got smoothing={alpha!r}")
+    return _CEMArgs(mu0, sigma0, eps, k, tau_f, lower, upper, floor, tol_f, alpha)
 
 
 def cem(
@@ -365,6 +370,7 @@ def cem(
     normalize: bool = True,
     std_min: float = DEFAULT_STD_MIN,
     tol: float | None = None,
+    smoothing: float = 0.0,
 ) -> CEMTrace:
     """Run CEM (tau None or 0) or DCEM (tau > 0) on one problem (Algorithm 1).
 
@@ -375,13 +381,15 @@ def cem(
     3. I_t = hard_weights(v_t, k)                      if tau is None or 0 (CEM-4)
        I_t = soft_weights(v_t, k, tau, normalize)      otherwise  (CEM-3, CEM-5)
     4. if v_t has at least k (hard) or k + 1 (soft) finite entries,
-       (mu_{t+1}, std_{t+1}) = gaussian_fit(X_t, I_t, k, std_min)  (CEM-6, CEM-11);
+       (mu_hat, std_hat) = gaussian_fit(X_t, I_t, k, std_min)    (CEM-6, CEM-11),
+       mu_{t+1}  = a * mu_t  + (1 - a) * mu_hat                    (CEM-29)
+       std_{t+1} = max(a * std_t + (1 - a) * std_hat, std_min)     with a = smoothing;
        otherwise the distribution is left unchanged                (CEM-12)
     5. best_x / best_value: replaced by a sample whose finite value is
        strictly lower than the best so far, scanning samples in index order,
        so the earliest wins ties                                    (CEM-16)
     6. if tol is given and the update of step 4 was applied and moved no
-       coordinate of mu or std by more than tol, the run has converged and
+       coordinate of mu or std (after smoothing) by more than tol, the run has converged and
        stops after this iteration                                   (CEM-13)
 
     Parameters
@@ -397,13 +405,15 @@ def cem(
         (CEM-3; hard selection does not depend on it)
     std_min : floor on every updated std (CEM-11)
     tol : None, or the convergence tolerance >= 0 (CEM-13)
+    smoothing : a in [0, 1), the share of the previous distribution kept by
+        each update (CEM-29); 0 is the plain update
 
     Returns
     -------
     CEMTrace
     """
-    mu, std, eps, k, tau_f, lower, upper, floor, tol_f = _check_cem_args(
-        mean0, std0, noise, n_elite, tau, lb, ub, std_min, tol
+    mu, std, eps, k, tau_f, lower, upper, floor, tol_f, alpha = _check_cem_args(
+        mean0, std0, noise, n_elite, tau, lb, ub, std_min, tol, smoothing
     )
     n_iter_max, n_sample, d = eps.shape
     # Soft selection needs a finite (k+1)-th largest score (LML-15).
@@ -435,7 +445,9 @@ def cem(
                 best_x, best_value = X[i].copy(), float(v[i])
 
         if np.count_nonzero(np.isfinite(v)) >= min_finite:
-            new_mu, new_std = gaussian_fit(X, w, k, floor)
+            fit_mu, fit_std = gaussian_fit(X, w, k, floor)
+            new_mu = alpha * mu + (1.0 - alpha) * fit_mu
+            new_std = np.maximum(alpha * std + (1.0 - alpha) * fit_std, floor)
             change = max(float(np.max(np.abs(new_mu - mu))), float(np.max(np.abs(new_std - std))))
             mu, std = new_mu, new_std
             converged = tol_f is not None and change <= tol_f

@@ -113,10 +113,11 @@ def _noise(t: int, b: int, n: int, d: int, seed: int, dtype: torch.dtype = F64) 
     n_u=st.integers(1, 2),
     tau=st.sampled_from([None, 0.3, 1.0]),
     output=st.sampled_from(["mean", "best"]),
+    smoothing=st.sampled_from([0.0, 0.4]),
     seed=st.integers(0, 2**16),
 )
 def test_plan_is_dcem_on_flattened_sequences(
-    horizon: int, n_u: int, tau: float | None, output: str, seed: int
+    horizon: int, n_u: int, tau: float | None, output: str, smoothing: float, seed: int
 ) -> None:
     a, b = linear_system(3, n_u, seed)
     x0 = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed), dtype=F64)
@@ -131,6 +132,7 @@ def test_plan_is_dcem_on_flattened_sequences(
         n_iter=4,
         tau=tau,
         output=output,
+        smoothing=smoothing,
     )  # type: ignore[arg-type]
     noise = _noise(4, 2, 12, horizon * n_u, seed)
     result = plan(cost_fn, config, 2, dtype=F64, noise=noise)
@@ -145,6 +147,7 @@ def test_plan_is_dcem_on_flattened_sequences(
         lb=-2.0,
         ub=3.0,
         output=output,  # type: ignore[arg-type]
+        smoothing=smoothing,
         noise=noise,
     )
     shape = (2, horizon, n_u)
@@ -426,10 +429,11 @@ def test_decoder_architecture_and_initialization() -> None:
     m=st.integers(1, 3),
     tau=st.sampled_from([None, 0.5, 1.0]),
     bound=st.floats(0.2, 3.0),
+    smoothing=st.sampled_from([0.0, 0.4]),
     seed=st.integers(0, 2**16),
 )
 def test_latent_plan_is_dcem_over_the_box(
-    m: int, tau: float | None, bound: float, seed: int
+    m: int, tau: float | None, bound: float, smoothing: float, seed: int
 ) -> None:
     system = Cartpole()
     x0 = system.sample_initial(2, torch.Generator().manual_seed(seed), dtype=F64)
@@ -438,7 +442,14 @@ def test_latent_plan_is_dcem_over_the_box(
     ).to(F64)
     cost_fn = rollout_cost(system.step, system.cost, x0)
     config = LatentPlannerConfig(
-        latent_dim=m, n_sample=15, n_elite=3, n_iter=4, tau=tau, latent_bound=bound, init_std=2.0
+        latent_dim=m,
+        n_sample=15,
+        n_elite=3,
+        n_iter=4,
+        tau=tau,
+        latent_bound=bound,
+        init_std=2.0,
+        smoothing=smoothing,
     )
     noise = _noise(4, 2, 15, m, seed)
     steps: list[DCEMStep] = []
@@ -454,6 +465,7 @@ def test_latent_plan_is_dcem_over_the_box(
             tau=tau,
             lb=-bound,
             ub=bound,
+            smoothing=smoothing,
             noise=noise,
         )
     torch.testing.assert_close(result.latent, direct.x)

@@ -6,6 +6,7 @@ import dataclasses
 import importlib
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,6 +39,7 @@ class Config:
     ub: float | None
     std_min: float
     tol: float | None
+    smoothing: float = 0.0
 
     def kwargs(self) -> dict[str, object]:
         return {
@@ -50,6 +52,7 @@ class Config:
             "ub": self.ub,
             "std_min": self.std_min,
             "tol": self.tol,
+            "smoothing": self.smoothing,
         }
 
 
@@ -76,6 +79,7 @@ def configs(
         ub=draw(st.sampled_from([0.5, 2.0])) if bounded else None,
         std_min=draw(st.sampled_from([1e-6, 1e-2])),
         tol=draw(st.sampled_from([None, 1e-3])),
+        smoothing=draw(st.sampled_from([0.0, 0.0, 0.5, 0.9])),
     )
 
 
@@ -114,6 +118,7 @@ def run_reference(config: Config, b: int) -> ref_cem.CEMTrace:
         normalize=config.normalize,
         std_min=config.std_min,
         tol=config.tol,
+        smoothing=config.smoothing,
     )
 
 
@@ -132,7 +137,7 @@ def boundary_tie(values: np.ndarray, k: int) -> bool:
     return finite.size > k and finite[k - 1] == finite[k]
 
 
-@pytest.mark.spec("CEM-25", "CEM-2", "CEM-6", "CEM-12", "CEM-13", "CEM-16")
+@pytest.mark.spec("CEM-25", "CEM-2", "CEM-6", "CEM-12", "CEM-13", "CEM-16", "CEM-29")
 @given(config=configs())
 def test_matches_the_reference_iterate_by_iterate(config: Config) -> None:
     recorder = Recorder()
@@ -568,6 +573,61 @@ def test_returned_point_and_best_sample(config: Config, output: str) -> None:
 
 
 # --------------------------------------------------------------------------
+# Smoothed updates (CEM-29)
+
+
+@pytest.mark.spec("CEM-29")
+@given(config=configs(), alpha=st.sampled_from([0.25, 0.5, 0.9]))
+def test_one_smoothed_step_blends_the_plain_update(config: Config, alpha: float) -> None:
+    one = dataclasses.replace(config, noise=config.noise[:1], tol=None, smoothing=0.0)
+    plain = run_impl(one)
+    smoothed = run_impl(one, smoothing=alpha)
+    mean0, std0 = torch.from_numpy(one.mean0), torch.from_numpy(one.std0)
+    moved = ~torch.isclose(plain.mean, mean0, rtol=0, atol=0).all(-1)  # the update was applied
+    expected_mean = torch.where(
+        moved.unsqueeze(-1), alpha * mean0 + (1 - alpha) * plain.mean, mean0
+    )
+    torch.testing.assert_close(smoothed.mean, expected_mean, rtol=1e-12, atol=1e-12)
+    expected_std = (alpha * std0 + (1 - alpha) * plain.std).clamp_min(one.std_min)
+    expected_std = torch.where(moved.unsqueeze(-1), expected_std, std0)
+    torch.testing.assert_close(smoothed.std, expected_std, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.spec("CEM-29")
+@given(config=configs())
+def test_zero_smoothing_is_the_plain_update_bit_for_bit(config: Config) -> None:
+    kwargs = {key: value for key, value in config.kwargs().items() if key != "smoothing"}
+    plain = dcem(  # the option left out
+        config.objective.torch,
+        torch.from_numpy(config.mean0),
+        torch.from_numpy(config.std0),
+        noise=torch.from_numpy(config.noise),
+        **kwargs,  # type: ignore[arg-type]
+    )
+    zero = run_impl(config, smoothing=0.0)
+    for field in dataclasses.fields(plain):
+        assert torch.equal(getattr(plain, field.name), getattr(zero, field.name)), field.name
+
+
+@pytest.mark.spec("CEM-29", "CEM-17")
+@given(alpha=st.sampled_from([0.0, 0.3, 0.8]), seed=st.integers(0, 2**16))
+def test_smoothed_std_gradient_has_the_blend_in_it(alpha: float, seed: int) -> None:
+    # Hard CEM, one iteration, no bounds: the elites are fixed and
+    # σ̂₁ = σ₀ · s(ε) is linear in σ₀, so dσ₁/dσ₀ = α + (1 − α) σ̂₁/σ₀.
+    std0 = torch.full((1, 3), 0.7, dtype=torch.float64, requires_grad=True)
+    noise = torch.randn(
+        1, 1, 50, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
+    )
+    kwargs: dict[str, Any] = dict(n_sample=50, n_elite=10, n_iter=1, tau=None, std_min=0.0)
+    result = dcem(
+        _f, torch.zeros(1, 3, dtype=torch.float64), std0, noise=noise, smoothing=alpha, **kwargs
+    )
+    (grad,) = torch.autograd.grad(result.std.sum(), std0)
+    plain = dcem(_f, torch.zeros(1, 3, dtype=torch.float64), 0.7, noise=noise, **kwargs)
+    torch.testing.assert_close(grad, alpha + (1 - alpha) * plain.std / 0.7, rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------
 # Gradients (CEM-17, CEM-18)
 
 
@@ -763,6 +823,10 @@ BAD_CALLS = [
     (dict(lb=torch.full((2,), 1.0), ub=torch.zeros(2)), ValueError, "lb < ub"),
     (dict(noise=torch.zeros(3, 100, 2)), ValueError, "noise"),
     (dict(generator="seed"), TypeError, "generator"),
+    (dict(smoothing=1.0), ValueError, "smoothing=1.0"),
+    (dict(smoothing=-0.25), ValueError, "smoothing"),
+    (dict(smoothing=math.nan), ValueError, "smoothing"),
+    (dict(smoothing="0.5"), TypeError, "smoothing"),
 ]
 
 

@@ -118,7 +118,7 @@ class LatentPlannerConfig:
             min-differentiation (see the module docstring).
         init_std: ``σ_0`` of every solve.
         latent_bound: ``b``, the box ``[−b, b]^m`` the samples are clipped to.
-        normalize, std_min, output: as in ``impl.dcem.dcem``.
+        normalize, std_min, output, smoothing: as in ``impl.dcem.dcem``.
     """
 
     latent_dim: int
@@ -131,6 +131,7 @@ class LatentPlannerConfig:
     normalize: bool = True
     std_min: float = DEFAULT_STD_MIN
     output: Literal["mean", "best"] = "mean"
+    smoothing: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,7 @@ def latent_plan(
             normalize=config.normalize,
             std_min=config.std_min,
             output=config.output,
+            smoothing=config.smoothing,
             generator=generator,
             noise=noise,
             callback=callback,

@@ -84,6 +84,8 @@ class PlannerConfig:
             ``None`` takes ``INIT_STD_SCALE · (ub − lb)`` (the paper's expert).
         normalize, std_min: as in ``impl.dcem.dcem``.
         output: return the final mean or the best sequence seen.
+        smoothing: ``α`` of CEM-29, the share of the previous distribution
+            each update keeps (mbrl-lib's ``alpha``); 0 is the paper's update.
     """
 
     horizon: int
@@ -98,6 +100,7 @@ class PlannerConfig:
     normalize: bool = True
     std_min: float = DEFAULT_STD_MIN
     output: Literal["mean", "best"] = "mean"
+    smoothing: float = 0.0
 
 
 INIT_STD_SCALE = 0.5
@@ -204,6 +207,7 @@ def plan(
         normalize=config.normalize,
         std_min=config.std_min,
         output=config.output,
+        smoothing=config.smoothing,
         generator=generator,
         noise=noise,
         callback=callback,
