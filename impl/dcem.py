@@ -33,7 +33,7 @@ from impl._checks import (
     require_int,
     require_real,
 )
-from impl.selection import Selection, soft_weights
+from impl.selection import Selection, exponential_elite_weights, soft_weights
 
 DEFAULT_STD_MIN = 1e-6
 """Default σ floor (CEM-11): below it a float32 sample of magnitude up to 8
@@ -112,6 +112,7 @@ class _Settings:
     checkpoint: bool
     grad_iters: int | None  # None: every iteration is differentiated
     smoothing: float  # α of CEM-29; 0: the plain update of CEM-6
+    elite_temperature: float | None  # λ of CEM-30; None: uniform elite weights
 
 
 def dcem(
@@ -136,6 +137,7 @@ def dcem(
     checkpoint: bool = False,
     grad_iters: int | None = None,
     smoothing: float = 0.0,
+    elite_temperature: float | None = None,
 ) -> DCEMResult:
     """Minimize ``f`` with DCEM (``tau > 0``) or CEM (``tau`` None or 0).
 
@@ -181,6 +183,11 @@ def dcem(
             previous distribution, ``μ_{t+1} = α μ_t + (1 − α) μ̂_{t+1}`` and
             the same for ``σ`` (CEM-29; mbrl-lib's ``alpha``, TD-MPC's
             momentum). 0 (default) is the paper's update.
+        elite_temperature: ``λ > 0`` weights the hard elites by
+            ``exp(−ṽ/λ)`` (normalized to sum to ``k``) instead of equally: the
+            elite weighting of MPPI-style planners (TD-MPC2, TorchRL's
+            ``MPPIPlanner``), CEM-30. Needs hard selection (``tau`` None or
+            0). ``None`` (default): equal weights, CEM-4.
 
     Returns:
         A ``DCEMResult`` (CEM-15).
@@ -197,6 +204,7 @@ def dcem(
         checkpoint,
         grad_iters,
         smoothing,
+        elite_temperature,
     )
     require_floating_tensor("init_mean", init_mean)
     if init_mean.dim() not in (1, 2) or init_mean.shape[-1] == 0:
@@ -470,6 +478,7 @@ def _settings(
     checkpoint: object = False,
     grad_iters: object = None,
     smoothing: object = 0.0,
+    elite_temperature: object = None,
 ) -> _Settings:
     """Validate the scalar options (CEM-22)."""
     n_sample = require_int("n_sample", n_sample)
@@ -497,6 +506,14 @@ def _settings(
     alpha = require_finite_real("smoothing", smoothing, minimum=0, strict=False)
     if alpha >= 1:
         raise ValueError(f"smoothing must satisfy 0 <= smoothing < 1, got smoothing={alpha}")
+    lam = None
+    if elite_temperature is not None:
+        lam = require_finite_real("elite_temperature", elite_temperature, minimum=0, strict=True)
+        if temperature:
+            raise ValueError(
+                "elite_temperature weights the elites of hard selection: it needs tau=None "
+                f"or tau=0, got tau={temperature}"
+            )
     return _Settings(
         n_sample=n_sample,
         n_elite=n_elite,
@@ -509,6 +526,7 @@ def _settings(
         checkpoint=checkpoint,
         grad_iters=None if last is None or last >= n_iter else last,
         smoothing=alpha,
+        elite_temperature=lam,
     )
 
 
@@ -614,10 +632,20 @@ def _evaluate(f: Objective, candidates: Tensor, shape: tuple[int, int]) -> Tenso
 
 
 def _select(values: Tensor, ranked: Tensor, settings: _Settings) -> Selection:
-    """Hard (CEM-4) or soft (CEM-5) elite weights; ``ranked`` is ``values``
+    """Hard (CEM-4, CEM-30) or soft (CEM-5) elite weights; ``ranked`` is ``values``
     with every non-finite entry replaced by ``+∞``. Shapes ``(B, N)``."""
     if settings.tau is None:
-        return hard_selection(ranked, settings.n_elite)
+        selection = hard_selection(ranked, settings.n_elite)
+        if settings.elite_temperature is None:
+            return selection
+        weights = exponential_elite_weights(
+            values,
+            selection.weights,
+            settings.n_elite,
+            settings.elite_temperature,
+            settings.normalize,
+        )
+        return Selection(weights=weights, valid=selection.valid)
     return soft_weights(
         values, torch.isfinite(values), settings.n_elite, settings.tau, settings.normalize
     )

@@ -73,6 +73,30 @@ def hard_weights(values: Tensor, finite: Tensor, k: int) -> Selection:
     return Selection(weights=weights, valid=valid)
 
 
+def exponential_elite_weights(
+    values: Tensor, elites: Tensor, k: int, temperature: float, normalize: bool
+) -> Tensor:
+    """Exponentially weighted elites, MPPI-style (CEM-30).
+
+    ``w_i = k · 1{i ∈ E} exp(−s_i/λ) / Σ_{j ∈ E} exp(−s_j/λ)`` over the hard
+    elite set ``E`` (``elites``, the 0/1 weights of CEM-4), with ``s`` the
+    normalized values (CEM-3) or the raw ones. Rows sum to ``k``; ``λ → ∞``
+    gives the indicator of CEM-4, ``λ → 0⁺`` puts all ``k`` on the best elite.
+    Non-finite values never get weight when the row has ``k`` finite ones
+    (their scores are masked); rows with fewer are invalid (CEM-12) and
+    get finite weights only so that no NaN appears.
+
+    Args:
+        values: ``(B, N)``.
+        elites: ``(B, N)`` 0/1 indicator of the ``k`` elites of each row.
+        temperature: ``λ > 0``.
+    """
+    finite = torch.isfinite(values)
+    scores = normalize_values(values, finite) if normalize else torch.where(finite, values, 0)
+    logits = torch.where(elites > 0, scores / -temperature, -torch.inf)
+    return torch.softmax(logits, dim=-1) * k
+
+
 def soft_weights(values: Tensor, finite: Tensor, k: int, tau: float, normalize: bool) -> Selection:
     """The soft top-k of the lowest values, ``Π_L(−ṽ/τ)`` (CEM-5, eq. 5).
 

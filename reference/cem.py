@@ -130,6 +130,40 @@ def hard_weights(v: FloatArray, k: int) -> FloatArray:
     return weights
 
 
+def exponential_elite_weights(
+    v: FloatArray, k: int, temperature: float, normalize: bool = True
+) -> FloatArray:
+    """MPPI-style elite weights (CEM-30): the k elites of hard_weights, each
+    weighted by exp(-s_i / temperature), scaled to sum to k, where s is
+    normalize_values(v) (CEM-3) or v.
+
+    Written out with the best elite's score subtracted before exp (the
+    ratio is unchanged), so no term overflows.
+
+    Parameters
+    ----------
+    v : float64 array of shape (N,)
+    k : int, 1 <= k <= N - 1
+    temperature : float > 0
+    normalize : bool
+
+    Returns
+    -------
+    float64 array of shape (N,), >= 0, zero outside the elites, summing to k
+        (when v has at least k finite entries; `cem` skips the update otherwise).
+    """
+    values = _as_values(v)
+    elites = hard_weights(values, k) > 0
+    finite = np.isfinite(values)
+    scores = normalize_values(values) if normalize else np.where(finite, values, 0.0)
+    scores = np.where(finite, scores, 0.0)
+    best = scores[elites].min()
+    weights = np.zeros_like(values)
+    weights[elites] = np.exp(-(scores[elites] - best) / temperature)
+    result: FloatArray = k * weights / weights.sum()
+    return result
+
+
 def soft_weights(v: FloatArray, k: int, tau: float, normalize: bool = True) -> FloatArray:
     """Soft DCEM weights: I = Pi_L(-v~/tau) = lml(-v~, k, tau) (CEM-5, eq. 5).
 
@@ -309,6 +343,7 @@ class _CEMArgs(NamedTuple):
     std_min: float
     tol: float | None
     smoothing: float
+    elite_temperature: float | None
 
 
 def _check_cem_args(
@@ -322,6 +357,7 @@ def _check_cem_args(
     std_min: object,
     tol: object,
     smoothing: object = 0.0,
+    elite_temperature: object = None,
 ) -> _CEMArgs:
     """Validate and convert the arguments of :func:`cem` (CEM-22)."""
     eps = np.asarray(noise, dtype=np.float64)
@@ -354,7 +390,14 @@ def _check_cem_args(
     alpha = _check_real("smoothing", smoothing)
     if not 0.0 <= alpha < 1.0:
         raise ValueError(f"smoothing must satisfy 0 <= smoothing < 1, got smoothing={alpha!r}")
-    return _CEMArgs(mu0, sigma0, eps, k, tau_f, lower, upper, floor, tol_f, alpha)
+    lam = None if elite_temperature is None else _check_real("elite_temperature", elite_temperature)
+    if lam is not None and lam <= 0.0:
+        raise ValueError(f"elite_temperature must be > 0, got elite_temperature={lam!r}")
+    if lam is not None and tau_f:
+        raise ValueError(
+            f"elite_temperature needs hard selection (tau None or 0), got tau={tau_f!r}"
+        )
+    return _CEMArgs(mu0, sigma0, eps, k, tau_f, lower, upper, floor, tol_f, alpha, lam)
 
 
 def cem(
@@ -371,6 +414,7 @@ def cem(
     std_min: float = DEFAULT_STD_MIN,
     tol: float | None = None,
     smoothing: float = 0.0,
+    elite_temperature: float | None = None,
 ) -> CEMTrace:
     """Run CEM (tau None or 0) or DCEM (tau > 0) on one problem (Algorithm 1).
 
@@ -379,6 +423,8 @@ def cem(
     1. X_t = clip(mu_t + std_t * noise[t], lb, ub)                (CEM-2, CEM-10)
     2. v_t = f(X_t), which must have shape (N,)
     3. I_t = hard_weights(v_t, k)                      if tau is None or 0 (CEM-4)
+       I_t = exponential_elite_weights(v_t, k, elite_temperature, normalize)
+                                            if, besides, elite_temperature is set (CEM-30)
        I_t = soft_weights(v_t, k, tau, normalize)      otherwise  (CEM-3, CEM-5)
     4. if v_t has at least k (hard) or k + 1 (soft) finite entries,
        (mu_hat, std_hat) = gaussian_fit(X_t, I_t, k, std_min)    (CEM-6, CEM-11),
@@ -407,13 +453,15 @@ def cem(
     tol : None, or the convergence tolerance >= 0 (CEM-13)
     smoothing : a in [0, 1), the share of the previous distribution kept by
         each update (CEM-29); 0 is the plain update
+    elite_temperature : None, or lambda > 0 for exponentially weighted hard
+        elites (CEM-30; needs tau None or 0)
 
     Returns
     -------
     CEMTrace
     """
-    mu, std, eps, k, tau_f, lower, upper, floor, tol_f, alpha = _check_cem_args(
-        mean0, std0, noise, n_elite, tau, lb, ub, std_min, tol, smoothing
+    mu, std, eps, k, tau_f, lower, upper, floor, tol_f, alpha, lam = _check_cem_args(
+        mean0, std0, noise, n_elite, tau, lb, ub, std_min, tol, smoothing, elite_temperature
     )
     n_iter_max, n_sample, d = eps.shape
     # Soft selection needs a finite (k+1)-th largest score (LML-15).
@@ -433,7 +481,9 @@ def cem(
         v = np.asarray(f(X.copy()), dtype=np.float64)
         if v.shape != (n_sample,):
             raise ValueError(f"f must return values of shape ({n_sample},), got shape {v.shape}")
-        if tau_f is None or tau_f == 0.0:
+        if (tau_f is None or tau_f == 0.0) and lam is not None:
+            w = exponential_elite_weights(v, k, lam, normalize)
+        elif tau_f is None or tau_f == 0.0:
             w = hard_weights(v, k)
         else:
             w = soft_weights(v, k, tau_f, normalize)

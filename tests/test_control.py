@@ -114,11 +114,19 @@ def _noise(t: int, b: int, n: int, d: int, seed: int, dtype: torch.dtype = F64) 
     tau=st.sampled_from([None, 0.3, 1.0]),
     output=st.sampled_from(["mean", "best"]),
     smoothing=st.sampled_from([0.0, 0.4]),
+    weighted=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_plan_is_dcem_on_flattened_sequences(
-    horizon: int, n_u: int, tau: float | None, output: str, smoothing: float, seed: int
+    horizon: int,
+    n_u: int,
+    tau: float | None,
+    output: str,
+    smoothing: float,
+    weighted: bool,
+    seed: int,
 ) -> None:
+    elite_temperature = 0.5 if weighted and tau is None else None
     a, b = linear_system(3, n_u, seed)
     x0 = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed), dtype=F64)
     cost_fn = rollout_cost(linear_dynamics(a, b), quadratic_cost(), x0)
@@ -133,6 +141,7 @@ def test_plan_is_dcem_on_flattened_sequences(
         tau=tau,
         output=output,
         smoothing=smoothing,
+        elite_temperature=elite_temperature,
     )  # type: ignore[arg-type]
     noise = _noise(4, 2, 12, horizon * n_u, seed)
     result = plan(cost_fn, config, 2, dtype=F64, noise=noise)
@@ -148,6 +157,7 @@ def test_plan_is_dcem_on_flattened_sequences(
         ub=3.0,
         output=output,  # type: ignore[arg-type]
         smoothing=smoothing,
+        elite_temperature=elite_temperature,
         noise=noise,
     )
     shape = (2, horizon, n_u)
@@ -400,7 +410,10 @@ def test_decoder_outputs_within_bounds(low: float, width: float, scale: float, s
     z = scale * torch.randn(7, 3, generator=torch.Generator().manual_seed(seed + 1))
     actions = decoder(z)
     assert actions.shape == (7, 4, 2)
-    assert bool((actions >= low).all() and (actions <= low + width).all())
+    lower, upper = decoder.action_lb, decoder.action_ub  # the bounds rounded to float32
+    assert torch.equal(lower, torch.full((2,), low, dtype=torch.float32))
+    assert torch.equal(upper, torch.full((2,), low + width, dtype=torch.float32))
+    assert bool((actions >= lower).all() and (actions <= upper).all())
 
 
 @pytest.mark.spec("CTL-8")

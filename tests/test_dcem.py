@@ -40,6 +40,7 @@ class Config:
     std_min: float
     tol: float | None
     smoothing: float = 0.0
+    elite_temperature: float | None = None
 
     def kwargs(self) -> dict[str, object]:
         return {
@@ -53,13 +54,19 @@ class Config:
             "std_min": self.std_min,
             "tol": self.tol,
             "smoothing": self.smoothing,
+            "elite_temperature": self.elite_temperature,
         }
 
 
 @st.composite
 def configs(
-    draw: st.DrawFn, kinds: tuple[str, ...] = ("quadratic", "rastrigin", "holes")
+    draw: st.DrawFn,
+    kinds: tuple[str, ...] = ("quadratic", "rastrigin", "holes"),
+    weighted_elites: bool = False,
 ) -> Config:
+    """Random problems and options; ``weighted_elites`` also draws the
+    ``elite_temperature`` of CEM-30 for hard runs (tests that switch ``tau``
+    leave it out)."""
     d = draw(st.integers(1, 4))
     batch = draw(st.integers(1, 3))
     n = draw(st.integers(4, 40))
@@ -67,19 +74,24 @@ def configs(
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     bounded = draw(st.booleans())
+    tau = draw(st.one_of(st.none(), st.just(0.0), temperatures(-2.0, 1.0)))
+    hard = tau is None or tau == 0
     return Config(
         objective=draw(objectives(d, kinds)),
         mean0=rng.uniform(-1, 1, (batch, d)),
         std0=rng.uniform(0.2, 2.0, (batch, d)),
         noise=rng.standard_normal((t, batch, n, d)),
         n_elite=draw(st.integers(1, n - 1)),
-        tau=draw(st.one_of(st.none(), st.just(0.0), temperatures(-2.0, 1.0))),
+        tau=tau,
         normalize=draw(st.booleans()),
         lb=-1.5 if bounded else None,
         ub=draw(st.sampled_from([0.5, 2.0])) if bounded else None,
         std_min=draw(st.sampled_from([1e-6, 1e-2])),
         tol=draw(st.sampled_from([None, 1e-3])),
         smoothing=draw(st.sampled_from([0.0, 0.0, 0.5, 0.9])),
+        elite_temperature=(
+            draw(st.sampled_from([None, 0.3, 3.0])) if hard and weighted_elites else None
+        ),
     )
 
 
@@ -119,6 +131,7 @@ def run_reference(config: Config, b: int) -> ref_cem.CEMTrace:
         std_min=config.std_min,
         tol=config.tol,
         smoothing=config.smoothing,
+        elite_temperature=config.elite_temperature,
     )
 
 
@@ -137,8 +150,8 @@ def boundary_tie(values: np.ndarray, k: int) -> bool:
     return finite.size > k and finite[k - 1] == finite[k]
 
 
-@pytest.mark.spec("CEM-25", "CEM-2", "CEM-6", "CEM-12", "CEM-13", "CEM-16", "CEM-29")
-@given(config=configs())
+@pytest.mark.spec("CEM-25", "CEM-2", "CEM-6", "CEM-12", "CEM-13", "CEM-16", "CEM-29", "CEM-30")
+@given(config=configs(weighted_elites=True))
 def test_matches_the_reference_iterate_by_iterate(config: Config) -> None:
     recorder = Recorder()
     result = run_impl(config, recorder)
@@ -628,6 +641,93 @@ def test_smoothed_std_gradient_has_the_blend_in_it(alpha: float, seed: int) -> N
 
 
 # --------------------------------------------------------------------------
+# Exponentially weighted elites (CEM-30)
+
+
+@pytest.mark.spec("CEM-30")
+@given(config=configs(("quadratic", "rastrigin")), lam=st.sampled_from([0.05, 0.5, 5.0]))
+def test_elite_weights_sum_to_k_and_fall_with_the_value(config: Config, lam: float) -> None:
+    recorder = Recorder()
+    run_impl(config, recorder, tau=None, tol=None, elite_temperature=lam)  # every update applied
+    k = config.n_elite
+    for step in recorder.steps:
+        weights, values = step.weights, step.values
+        torch.testing.assert_close(weights.sum(-1), torch.full_like(weights[:, 0], float(k)))
+        assert bool((weights >= 0).all())
+        kth = values.sort(-1).values[:, k - 1 : k]
+        chosen = weights > 0
+        assert bool((chosen.sum(-1) <= k).all())
+        assert bool((values[chosen] <= kth.expand_as(values)[chosen]).all())  # elites only
+        for b in range(weights.shape[0]):
+            order = torch.argsort(values[b][chosen[b]])
+            ranked = weights[b][chosen[b]][order]
+            assert bool((ranked[1:] <= ranked[:-1] * (1 + 1e-9)).all())
+
+
+@pytest.mark.spec("CEM-30")
+@given(config=configs(("quadratic", "rastrigin")))
+def test_elite_temperature_limits(config: Config) -> None:
+    # λ → ∞: the plain hard update; λ → 0⁺: the best elite, with σ at the floor.
+    one = dataclasses.replace(
+        config,
+        noise=config.noise[:1],
+        tau=None,
+        tol=None,
+        smoothing=0.0,
+        normalize=False,
+        elite_temperature=None,
+    )
+    plain = run_impl(one)
+    hot = run_impl(one, elite_temperature=1e12)
+    torch.testing.assert_close(hot.mean, plain.mean, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(hot.std, plain.std, rtol=1e-9, atol=1e-9)
+    recorder = Recorder()
+    cold = run_impl(one, recorder, elite_temperature=1e-9)
+    lowest = recorder.steps[0].values.sort(-1).values
+    clear = lowest[:, 1] - lowest[:, 0] > 1e-7  # a unique best sample: e^-100 for the rest
+    torch.testing.assert_close(cold.mean[clear], cold.best_x[clear], rtol=0, atol=1e-9)
+    floor = torch.full_like(cold.std[clear], one.std_min)
+    torch.testing.assert_close(cold.std[clear], floor, rtol=0, atol=1e-9)
+
+
+@pytest.mark.spec("CEM-30", "CEM-17")
+@given(seed=st.integers(0, 2**16), normalize=st.booleans())
+def test_elite_weights_carry_the_gradient_to_f(seed: int, normalize: bool) -> None:
+    # The hard selection is locally constant, so the gradient in f's parameters
+    # comes only through the weights; it matches central differences.
+    noise = torch.randn(
+        1, 1, 40, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
+    )
+    mean0 = torch.zeros(1, 2, dtype=torch.float64)
+
+    def solve(center: torch.Tensor) -> torch.Tensor:
+        result = dcem(
+            quadratic(center),
+            mean0,
+            1.0,
+            n_sample=40,
+            n_elite=8,
+            n_iter=1,
+            tau=None,
+            normalize=normalize,
+            elite_temperature=0.7,
+            noise=noise,
+        )
+        return result.mean.sum()
+
+    center = torch.tensor([[0.3, -0.2]], dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(solve(center), center)
+    assert grad.abs().sum() > 0
+    h = 1e-6
+    for j in range(2):
+        step = torch.zeros_like(center)
+        step[0, j] = h
+        with torch.no_grad():
+            numeric = (solve(center + step) - solve(center - step)) / (2 * h)
+        assert float(grad[0, j]) == pytest.approx(float(numeric), rel=1e-5, abs=1e-7)
+
+
+# --------------------------------------------------------------------------
 # Gradients (CEM-17, CEM-18)
 
 
@@ -827,6 +927,11 @@ BAD_CALLS = [
     (dict(smoothing=-0.25), ValueError, "smoothing"),
     (dict(smoothing=math.nan), ValueError, "smoothing"),
     (dict(smoothing="0.5"), TypeError, "smoothing"),
+    (dict(elite_temperature=0.0), ValueError, "elite_temperature"),
+    (dict(elite_temperature=-1.0), ValueError, "elite_temperature"),
+    (dict(elite_temperature=math.inf), ValueError, "elite_temperature"),
+    (dict(elite_temperature="warm"), TypeError, "elite_temperature"),
+    (dict(elite_temperature=0.5, tau=1.0), ValueError, "tau=1.0"),
 ]
 
 

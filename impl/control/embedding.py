@@ -43,8 +43,8 @@ class ActionDecoder(nn.Module):
 
     An MLP with ``n_hidden`` ELU layers of width ``hidden``; weights drawn
     from ``N(0, (2/√(fan_in + fan_out))²)``, biases zero; the output ``o`` is
-    squashed as ``lb + (ub − lb) σ(o)``, so every decoded action is strictly
-    inside the bounds.
+    squashed as ``lb + (ub − lb) σ(o)`` (computed by ``torch.lerp``), so every
+    decoded action lies in the bounds, which are stored in float32.
     """
 
     action_lb: Tensor
@@ -104,7 +104,9 @@ class ActionDecoder(nn.Module):
                 f"the decoder takes latents of size {self.latent_dim}, got shape {tuple(z.shape)}"
             )
         out = self.net(z).unflatten(-1, (self.horizon, self.action_dim))
-        return self.action_lb + (self.action_ub - self.action_lb) * torch.sigmoid(out)
+        # lerp, not lb + (ub − lb)·σ: its two-sided formula keeps the rounded
+        # result inside [lb, ub] (the one-sided form overshoots ub by an ulp).
+        return torch.lerp(self.action_lb, self.action_ub, torch.sigmoid(out))
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,8 @@ class LatentPlannerConfig:
             min-differentiation (see the module docstring).
         init_std: ``σ_0`` of every solve.
         latent_bound: ``b``, the box ``[−b, b]^m`` the samples are clipped to.
-        normalize, std_min, output, smoothing: as in ``impl.dcem.dcem``.
+        normalize, std_min, output, smoothing, elite_temperature: as in
+            ``impl.dcem.dcem``.
     """
 
     latent_dim: int
@@ -132,6 +135,7 @@ class LatentPlannerConfig:
     std_min: float = DEFAULT_STD_MIN
     output: Literal["mean", "best"] = "mean"
     smoothing: float = 0.0
+    elite_temperature: float | None = None
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,7 @@ def latent_plan(
             std_min=config.std_min,
             output=config.output,
             smoothing=config.smoothing,
+            elite_temperature=config.elite_temperature,
             generator=generator,
             noise=noise,
             callback=callback,

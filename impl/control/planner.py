@@ -86,6 +86,8 @@ class PlannerConfig:
         output: return the final mean or the best sequence seen.
         smoothing: ``α`` of CEM-29, the share of the previous distribution
             each update keeps (mbrl-lib's ``alpha``); 0 is the paper's update.
+        elite_temperature: ``λ`` of CEM-30, exponentially weighted hard
+            elites (MPPI-style); ``None`` weights them equally.
     """
 
     horizon: int
@@ -101,6 +103,7 @@ class PlannerConfig:
     std_min: float = DEFAULT_STD_MIN
     output: Literal["mean", "best"] = "mean"
     smoothing: float = 0.0
+    elite_temperature: float | None = None
 
 
 INIT_STD_SCALE = 0.5
@@ -208,6 +211,7 @@ def plan(
         std_min=config.std_min,
         output=config.output,
         smoothing=config.smoothing,
+        elite_temperature=config.elite_temperature,
         generator=generator,
         noise=noise,
         callback=callback,
