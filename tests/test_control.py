@@ -18,6 +18,7 @@ from impl.control import (
     LatentPlannerConfig,
     Pendulum,
     PlannerConfig,
+    colored_noise,
     latent_plan,
     plan,
     rollout,
@@ -749,3 +750,81 @@ def test_planners_run_on_meta() -> None:
         device="meta",
     )
     assert latent.actions.shape == (4, 6, 1) and latent.latent.device.type == "meta"
+
+
+# -- CTL-15 ------------------------------------------------------------------------------------
+
+
+def _series(noise: Tensor, horizon: int, n_u: int) -> Tensor:
+    """``(T, B, N, H·n_u)`` → ``(T·B·N·n_u, H)``: one row per coordinate's sequence."""
+    return noise.reshape(-1, horizon, n_u).transpose(1, 2).reshape(-1, horizon)
+
+
+def _lag1(series: Tensor) -> float:
+    return float((series[:, 1:] * series[:, :-1]).mean()) if series.shape[1] > 1 else 0.0
+
+
+@pytest.mark.spec("CTL-15")
+@pytest.mark.parametrize("horizon", [1, 2, 5, 12])
+def test_colored_noise_has_unit_variance_and_correlation_growing_with_beta(horizon: int) -> None:
+    n_u = 2
+    lags = []
+    for beta in (0.0, 1.0, 2.0, 4.0):
+        noise = colored_noise(
+            20, 2, 500, horizon, n_u, beta, generator=torch.Generator().manual_seed(7), dtype=F64
+        )
+        assert noise.shape == (20, 2, 500, horizon * n_u) and noise.dtype == F64
+        series = _series(noise, horizon, n_u)  # 40,000 sequences
+        torch.testing.assert_close(series.var(0), torch.ones(horizon, dtype=F64), atol=0.05, rtol=0)
+        assert float(series.mean().abs()) < 0.02
+        coords = noise.reshape(-1, horizon, n_u)
+        cross = float((coords[..., 0] * coords[..., 1]).mean())
+        assert abs(cross) < 0.02  # action coordinates are independent
+        lags.append(_lag1(series))
+    assert abs(lags[0]) < 0.02  # β = 0 is white
+    if horizon <= 2:
+        assert all(abs(lag) < 0.02 for lag in lags)  # too short to colour
+    else:
+        assert lags[1] > lags[0] + 0.05 and lags[2] > lags[1] + 0.05 and lags[3] > lags[2] + 0.05
+
+
+@pytest.mark.spec("CTL-15")
+def test_colored_noise_drives_the_planner_reproducibly() -> None:
+    system = Pendulum()
+    x0 = torch.zeros(3, system.state_dim, dtype=F64)
+    cost = rollout_cost(system.step, system.cost, x0)
+    config = PlannerConfig(horizon=8, action_lb=-2.0, action_ub=2.0, n_sample=30, n_iter=3)
+
+    def draw(seed: int) -> Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        return colored_noise(3, 3, 30, 8, 1, 2.5, generator=generator, dtype=F64)
+
+    assert torch.equal(draw(1), draw(1)) and not torch.equal(draw(1), draw(2))
+    steps: list[DCEMStep] = []
+    result = plan(cost, config, 3, dtype=F64, noise=draw(1), callback=steps.append)
+    assert result.actions.shape == (3, 8, 1)
+    first = steps[0].samples.reshape(3, 30, 8)  # μ₀ = 0, so the samples are σ₀ · noise, clipped
+    noise = draw(1)[0].reshape(3, 30, 8)
+    sigma = INIT_STD_SCALE * 4.0
+    torch.testing.assert_close(first, (sigma * noise).clamp(-2.0, 2.0))
+
+
+@pytest.mark.spec("CTL-15")
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        (dict(beta=-1.0), ValueError, "beta"),
+        (dict(beta=math.inf), ValueError, "beta"),
+        (dict(beta="pink"), TypeError, "beta"),
+        (dict(horizon=0), ValueError, "horizon=0"),
+        (dict(n_sample=2.5), TypeError, "n_sample"),
+    ],
+)
+def test_colored_noise_errors(
+    kwargs: dict[str, object], error: type[Exception], words: str
+) -> None:
+    args: dict[str, object] = (
+        dict(n_iter=2, batch=1, n_sample=4, horizon=6, action_dim=1, beta=1.0) | kwargs
+    )
+    with pytest.raises(error, match=words):
+        colored_noise(**args)  # type: ignore[arg-type]

@@ -4,9 +4,11 @@
 - ``impl.control.planner``: eq. 7 solved by CEM/DCEM over action sequences,
   and a receding-horizon controller with explicit, resettable state.
 - ``impl.control.embedding``: learned latent action spaces (eq. 8, Alg. 2).
+- ``impl.control.noise``: colored (temporally correlated) sampling noise, iCEM-style.
 """
 
 from impl.control.embedding import ActionDecoder, LatentPlan, LatentPlannerConfig, latent_plan
+from impl.control.noise import colored_noise
 from impl.control.planner import MPC, MPCState, Plan, PlannerConfig, plan, rollout, rollout_cost
 from impl.control.systems import Cartpole, Pendulum
 
@@ -20,6 +22,7 @@ __all__ = [
     "Pendulum",
     "Plan",
     "PlannerConfig",
+    "colored_noise",
     "latent_plan",
     "plan",
     "rollout",
