@@ -21,6 +21,14 @@ def require_int(name: str, value: object) -> int:
     return int(value)
 
 
+def require_positive_int(name: str, value: object) -> int:
+    """``require_int``, and ``ValueError`` naming the value when it is below 1."""
+    number = require_int(name, value)
+    if number < 1:
+        raise ValueError(f"{name} must be >= 1, got {number}")
+    return number
+
+
 def require_real(name: str, value: object) -> float:
     """Return ``value`` as a float; ``TypeError`` for non-real values and bools."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -816,7 +816,7 @@ def test_colored_noise_drives_the_planner_reproducibly() -> None:
         (dict(beta=-1.0), ValueError, "beta"),
         (dict(beta=math.inf), ValueError, "beta"),
         (dict(beta="pink"), TypeError, "beta"),
-        (dict(horizon=0), ValueError, "horizon=0"),
+        (dict(horizon=0), ValueError, "horizon must be >= 1, got 0"),
         (dict(n_sample=2.5), TypeError, "n_sample"),
     ],
 )

@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from impl._checks import require_finite_real, require_int
+from impl._checks import require_finite_real, require_int, require_positive_int
 from impl.control.planner import ActionCost, check_costs, vector
 from impl.dcem import DEFAULT_STD_MIN, DCEMStep, dcem
 
@@ -69,8 +69,7 @@ class ActionDecoder(nn.Module):
             "hidden": hidden,
         }
         for name, value in sizes.items():
-            if require_int(name, value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+            require_positive_int(name, value)
         if require_int("n_hidden", n_hidden) < 0:
             raise ValueError(f"n_hidden must be >= 0, got {n_hidden}")
         self.latent_dim = latent_dim
@@ -186,12 +185,9 @@ def latent_plan(
         generator, noise, callback: as in ``impl.dcem.dcem`` (``noise`` has
             shape ``(T, B, N, m)``).
     """
-    m = require_int("latent_dim", config.latent_dim)
-    if m < 1:
-        raise ValueError(f"latent_dim must be >= 1, got {m}")
+    m = require_positive_int("latent_dim", config.latent_dim)
     bound = require_finite_real("latent_bound", config.latent_bound, minimum=0.0, strict=True)
-    if require_int("batch", batch) < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
+    require_positive_int("batch", batch)
     if init_mean is not None:
         if tuple(init_mean.shape) != (batch, m):
             raise ValueError(f"init_mean has shape {tuple(init_mean.shape)}, expected {(batch, m)}")

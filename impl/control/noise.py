@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from impl._checks import require_finite_real, require_int
+from impl._checks import require_finite_real, require_positive_int
 
 
 def colored_noise(
@@ -57,8 +57,7 @@ def colored_noise(
         "action_dim": action_dim,
     }
     for name, value in sizes.items():
-        if require_int(name, value) < 1:
-            raise ValueError(f"{name} must be >= 1, got {name}={value}")
+        require_positive_int(name, value)
     exponent = require_finite_real("beta", beta, minimum=0, strict=False)
     lead = (n_iter, batch, n_sample, action_dim)
     if horizon == 1 or exponent == 0:

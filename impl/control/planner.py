@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from impl._checks import require_finite_real, require_int
+from impl._checks import require_finite_real, require_int, require_positive_int
 from impl.dcem import DEFAULT_STD_MIN, DCEMStep, dcem
 
 Dynamics = Callable[[Tensor, Tensor], Tensor]
@@ -135,9 +135,7 @@ def action_bounds(
     config: PlannerConfig, device: torch.device, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
     """The bounds as ``(n_u,)`` tensors, checked (CTL-3, CTL-13)."""
-    n_u = require_int("action_dim", config.action_dim)
-    if n_u < 1:
-        raise ValueError(f"action_dim must be >= 1, got {n_u}")
+    n_u = require_positive_int("action_dim", config.action_dim)
     lower = vector("action_lb", config.action_lb, n_u, device, dtype)
     upper = vector("action_ub", config.action_ub, n_u, device, dtype)
     if lower.device.type == "cpu" and not bool((lower < upper).all()):
@@ -174,9 +172,7 @@ def plan(
         callback: ``impl.dcem``'s per-iteration callback (samples flattened to
             ``(B, N, H·n_u)``).
     """
-    horizon = require_int("horizon", config.horizon)
-    if horizon < 1:
-        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    horizon = require_positive_int("horizon", config.horizon)
     if init_mean is not None:
         device, dtype = init_mean.device, init_mean.dtype
     device = torch.device("cpu") if device is None else torch.device(device)
