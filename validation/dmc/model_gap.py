@@ -25,21 +25,17 @@ model". Prints and optionally writes JSON.
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from validation.dmc.__main__ import apply_overrides
+from validation.dmc import checkpoint_tool
 from validation.dmc.agent import Episode
-from validation.dmc.config import PAPER_CEM, TASKS, config_for
+from validation.dmc.config import PAPER_CEM
 from validation.dmc.rssm import RSSM, Belief
-from validation.dmc.train import Session
 
 CONTROLLERS = ("full_cem", "full_cem_paper", "latent_dcem")
 """Controllers compared; ``full_cem_paper`` is full CEM at N=1000, k=100, T=10."""
@@ -60,28 +56,16 @@ def filtered_return(model: RSSM, episode: Episode) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a phase<p>(_final).pt")
-    parser.add_argument("--task", choices=sorted(TASKS), default="cheetah.run")
-    parser.add_argument("--mode", choices=("smoke", "short", "full"), default="short")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    parser = checkpoint_tool.parser(__doc__, "a phase<p>(_final).pt")
     parser.add_argument("--episodes", type=int, default=1, help="episodes per controller")
     parser.add_argument("--decoder-updates", type=int, default=0, metavar="U")
     parser.add_argument("--controllers", nargs="+", choices=CONTROLLERS, default=list(CONTROLLERS))
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
     args = parser.parse_args(argv)
-    for name in ("episodes", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.episodes < 1:
+        parser.error(f"--episodes must be >= 1, got {args.episodes}")
     if args.decoder_updates < 0:
         parser.error(f"--decoder-updates must be >= 0, got {args.decoder_updates}")
-    if not args.checkpoint.exists():
-        parser.error(f"--checkpoint {args.checkpoint} does not exist")
-    torch.set_num_threads(args.threads)
-    config = apply_overrides(config_for(args.task, args.mode), args.overrides)
-    session = Session(config, torch.device("cpu"))
-    session.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=True))
+    session = checkpoint_tool.open_checkpoint(parser, args)
 
     start = time.perf_counter()
     decoder_costs = [session.decoder_update() for _ in range(args.decoder_updates)]
@@ -120,10 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "decoder_seconds": decoder_seconds,
         "controllers": results,
     }
-    text = json.dumps(report, indent=2)
-    if args.out is not None:
-        args.out.write_text(text + "\n", encoding="utf-8")
-    print(text)
+    checkpoint_tool.emit(report, args.out)
     return 0
 
 

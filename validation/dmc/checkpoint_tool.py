@@ -1,0 +1,52 @@
+"""What the tools that measure a saved checkpoint share (``speed``, ``model_gap``).
+
+Each loads a checkpoint with the settings its run was trained with (the same
+``--task``, ``--mode`` and ``--set`` overrides), measures something, and
+prints the result as JSON (also written to ``--out`` when given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from validation.dmc.__main__ import apply_overrides
+from validation.dmc.config import TASKS, config_for
+from validation.dmc.train import Session
+
+
+def parser(doc: str | None, checkpoint_help: str) -> argparse.ArgumentParser:
+    """``--checkpoint --task --mode --set --threads --out``; tools add their own."""
+    result = argparse.ArgumentParser(description=doc.split("\n")[0] if doc else None)
+    result.add_argument("--checkpoint", type=Path, required=True, help=checkpoint_help)
+    result.add_argument("--task", choices=sorted(TASKS), default="cheetah.run")
+    result.add_argument("--mode", choices=("smoke", "short", "full"), default="short")
+    result.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    result.add_argument("--threads", type=int, default=1)
+    result.add_argument("--out", type=Path, default=None, help="write the JSON here")
+    return result
+
+
+def open_checkpoint(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Session:
+    """Check the shared options, set the thread count and load the session."""
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if not args.checkpoint.exists():
+        parser.error(f"--checkpoint {args.checkpoint} does not exist")
+    torch.set_num_threads(args.threads)
+    config = apply_overrides(config_for(args.task, args.mode), args.overrides)
+    session = Session(config, torch.device("cpu"))
+    session.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=True))
+    return session
+
+
+def emit(result: dict[str, Any], out: Path | None) -> None:
+    """Print ``result`` as JSON and write it to ``out`` when given."""
+    text = json.dumps(result, indent=2)
+    if out is not None:
+        out.write_text(text + "\n", encoding="utf-8")
+    print(text)
