@@ -590,7 +590,7 @@ def test_alg2_training_lowers_the_planned_cost() -> None:
 
 
 def cartpole_reference(state: tuple[float, ...], u: float) -> tuple[float, ...]:
-    """NOTES §2's equations with θ as an angle, in plain Python floats."""
+    """spec/paper.md §2's equations with θ as an angle, in plain Python floats."""
     g, m_c, m_p, length, dt = 9.8, 1.0, 0.1, 0.5, 0.05
     x, dx, theta, dth = state
     total = m_c + m_p

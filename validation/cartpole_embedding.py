@@ -6,7 +6,7 @@ A decoder ``f^dec_θ: z ∈ [−1, 1]^m → u_{1:H}`` is trained by Alg. 2: for 
 random initial state, DCEM solves eq. 8 over ``z`` (N=100, k=10, T=10) and the
 cost of the decoded plan is backpropagated through the DCEM iterations into θ.
 The expert is hard CEM over the full 20-step action space (N=100, k=10,
-T=30, σ₀ = 0.5 (ub − lb)) on the ground-truth dynamics (NOTES §2).
+T=30, σ₀ = 0.5 (ub − lb)) on the ground-truth dynamics (spec/paper.md §2).
 
 Everything is measured open loop on the ground-truth cartpole from a fixed
 validation set of 100 initial states: a controller's *return* is
@@ -57,13 +57,13 @@ from validation.harness import (
 NAME = "cartpole_embedding"
 
 HORIZON = 20
-"""Planning horizon H (NOTES §2)."""
+"""Planning horizon H (spec/paper.md §2)."""
 
 LEARNING_RATE = 5e-4
-"""Adam step size for the decoder (NOTES §2)."""
+"""Adam step size for the decoder (spec/paper.md §2)."""
 
 GRAD_CLIP = 1.0
-"""Gradient-norm clip (NOTES §2)."""
+"""Gradient-norm clip (spec/paper.md §2)."""
 
 PLATEAU_PATIENCE = 20
 PLATEAU_FACTOR = 0.5
@@ -91,7 +91,7 @@ EXPERT = PlannerConfig(
     n_iter=30,
     tau=None,
 )
-"""Full-space hard CEM: N=100, k=10, T=30, σ₀ = 0.5 (ub − lb) (NOTES §2); 3,000
+"""Full-space hard CEM: N=100, k=10, T=30, σ₀ = 0.5 (ub − lb) (spec/paper.md §2); 3,000
 samples per solve against the latent planner's 1,000."""
 
 PAPER_FACTOR = {
@@ -99,7 +99,7 @@ PAPER_FACTOR = {
     8: {1.0: 1.2, 0.1: 0.8, 0.0: 0.9},
     16: {1.0: 1.1, 0.1: 0.8, 0.0: 0.65},
 }
-"""Improvement factors read off Fig. 9 (NOTES §3; the figure has no legend,
+"""Improvement factors read off Fig. 9 (spec/paper.md §3; the figure has no legend,
 the τ assignment follows the appendix's remark that τ = 1 stays searchable)."""
 
 
@@ -168,7 +168,7 @@ class Job:
 
 
 def latent_config(latent_dim: int, tau: float) -> LatentPlannerConfig:
-    """NOTES §2: N=100, k=10, T=10, σ₀=0.5, box [−1, 1]; τ = 0 → plain CEM."""
+    """spec/paper.md §2: N=100, k=10, T=10, σ₀=0.5, box [−1, 1]; τ = 0 → plain CEM."""
     return LatentPlannerConfig(latent_dim=latent_dim, tau=None if tau == 0 else tau)
 
 

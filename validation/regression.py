@@ -6,7 +6,7 @@ An energy network ``E_θ(x, y)`` is trained so that the output ``ŷ(x)`` of an
 inner optimizer over ``y`` (eq. 6, ``ŷ = argmin_y E_θ(x, y)``) matches the
 target ``y = x sin x`` on 100 points of ``[0, 2π]``; the loss ``(ŷ − y)²`` is
 back-propagated through the inner optimizer. Two inner optimizers, both
-started at ``y₀ = 0`` and both trained with 10 steps (NOTES §2):
+started at ``y₀ = 0`` and both trained with 10 steps (spec/paper.md §2):
 
 - unrolled gradient descent, ``y_{t+1} = y_t − η ∇_y E_θ(x, y_t)``, the inner
   gradients taken with ``create_graph=True`` so that the outer gradient flows
@@ -17,7 +17,7 @@ Outputs (in DIR): ``metrics.csv`` (step, method, seed, mse, lr),
 ``ablation.csv`` (method, seed, steps, mse), the figures ``fig5_left_training``
 (training MSE against updates), ``fig5_right_ablation`` (trained at 10 inner
 steps, tested at 0…20), ``fig1_energy_surfaces`` and ``fig6_predictions``,
-and ``summary.json`` with the claims against the paper's numbers (NOTES §3)
+and ``summary.json`` with the claims against the paper's numbers (spec/paper.md §3)
 and the measured wall time of one training update of each method, with the
 DCEM update split into energy-network work and soft top-k work.
 """
@@ -55,7 +55,7 @@ from validation.harness import (
 
 NAME = "regression"
 
-# -- the paper's settings (NOTES §2, "Regression") ----------------------------
+# -- the paper's settings (spec/paper.md §2, "Regression") ----------------------------
 
 N_POINTS = 100
 """Training inputs ``x ∈ linspace(0, 2π, 100)``."""
@@ -202,7 +202,7 @@ ENERGY_SHARE = 0.5
 
 
 class EnergyNet(nn.Module):
-    """``E_θ(x, y)``: MLP ``[x, y] → 128 → 128 → 128 → 1`` with Softplus (NOTES §2)."""
+    """``E_θ(x, y)``: MLP ``[x, y] → 128 → 128 → 128 → 1`` with Softplus (spec/paper.md §2)."""
 
     def __init__(self, hidden: int = HIDDEN) -> None:
         super().__init__()
@@ -291,7 +291,7 @@ def predict_dcem(
     generator: torch.Generator,
     callback: Callable[[DCEMStep], None] | None = None,
 ) -> Tensor:
-    """DCEM on ``y ↦ E_s(x, y)`` from ``μ₀ = 0``, ``σ₀ = 7`` (NOTES §2; Alg. 1, eq. 5).
+    """DCEM on ``y ↦ E_s(x, y)`` from ``μ₀ = 0``, ``σ₀ = 7`` (spec/paper.md §2; Alg. 1, eq. 5).
 
     Args:
         x: ``(S, B, 1)`` inputs, ``B`` per net.
@@ -407,7 +407,7 @@ def job_seed(seeds: Sequence[int]) -> int:
 
 
 def new_state(method: str, seeds: Sequence[int], device: torch.device) -> TrainState:
-    """The state before the first update (Adam, ReduceLROnPlateau; NOTES §2)."""
+    """The state before the first update (Adam, ReduceLROnPlateau; spec/paper.md §2)."""
     nets = [make_net(seed, device) for seed in seeds]
     optimizers = [torch.optim.Adam(net.parameters(), lr=LEARNING_RATE) for net in nets]
     schedulers = [
@@ -457,7 +457,7 @@ def update(method: str, state: TrainState, x: Tensor, y: Tensor) -> Tensor:
 
     Loss ``(ŷ_s(x_s) − y_s)²`` back-propagated through the inner optimizer
     (the sum over nets, which leaves each net's gradient its own), gradient
-    norm of each net clipped to 1, one Adam step each (NOTES §2).
+    norm of each net clipped to 1, one Adam step each (spec/paper.md §2).
 
     Args:
         x, y: ``(S, 1, 1)``.
@@ -663,7 +663,7 @@ def mean_over_seeds(results: Sequence[dict[str, Any]], method: str) -> dict[int,
 
 
 def claims(mode: str, results: Sequence[dict[str, Any]], speed: dict[str, float]) -> list[Claim]:
-    """The claims of ``mode`` (NOTES §3; targets of issue 4)."""
+    """The claims of ``mode`` (spec/paper.md §3; targets of issue 4)."""
     gd = mean_over_seeds(results, "gd")
     dc = mean_over_seeds(results, "dcem")
     share = at_least(

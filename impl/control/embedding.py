@@ -29,13 +29,13 @@ from impl.control.planner import ActionCost, check_costs, vector
 from impl.dcem import DEFAULT_STD_MIN, DCEMStep, dcem
 
 DECODER_HIDDEN = 256
-"""Hidden width of the cartpole decoder (NOTES §2, App. C)."""
+"""Hidden width of the cartpole decoder (spec/paper.md §2, App. C)."""
 
 DECODER_LAYERS = 3
-"""Hidden layers of the cartpole decoder (NOTES §2, App. C)."""
+"""Hidden layers of the cartpole decoder (spec/paper.md §2, App. C)."""
 
 DECODER_INIT_GAIN = 2.0
-"""Decoder weights ~ N(0, std = DECODER_INIT_GAIN / √(fan_in + fan_out)) (NOTES §2)."""
+"""Decoder weights ~ N(0, std = DECODER_INIT_GAIN / √(fan_in + fan_out)) (spec/paper.md §2)."""
 
 
 class ActionDecoder(nn.Module):
@@ -110,7 +110,7 @@ class ActionDecoder(nn.Module):
 
 @dataclass(frozen=True)
 class LatentPlannerConfig:
-    """DCEM over the latent box (NOTES §2: N=100, k=10, T=10, τ=1, σ₀=0.5, box [−1, 1]).
+    """DCEM over the latent box (spec/paper.md §2: N=100, k=10, T=10, τ=1, σ₀=0.5, box [−1, 1]).
 
     Attributes:
         latent_dim: ``m``.

@@ -107,7 +107,7 @@ class PlannerConfig:
 
 
 INIT_STD_SCALE = 0.5
-"""Default ``σ_0 = 0.5 (ub − lb)``: the paper's full-space expert (NOTES §2,
+"""Default ``σ_0 = 0.5 (ub − lb)``: the paper's full-space expert (spec/paper.md §2,
 the authors' ``init_sigma_scale``)."""
 
 

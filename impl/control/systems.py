@@ -38,7 +38,7 @@ def _uniform(
 
 @dataclass(frozen=True)
 class Cartpole:
-    """The cart-pole of Barto et al. (1983) as used in the paper (App. D, NOTES §2).
+    """The cart-pole of Barto et al. (1983) as used in the paper (App. D, spec/paper.md §2).
 
     State ``(x, ẋ, cos θ, sin θ, θ̇)`` (θ = 0 is upright), action the force
     ``u ∈ [−force_max, force_max]``. One explicit Euler step of length ``dt``:

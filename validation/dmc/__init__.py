@@ -1,7 +1,7 @@
 """cheetah.run and walker.walk: proprioceptive PlaNet, full CEM vs latent DCEM, PPO.
 
-The paper's headline experiment (sect. 5.2.2, App. E, Alg. 3, Fig. 4; NOTES
-§2–3). Run it with ``python -m validation.dmc --task cheetah.run --mode
+The paper's headline experiment (sect. 5.2.2, App. E, Alg. 3, Fig. 4;
+spec/paper.md §2–3). Run it with ``python -m validation.dmc --task cheetah.run --mode
 {smoke,short,full}``; the modules:
 
 - ``config``: every setting, with its source, and the three modes;

@@ -84,7 +84,7 @@ def latent_config(config: LatentConfig) -> LatentPlannerConfig:
 def make_decoder(
     config: LatentConfig, horizon: int, env: DMCEnv, generator: torch.Generator
 ) -> ActionDecoder:
-    """``f^dec_θ``: ``z (…, latent_dim)`` → ``(…, H, n_u)`` (NOTES §2 architecture)."""
+    """``f^dec_θ``: ``z (…, latent_dim)`` → ``(…, H, n_u)`` (spec/paper.md §2 architecture)."""
     return ActionDecoder(
         config.latent_dim,
         horizon,

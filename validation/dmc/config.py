@@ -1,7 +1,7 @@
-"""Settings of the cheetah/walker experiment (NOTES §2, App. E) and the three modes.
+"""Settings of the cheetah/walker experiment (spec/paper.md §2, App. E) and the three modes.
 
 Every number that comes from the paper cites its place; numbers the paper
-does not give are the usual PlaNet-family settings NOTES §2 lists, or are
+does not give are the usual PlaNet-family settings spec/paper.md §2 lists, or are
 marked as this reproduction's choice.
 """
 
@@ -15,12 +15,12 @@ from typing import Any
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One DeepMind Control Suite task and the paper's figures for it (NOTES §3).
+    """One DeepMind Control Suite task and the paper's figures for it (spec/paper.md §3).
 
     Attributes:
         domain, name: ``suite.load(domain, name)``.
         action_repeat: frame skip (sect. 5.2.2: 4 for cheetah, 2 for walker).
-        random_reward: eval reward of a random policy (NOTES §3).
+        random_reward: eval reward of a random policy (spec/paper.md §3).
         paper_full, paper_latent, paper_ppo: median eval reward over 100
             episodes of full CEM / latent DCEM / latent DCEM + PPO (Fig. 4).
         short_target: the eval reward ``short`` mode must reach (issue 5).
@@ -49,7 +49,7 @@ SPEED_RATIO_TARGET = 5.0
 """Latent DCEM must plan ≥ 5× faster per control step than full CEM (issue 5)."""
 
 SAMPLE_RATIO_PAPER = 10.0
-"""Trajectories per control step, full CEM / latent DCEM: 10,000 / 1,000 (NOTES §3)."""
+"""Trajectories per control step, full CEM / latent DCEM: 10,000 / 1,000 (spec/paper.md §3)."""
 
 
 # -- the pieces of the configuration -------------------------------------------
@@ -57,7 +57,7 @@ SAMPLE_RATIO_PAPER = 10.0
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The proprioceptive RSSM and its training (App. E, NOTES §2).
+    """The proprioceptive RSSM and its training (App. E, spec/paper.md §2).
 
     Attributes:
         deter: GRU units of the deterministic path (App. E: 200).
@@ -65,11 +65,11 @@ class ModelConfig:
         hidden: width of every 2-layer ReLU MLP (App. E: 200).
         embed: size of the observation embedding (= ``hidden``, PlaNet-style).
         min_std: floor of the predicted state standard deviations (PlaNet: 0.1).
-        free_nats: KL free nats (NOTES §2: 3).
-        lr, eps, grad_clip: Adam and gradient-norm clipping (NOTES §2: 1e-3, 1e-4, 1000).
+        free_nats: KL free nats (spec/paper.md §2: 3).
+        lr, eps, grad_clip: Adam and gradient-norm clipping (spec/paper.md §2: 1e-3, 1e-4, 1000).
         batch, seq_len: sequences per update and their length (App. E: 50 × 50).
         updates_per_episode: model updates per collected episode, spread over
-            its control steps (NOTES §2: 100; Alg. 3 interleaves them).
+            its control steps (spec/paper.md §2: 100; Alg. 3 interleaves them).
     """
 
     deter: int = 200
@@ -102,15 +102,15 @@ PAPER_CEM = CEMConfig()
 
 @dataclass(frozen=True)
 class LatentConfig:
-    """Latent DCEM and its decoder, learned online by Alg. 2 (App. E, NOTES §2).
+    """Latent DCEM and its decoder, learned online by Alg. 2 (App. E, spec/paper.md §2).
 
     Attributes:
         latent_dim: size of ``z`` (not stated for cheetah/walker; this
             reproduction's choice).
         n_sample, n_elite, n_iter, tau: App. E: N=100, k=10, T=10, τ=1.
-        init_std, latent_bound: σ₀ = 0.5 on the box [−1, 1] (NOTES §2, cartpole).
-        hidden, n_hidden: decoder MLP (NOTES §2: 3 × 256 ELU).
-        lr, grad_clip: decoder Adam (NOTES §2, cartpole: 5e-4, clip 1.0).
+        init_std, latent_bound: σ₀ = 0.5 on the box [−1, 1] (spec/paper.md §2, cartpole).
+        hidden, n_hidden: decoder MLP (spec/paper.md §2: 3 × 256 ELU).
+        lr, grad_clip: decoder Adam (spec/paper.md §2, cartpole: 5e-4, clip 1.0).
         batch: initial states (from the model's training batch) per decoder update.
         updates_per_episode: decoder updates per phase-2 episode, interleaved
             with the model updates (Alg. 3).
@@ -133,7 +133,7 @@ class LatentConfig:
 
 @dataclass(frozen=True)
 class PPOConfig:
-    """Phase 3: PPO through the latent-DCEM controller (App. E, NOTES §2).
+    """Phase 3: PPO through the latent-DCEM controller (App. E, spec/paper.md §2).
 
     Attributes:
         iterations: PPO steps (collect, then update).
@@ -181,7 +181,7 @@ class DMCConfig:
         seed: seeds the environments, the model initialization and every generator.
         time_limit: episode length in seconds (None: the suite's 10 s = 1000 steps).
         seed_episodes: random-action episodes that start phase 1 (App. E: 5).
-        action_noise: std of the Gaussian exploration noise (NOTES §2: 0.3).
+        action_noise: std of the Gaussian exploration noise (spec/paper.md §2: 0.3).
         phase1_env_steps, phase2_env_steps: environment steps of phases 1, 2.
         eval_episodes: noise-free episodes per controller at the end of a phase
             (Fig. 4: 100).

@@ -38,7 +38,7 @@ def reward_target(config: DMCConfig, mode: str, paper: float) -> float:
 
 
 def claims(config: DMCConfig, mode: str, results: dict[int, dict[str, Any]]) -> list[Claim]:
-    """The claims of the finished phases, each citing the paper's number (NOTES §3)."""
+    """The claims of the finished phases, each citing the paper's number (spec/paper.md §3)."""
     spec, task = config.spec, config.task
     out: list[Claim] = []
     if 1 in results:
