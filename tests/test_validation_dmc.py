@@ -1,11 +1,13 @@
 """Smoke mode of ``validation.dmc``: all three phases end to end, and exact resume.
 
 Runs ``python -m validation.dmc --mode smoke`` (tiny model, 1 s episodes of
-cheetah.run) twice: once straight through, once stopped after a few
-episodes of phase 1 and continued with ``--resume``. Checks the summary,
-finite losses, a falling model loss, and that the resumed run ends in
-exactly the same state (models, optimizers, replay buffer, generators,
-metrics) as the uninterrupted one.
+cheetah.run) twice: once straight through; once stopped after a few
+episodes of phase 1, continued with ``--resume`` for a few more, exported
+with ``python -m validation.dmc.checkpoint_tool export`` and finished with
+``--resume-from`` in a new directory (as on a fresh clone). Checks the
+summary, finite losses, a falling model loss, and that the interrupted run
+ends in exactly the same state (models, optimizers, replay buffer,
+generators, metrics) as the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 
 pytest.importorskip("dm_control")
 
-from validation.dmc import model_gap, speed
+from validation.dmc import checkpoint_tool, model_gap, speed
 from validation.dmc.__main__ import apply_overrides, main
 from validation.dmc.agent import Episode
 from validation.dmc.config import config_for
@@ -71,13 +73,19 @@ def _equal(a: Any, b: Any, where: str = "") -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``(straight, resumed)``: the uninterrupted run, and the run interrupted
+    twice in phase 1 (``--resume``, then export and ``--resume-from``)."""
     root = tmp_path_factory.mktemp("dmc")
-    straight, resumed = root / "straight", root / "resumed"
+    straight, first, resumed = root / "straight", root / "first", root / "resumed"
     assert _smoke(straight) == 0
-    assert _smoke(resumed, "--stop-after-episodes", "3") == 0
-    assert not (resumed / "summary.json").exists()
-    assert (resumed / "checkpoints" / "phase1.pt").exists()
-    assert _smoke(resumed, "--resume") == 0
+    assert _smoke(first, "--stop-after-episodes", "3") == 0
+    assert not (first / "summary.json").exists()
+    assert (first / "checkpoints" / "phase1.pt").exists()
+    assert _smoke(first, "--resume", "--stop-after-episodes", "4") == 0
+    state = root / "state"
+    assert checkpoint_tool.main(["export", "--run", str(first), "--to", str(state)]) == 0
+    assert sorted(p.name for p in (state / "checkpoints").iterdir()) == ["phase1.pt"]
+    assert _smoke(resumed, "--resume-from", str(state)) == 0
     return straight, resumed
 
 
@@ -187,9 +195,17 @@ def test_cli_errors(tmp_path: Path) -> None:
 def test_overrides() -> None:
     config = apply_overrides(
         config_for("walker.walk", "short"),
-        ["model.hidden=64", "cem.n_iter=3", "ppo.learn_std=true", "time_limit=2.5"],
+        [
+            "model.hidden=64",
+            "cem.solver.n_iter=3",
+            "ppo.learn_std=true",
+            "time_limit=2.5",
+            "latent.solver.grad_iters=2",
+            "latent.solver.tau=none",
+        ],
     )
-    assert config.model.hidden == 64 and config.cem.n_iter == 3
+    assert config.model.hidden == 64 and config.cem.solver.n_iter == 3
+    assert config.latent.solver.grad_iters == 2 and config.latent.solver.tau is None
     assert config.ppo.learn_std and config.time_limit == 2.5
     assert config_for("cheetah.run", "short", env_steps=1234).phase1_env_steps == 1234
 
@@ -266,5 +282,37 @@ def test_filtered_return_pairs_each_action_with_the_next_belief() -> None:
         beliefs=Belief(h, s),
         means=torch.zeros(length, 2),
         plan_seconds=0.0,
+        planned=torch.zeros(length),
     )
     assert model_gap.filtered_return(model, episode) == sum(range(1, length))
+
+
+def test_export_of_a_finished_run_is_compact_and_starts_phase_2(
+    runs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # Every phase is finished: no exact resume point is needed, each phase
+    # boundary is exported in compact form (fp16 weights and observations),
+    # and a compact phase-1 boundary starts a phase-2 run (the README's
+    # "pretrained phase-1 model" for users).
+    straight, _ = runs
+    state = tmp_path / "state"
+    assert checkpoint_tool.main(["export", "--run", str(straight), "--to", str(state)]) == 0
+    names = sorted(p.name for p in (state / "checkpoints").iterdir())
+    assert names == [f"phase{p}_final.compact.pt" for p in (1, 2, 3)]
+    full = torch.load(straight / "checkpoints" / "phase1_final.pt", weights_only=True)
+    small = torch.load(state / "checkpoints" / "phase1_final.compact.pt", weights_only=True)
+    assert small["compact"] and small["buffer"]["observations"].dtype == torch.float16
+    assert torch.equal(small["buffer"]["rewards"], full["buffer"]["rewards"])
+    assert torch.equal(small["model"]["obs_scale"], full["model"]["obs_scale"])
+    weight = "encoder.0.weight"
+    assert torch.allclose(small["model"][weight].float(), full["model"][weight], rtol=1e-3)
+    out = tmp_path / "phase2"
+    source = str(state / "checkpoints" / "phase1_final.compact.pt")
+    assert (
+        _smoke(out, "--phase", "2", "--from-checkpoint", source, "--stop-after-episodes", "1") == 0
+    )
+    resumed = torch.load(out / "checkpoints" / "phase2.pt", weights_only=True)
+    assert resumed["counters"]["phase"] == 2 and resumed["counters"]["phase_episodes"] == 1
+    assert resumed["buffer"]["lengths"].shape[0] == full["buffer"]["lengths"].shape[0] + 1
+    with pytest.raises(SystemExit):  # a state folder goes into an empty --out only
+        _smoke(out, "--resume-from", str(state))

@@ -67,6 +67,32 @@ class EpisodeBuffer:
         obs_index = (obs_offset[episode] + start).unsqueeze(1) + window
         return self.observations[obs_index], self.actions[step_index], self.rewards[step_index]
 
+    def sample_steps(self, batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``batch`` control steps drawn uniformly over all stored steps: episode
+        indices ``(B,)`` and the step ``t`` within each ``(B,)`` (``0 ≤ t < L``)."""
+        if self.steps == 0:
+            raise ValueError("the buffer holds no steps")
+        flat = torch.randint(self.steps, (batch,), generator=generator)
+        ends = torch.cumsum(self.lengths, 0)
+        episode = torch.searchsorted(ends, flat, right=True)
+        return episode, flat - (ends[episode] - self.lengths[episode])
+
+    def prefixes(self, episodes: Tensor, steps: Tensor) -> tuple[Tensor, Tensor]:
+        """The starts of episodes ``(B,)`` up to steps ``(B,)``: observations
+        ``(B, T + 1, obs_dim)`` ``o_0 … o_T`` and actions ``(B, T, n_u)``
+        ``a_0 … a_{T−1}`` with ``T = max(steps)``; a row past its own step repeats
+        its last entry (the caller reads row ``b`` at index ``steps[b]`` only)."""
+        length = int(steps.max())
+        step_offset = torch.cumsum(self.lengths, 0) - self.lengths
+        obs_offset = step_offset + torch.arange(self.episodes)
+        window = torch.arange(length + 1)
+        obs_index = obs_offset[episodes].unsqueeze(1) + torch.minimum(window, steps.unsqueeze(1))
+        last_action = (steps - 1).clamp(min=0).unsqueeze(1)
+        step_index = step_offset[episodes].unsqueeze(1) + torch.minimum(
+            window[:length], last_action
+        )
+        return self.observations[obs_index], self.actions[step_index]
+
     def state_dict(self) -> dict[str, Tensor]:
         return {
             "observations": self.observations,

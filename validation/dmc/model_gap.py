@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for _ in range(args.episodes):
             controller.reset()
-            episode = session.play(controller.act, noise=0.0, evaluation=True)
+            episode = session.play(controller, noise=0.0, evaluation=True)
             rows.append(
                 {
                     "real": float(episode.rewards[:-1].sum()),
