@@ -13,6 +13,7 @@ generators, metrics) as the uninterrupted one.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import time
@@ -24,11 +25,13 @@ import torch
 
 pytest.importorskip("dm_control")
 
-from validation.dmc import checkpoint_tool, model_gap, speed
-from validation.dmc.__main__ import apply_overrides, main
+from validation.dmc import checkpoint_tool, diagnostics, model_gap, speed
+from validation.dmc.__main__ import adopt_added_settings, apply_overrides, main
 from validation.dmc.agent import Episode
+from validation.dmc.buffer import EpisodeBuffer
 from validation.dmc.config import config_for
 from validation.dmc.rssm import RSSM, Belief
+from validation.dmc.train import Session, warmed_up_lr
 from validation.harness import RunDirectory
 
 TIMING_KEYS = {"plan_ms"}
@@ -316,3 +319,214 @@ def test_export_of_a_finished_run_is_compact_and_starts_phase_2(
     assert resumed["buffer"]["lengths"].shape[0] == full["buffer"]["lengths"].shape[0] + 1
     with pytest.raises(SystemExit):  # a state folder goes into an empty --out only
         _smoke(out, "--resume-from", str(state))
+
+
+# -- the settings of issue 13, piece by piece -----------------------------------
+
+
+def test_warm_up_rises_linearly_to_the_learning_rate() -> None:
+    lr = 1e-3
+    assert warmed_up_lr(lr, 1000, 0) == pytest.approx(1e-6)
+    assert warmed_up_lr(lr, 1000, 499) == pytest.approx(5e-4)
+    assert warmed_up_lr(lr, 1000, 999) == lr
+    assert warmed_up_lr(lr, 1000, 50_000) == lr
+    assert warmed_up_lr(lr, 0, 0) == lr
+
+
+def test_standardization_and_reward_scale_in_the_bound() -> None:
+    base = config_for("cheetah.run", "smoke").model
+    generator = torch.Generator().manual_seed(3)
+    obs = 5 + 3 * torch.randn(4, 6, 5, generator=generator)
+    obs[..., 0] = 2.0  # a constant dimension: its scale is the floor, not 0
+    actions = torch.rand(4, 6, 2, generator=generator)
+    rewards = torch.rand(4, 6, generator=generator)
+    losses = []
+    for scale in (1.0, 10.0):
+        torch.manual_seed(0)
+        model = RSSM(5, 2, dataclasses.replace(base, reward_scale=scale))
+        model.set_normalization(obs.reshape(-1, 5))
+        flat = model.standardize(obs).reshape(-1, 5)
+        assert torch.allclose(flat[:, 1:].mean(0), torch.zeros(4), atol=1e-5)
+        assert torch.allclose(flat[:, 1:].std(0), torch.ones(4), atol=1e-5)
+        assert model.obs_scale[0] == base.obs_std_floor and torch.all(flat[:, 0] == 0)
+        losses.append(model.loss(obs, actions, rewards, torch.Generator().manual_seed(1)))
+    one, ten = losses
+    assert torch.equal(one.reward, ten.reward) and torch.equal(one.observation, ten.observation)
+    assert torch.allclose(ten.total - one.total, 9 * one.reward)
+    assert torch.allclose(one.total, one.observation + one.reward + one.kl)
+
+
+def _numbered_buffer() -> EpisodeBuffer:
+    """Episodes of 3, 5 and 4 steps; observation ``o`` of episode ``e`` at step ``t``
+    holds ``100 e + t``, its action ``100 e + t + 0.5``."""
+    buffer = EpisodeBuffer(1, 1)
+    for e, length in enumerate((3, 5, 4)):
+        t = torch.arange(length + 1, dtype=torch.float32)
+        buffer.add((100 * e + t).unsqueeze(1), (100 * e + t[:-1] + 0.5).unsqueeze(1), t[:-1])
+    return buffer
+
+
+def test_buffer_draws_steps_uniformly_and_returns_episode_prefixes() -> None:
+    buffer = _numbered_buffer()
+    generator = torch.Generator().manual_seed(0)
+    episodes, steps = buffer.sample_steps(12_000, generator)
+    lengths = buffer.lengths[episodes]
+    assert bool((steps >= 0).all()) and bool((steps < lengths).all())
+    counts = torch.bincount(episodes, minlength=3).double() / 12_000
+    assert torch.allclose(
+        counts, torch.tensor([3.0, 5.0, 4.0], dtype=torch.float64) / 12, atol=0.02
+    )
+    episodes, steps = torch.tensor([0, 1, 2, 1]), torch.tensor([2, 4, 0, 1])
+    obs, actions = buffer.prefixes(episodes, steps)
+    assert obs.shape == (4, 5, 1) and actions.shape == (4, 4, 1)
+    for row, (e, t) in enumerate(zip(episodes.tolist(), steps.tolist(), strict=True)):
+        expected = 100 * e + torch.arange(t + 1, dtype=torch.float32)
+        assert torch.equal(obs[row, : t + 1, 0], expected)
+        assert torch.equal(actions[row, :t, 0], expected[:-1] + 0.5)
+
+
+def test_filtered_start_states_are_the_controllers_beliefs() -> None:
+    # The decoder's initial states: a stored episode filtered from its start
+    # with RSSM.observe, one step at a time, exactly as run_episode does.
+    session = Session(config_for("cheetah.run", "smoke"), torch.device("cpu"))
+    for _ in range(3):
+        session.train_episode(1)
+    generator_state = session.cpu_gen.get_state()
+    beliefs = session.filtered_starts(5)
+    session.cpu_gen.set_state(generator_state)
+    episodes, steps = session.buffer.sample_steps(5, session.cpu_gen)
+    offsets = torch.cumsum(session.buffer.lengths, 0) - session.buffer.lengths
+    for row, (e, t) in enumerate(zip(episodes.tolist(), steps.tolist(), strict=True)):
+        first = int(offsets[e]) + e  # observations: L + 1 per episode
+        obs = session.buffer.observations[first : first + t + 1]
+        actions = session.buffer.actions[int(offsets[e]) : int(offsets[e]) + t]
+        with torch.no_grad():
+            belief = session.model.observe(None, None, obs[:1])
+            for j in range(1, t + 1):
+                belief = session.model.observe(belief, actions[j - 1 : j], obs[j : j + 1])
+        assert torch.allclose(beliefs.h[row], belief.h[0], atol=1e-5)
+        assert torch.allclose(beliefs.s[row], belief.s[0], atol=1e-5)
+
+
+def test_standardization_is_frozen_after_the_seed_episodes() -> None:
+    config = config_for("cheetah.run", "smoke")
+    session = Session(config, torch.device("cpu"))
+    for _ in range(config.seed_episodes):
+        session.train_episode(1)
+    seeds = session.buffer.observations.clone()
+    assert torch.allclose(session.model.obs_mean, seeds.mean(0))
+    session.train_episode(1)
+    assert torch.allclose(session.model.obs_mean, seeds.mean(0))
+    assert session.counters.model_updates == config.model.updates_per_episode
+
+
+def test_model_reinitialization_at_phase_2_keeps_buffer_and_standardization() -> None:
+    config = config_for("cheetah.run", "smoke")
+    config = dataclasses.replace(
+        config, latent=dataclasses.replace(config.latent, reinit_model=True)
+    )
+    session = Session(config, torch.device("cpu"))
+    for _ in range(config.seed_episodes + 1):
+        session.train_episode(1)
+    before = {k: v.clone() for k, v in session.model.state_dict().items()}
+    steps = session.buffer.steps
+    session.start_phase(2)
+    after = session.model.state_dict()
+    assert torch.equal(after["obs_mean"], before["obs_mean"])
+    assert not torch.equal(after["encoder.0.weight"], before["encoder.0.weight"])
+    assert session.buffer.steps == steps and session.counters.model_updates == 0
+    assert not session.model_opt.state  # a fresh optimizer
+
+
+def test_controllers_pass_every_solver_option_to_dcem(monkeypatch: pytest.MonkeyPatch) -> None:
+    import validation.dmc.agent as agent
+
+    seen: list[dict[str, Any]] = []
+    real = agent.dcem
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(agent, "dcem", recording)
+    config = apply_overrides(
+        config_for("cheetah.run", "smoke"),
+        [
+            "cem.solver.smoothing=0.25",
+            "cem.solver.elite_temperature=2.0",
+            "cem.solver.output=best",
+            "latent.solver.std_min=0.01",
+            "latent.solver.normalize=false",
+            "latent.solver.grad_iters=1",
+        ],
+    )
+    session = Session(config, torch.device("cpu"))
+    belief = session.model.observe(None, None, torch.zeros(1, session.env.obs_dim))
+    session.controller("full_cem").act(belief)
+    session.controller("latent_dcem").act(belief)
+    for options, kwargs in zip((config.cem.solver, config.latent.solver), seen, strict=True):
+        for name, value in options.as_kwargs().items():
+            assert kwargs[name] == value, name
+
+
+def test_open_loop_error_matches_a_step_by_step_rollout() -> None:
+    config = config_for("cheetah.run", "smoke")
+    torch.manual_seed(0)
+    model = RSSM(3, 2, config.model)
+    generator = torch.Generator().manual_seed(0)
+    length, max_k = 7, 4
+    episode = Episode(
+        observations=torch.randn(length + 1, 3, generator=generator),
+        actions=torch.rand(length, 2, generator=generator),
+        raw_actions=torch.zeros(length, 2),
+        rewards=torch.rand(length, generator=generator),
+        beliefs=Belief(
+            torch.randn(length, config.model.deter, generator=generator),
+            torch.randn(length, config.model.stoch, generator=generator),
+        ),
+        means=torch.zeros(length, 2),
+        plan_seconds=0.0,
+        planned=torch.zeros(length),
+    )
+    errors = diagnostics.open_loop_errors(model, episode, max_k)
+    sums, counts = [0.0] * max_k, [0] * max_k
+    with torch.no_grad():
+        for t in range(length):
+            state = Belief(episode.beliefs.h[t : t + 1], episode.beliefs.s[t : t + 1])
+            for k in range(max_k):
+                if t + k >= length:
+                    break
+                h = model.transition(state, episode.actions[t + k : t + k + 1])
+                state = Belief(h, model.prior(h)[0])
+                sums[k] += abs(float(model.reward(state)[0]) - float(episode.rewards[t + k]))
+                counts[k] += 1
+    expected = torch.tensor([s / c for s, c in zip(sums, counts, strict=True)])
+    assert torch.allclose(errors, expected, atol=1e-5)
+    row = diagnostics.held_out_diagnostics(model, episode, max_k)
+    assert list(row) == [f"open_loop_err_{k}" for k in range(1, max_k + 1)]
+
+
+def test_decoder_spread_is_zero_for_a_constant_decoder() -> None:
+    config = config_for("cheetah.run", "smoke")
+    session = Session(config, torch.device("cpu"))
+    assert diagnostics.decoder_spread(session.decoder, 1.0) > 0
+    with torch.no_grad():
+        for layer in session.decoder.net:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.zero_()
+    assert diagnostics.decoder_spread(session.decoder, 1.0) == 0
+
+
+def test_resume_adopts_settings_added_since_but_nothing_else(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    config = config_for("cheetah.run", "smoke").as_dict()
+    old = json.loads(json.dumps({"name": "n", "mode": "smoke", "config": config}))
+    del old["config"]["model"]["reward_scale"]
+    path.write_text(json.dumps(old))
+    assert adopt_added_settings(path, "n", "smoke", config) == ["config.model.reward_scale"]
+    assert json.loads(path.read_text())["config"]["model"]["reward_scale"] == 10.0
+    changed = json.loads(json.dumps(old))
+    changed["config"]["model"]["lr"] = 0.5
+    path.write_text(json.dumps(changed))
+    assert adopt_added_settings(path, "n", "smoke", config) == []
+    assert json.loads(path.read_text()) == changed  # left for RunDirectory to refuse
