@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 import torch
 
+import impl.dcem
+
 pytest.importorskip("dm_control")
 
 from validation.dmc import checkpoint_tool, diagnostics, model_gap, speed
@@ -442,7 +444,7 @@ def test_controllers_pass_every_solver_option_to_dcem(monkeypatch: pytest.Monkey
     import validation.dmc.agent as agent
 
     seen: list[dict[str, Any]] = []
-    real = agent.dcem
+    real = impl.dcem.dcem
 
     def recording(*args: Any, **kwargs: Any) -> Any:
         seen.append(kwargs)
