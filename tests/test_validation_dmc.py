@@ -27,7 +27,7 @@ import impl.dcem
 
 pytest.importorskip("dm_control")
 
-from validation.dmc import checkpoint_tool, diagnostics, model_gap, speed
+from validation.dmc import checkpoint_tool, diagnostics, model_gap, report, speed
 from validation.dmc.__main__ import adopt_added_settings, apply_overrides, main
 from validation.dmc.agent import Episode
 from validation.dmc.buffer import EpisodeBuffer
@@ -111,6 +111,7 @@ def test_summary_structure(runs: tuple[Path, Path]) -> None:
         "speed.csv",
         "learning_curves.png",
         "eval_boxplot.png",
+        "diagnostics.png",
     ):
         assert (straight / name).exists(), name
     for phase in (1, 2, 3):
@@ -532,3 +533,18 @@ def test_resume_adopts_settings_added_since_but_nothing_else(tmp_path: Path) -> 
     path.write_text(json.dumps(changed))
     assert adopt_added_settings(path, "n", "smoke", config) == []
     assert json.loads(path.read_text()) == changed  # left for RunDirectory to refuse
+
+
+def test_in_progress_report_rewrites_the_same_metrics(runs: tuple[Path, Path]) -> None:
+    straight, _ = runs
+    before = (straight / "metrics.csv").read_text()
+    (straight / "diagnostics.png").unlink()
+    assert report.main(["--run", str(straight)]) == 0
+    assert (straight / "metrics.csv").read_text() == before
+    assert (straight / "diagnostics.png").exists()
+    header = before.splitlines()[0].split(",")
+    for column in ("model_return", "planned_return", "mean_abs_action", "decoder_spread"):
+        assert column in header
+    assert [f"open_loop_err_{k}" for k in range(1, 13)] == [
+        c for c in header if c.startswith("open_loop_err_")
+    ]
