@@ -29,9 +29,9 @@ pytest.importorskip("dm_control")
 
 from validation.dmc import checkpoint_tool, diagnostics, model_gap, report, speed
 from validation.dmc.__main__ import adopt_added_settings, apply_overrides, main
-from validation.dmc.agent import Episode
+from validation.dmc.agent import Episode, latent_planning_cost, planning_cost
 from validation.dmc.buffer import EpisodeBuffer
-from validation.dmc.config import config_for
+from validation.dmc.config import DMCConfig, config_for
 from validation.dmc.rssm import RSSM, Belief
 from validation.dmc.train import Session, warmed_up_lr
 from validation.harness import RunDirectory
@@ -548,3 +548,93 @@ def test_in_progress_report_rewrites_the_same_metrics(runs: tuple[Path, Path]) -
     assert [f"open_loop_err_{k}" for k in range(1, 13)] == [
         c for c in header if c.startswith("open_loop_err_")
     ]
+
+
+# -- exploitation remedies (off by default; issue 13 item 4) --------------------
+
+
+def _with(config: DMCConfig, **latent: Any) -> DMCConfig:
+    return dataclasses.replace(config, latent=dataclasses.replace(config.latent, **latent))
+
+
+def test_reward_ensemble_trains_every_head_and_plans_pessimistically() -> None:
+    base = config_for("cheetah.run", "smoke")
+    torch.manual_seed(0)
+    model = RSSM(5, 2, dataclasses.replace(base.model, reward_heads=3))
+    generator = torch.Generator().manual_seed(0)
+    obs = torch.randn(2, 6, 5, generator=generator)
+    actions = torch.rand(2, 6, 2, generator=generator)
+    rewards = torch.rand(2, 6, generator=generator)
+    losses = model.loss(obs, actions, rewards, torch.Generator().manual_seed(1))
+    features = torch.cat((losses.states.h[:, 1:], losses.states.s[:, 1:]), -1)
+    heads = [model.reward_model, *model.extra_reward_models]
+    nll = [0.5 * ((h(features).squeeze(-1) - rewards[:, :-1]) ** 2).mean() for h in heads]
+    assert torch.allclose(losses.reward, torch.stack(nll).mean())
+    belief = Belief(torch.randn(4, base.model.deter), torch.randn(4, base.model.stoch))
+    each = torch.stack([h(torch.cat((belief.h, belief.s), -1)).squeeze(-1) for h in heads])
+    assert torch.allclose(model.reward(belief), each.mean(0))
+    assert torch.allclose(
+        model.pessimistic_reward(belief, 0.5), each.mean(0) - 0.5 * each.std(0), atol=1e-6
+    )
+    plans = torch.rand(4, 3, 5, 2) * 2 - 1
+    optimistic = model.imagine_return(belief, plans)
+    assert bool((model.imagine_return(belief, plans, 0.5) < optimistic).all())
+
+
+def test_action_penalty_adds_the_mean_square_of_the_plan() -> None:
+    config = _with(config_for("cheetah.run", "smoke"), action_penalty=0.3)
+    torch.manual_seed(0)
+    model = RSSM(5, 2, config.model)
+    belief = Belief(torch.randn(2, config.model.deter), torch.randn(2, config.model.stoch))
+    plans = torch.rand(2, 7, 4, 2) * 2 - 1
+    penalized = latent_planning_cost(model, belief, config.latent)(plans)
+    plain = planning_cost(model, belief)(plans)
+    assert torch.allclose(penalized, plain + 0.3 * (plans**2).mean((-2, -1)))
+    default = config_for("cheetah.run", "smoke").latent
+    assert torch.equal(latent_planning_cost(model, belief, default)(plans), plain)
+
+
+def test_phase_2_batch_share_draws_from_phase_2_episodes() -> None:
+    config = _with(config_for("cheetah.run", "smoke"), phase2_batch_share=0.5)
+    session = Session(config, torch.device("cpu"))
+    for _ in range(config.seed_episodes + 1):
+        session.train_episode(1)
+    session.start_phase(2)
+    session.train_episode(2)
+    obs, _, _ = session._model_batch()
+    recent = round(0.5 * config.model.batch)
+    lengths = session.buffer.lengths
+    last = int(lengths[:-1].sum()) + lengths.shape[0] - 1  # first observation of the last episode
+    phase2_obs = session.buffer.observations[last:]
+    for row in range(config.model.batch):
+        inside = bool((phase2_obs == obs[row, 0]).all(-1).any())
+        if row < recent:
+            assert inside, row
+    assert obs.shape[0] == config.model.batch
+
+
+def test_every_remedy_and_option_together_through_phases_2_and_3() -> None:
+    config = config_for("cheetah.run", "smoke")
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, reward_heads=2))
+    config = _with(
+        config,
+        pessimism=1.0,
+        action_penalty=0.1,
+        phase2_batch_share=0.5,
+        start_states="posterior_samples",
+        reinit_model=True,
+    )
+    session = Session(config, torch.device("cpu"))
+    for _ in range(config.seed_episodes + 1):
+        session.train_episode(1)
+    session.start_phase(2)
+    row = session.train_episode(2)
+    rows = [*session.metrics, row]
+    assert any(math.isfinite(float(r.get("decoder_cost", math.nan))) for r in rows)
+    session.start_phase(3)
+    for _ in range(config.ppo.episodes_per_iteration):
+        row = session.ppo_episode()
+    assert session.counters.ppo_iterations == 1
+    assert any(
+        math.isfinite(float(r.get("policy_loss", math.nan))) for r in [*session.metrics, row]
+    )

@@ -51,6 +51,24 @@ def planning_cost(model: RSSM, belief: Belief) -> Callable[[Tensor], Tensor]:
     return cost
 
 
+def latent_planning_cost(
+    model: RSSM, belief: Belief, config: LatentConfig
+) -> Callable[[Tensor], Tensor]:
+    """Latent DCEM's objective on decoded plans ``(B, N, H, n_u)`` → ``(B, N)``:
+    ``−Σ_t (mean_t − β std_t) + λ · mean(a²)`` with ``β = pessimism`` over the
+    reward heads and ``λ = action_penalty`` (both 0 by default: ``planning_cost``)."""
+    if config.pessimism == 0 and config.action_penalty == 0:
+        return planning_cost(model, belief)
+
+    def cost(actions: Tensor) -> Tensor:
+        value = -model.imagine_return(belief, actions, config.pessimism)
+        if config.action_penalty > 0:
+            value = value + config.action_penalty * actions.pow(2).mean((-2, -1))
+        return value
+
+    return cost
+
+
 @dataclass(frozen=True)
 class Solution:
     """A plan for ``B`` beliefs: ``actions (B, H, n_u)``, its model cost ``(B,)``
@@ -146,7 +164,7 @@ def latent_solve(
     solve (Alg. 2, CTL-9); with hard selection the solve records no graph and
     ``ẑ`` is a constant (min-differentiation, as ``impl.control.latent_plan``)."""
     batch = belief.h.shape[0]
-    cost_fn = planning_cost(model, belief)
+    cost_fn = latent_planning_cost(model, belief, config)
 
     def latent_cost(z: Tensor) -> Tensor:
         return cost_fn(decoder(z))

@@ -48,12 +48,13 @@ class EpisodeBuffer:
         self.lengths = torch.cat((self.lengths, torch.tensor([length])))
 
     def sample(
-        self, batch: int, length: int, generator: torch.Generator
+        self, batch: int, length: int, generator: torch.Generator, first_episode: int = 0
     ) -> tuple[Tensor, Tensor, Tensor]:
         """``batch`` random windows: observations ``(B, T, obs_dim)``, actions
         ``(B, T, n_u)``, rewards ``(B, T)`` with ``T = length`` (window starts
-        uniform over all valid positions of all episodes)."""
+        uniform over all valid positions of the episodes from ``first_episode`` on)."""
         valid = (self.lengths - length + 1).clamp(min=0)
+        valid[:first_episode] = 0
         if int(valid.sum()) == 0:
             raise ValueError(f"no stored episode has {length} steps")
         episode = torch.multinomial(valid.double(), batch, replacement=True, generator=generator)

@@ -92,6 +92,11 @@ class ModelConfig:
         batch, seq_len: sequences per update and their length (App. E: 50 × 50).
         updates_per_episode: model updates per collected episode, spread over
             its control steps (spec/paper.md §2: 100; Alg. 3 interleaves them).
+        reward_heads: size of the reward-head ensemble (1: the paper's single
+            head). An exploitation remedy of issue 13, off by default: each
+            head is trained on the reward NLL from its own initialization, the
+            model's reward is their mean, and latent DCEM can plan on a
+            pessimistic reward (``LatentConfig.pessimism``).
     """
 
     deter: int = 200
@@ -110,6 +115,11 @@ class ModelConfig:
     batch: int = 50
     seq_len: int = 50
     updates_per_episode: int = 100
+    reward_heads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.reward_heads < 1:
+            raise ValueError(f"model.reward_heads must be >= 1, got {self.reward_heads}")
 
 
 FULL_CEM_SOLVER = CEMOptions(n_sample=1000, n_elite=100, n_iter=10, tau=None)
@@ -167,6 +177,19 @@ class LatentConfig:
         reinit_model: re-initialize the model (and its optimizer) at the
             start of phase 2, keeping the phase-1 buffer (App. E: the
             paper's best walker run did this).
+
+    Exploitation remedies (issue 13), off by default; a run that uses one is
+    an ablation, not the paper's setting:
+
+    Attributes:
+        pessimism: ``β``: latent DCEM (planning, decoder training, PPO)
+            maximizes ``Σ_t mean_t − β · std_t`` over the reward heads
+            (needs ``model.reward_heads > 1``).
+        action_penalty: ``λ``: latent DCEM's cost adds ``λ · mean(a²)`` over
+            the decoded plan's ``H × n_u`` actions.
+        phase2_batch_share: the share of each phase-2 model batch drawn from
+            the episodes collected in phase 2 (the rest uniformly from the
+            whole buffer, as in phase 1).
     """
 
     latent_dim: int = 8
@@ -181,8 +204,20 @@ class LatentConfig:
     updates_per_episode: int = 100
     start_states: StartStates = "filtered"
     reinit_model: bool = False
+    pessimism: float = 0.0
+    action_penalty: float = 0.0
+    phase2_batch_share: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.pessimism < 0 or self.action_penalty < 0:
+            raise ValueError(
+                "latent.pessimism and latent.action_penalty must be >= 0, got "
+                f"{self.pessimism} and {self.action_penalty}"
+            )
+        if not 0 <= self.phase2_batch_share <= 1:
+            raise ValueError(
+                f"latent.phase2_batch_share must lie in [0, 1], got {self.phase2_batch_share}"
+            )
         if self.start_states not in ("filtered", "posterior_samples"):
             raise ValueError(
                 "latent.start_states must be 'filtered' or 'posterior_samples', "

@@ -84,6 +84,10 @@ class RSSM(nn.Module):
         self.posterior_net = mlp(c.deter + c.embed, c.hidden, 2 * c.stoch)
         self.observation_model = mlp(c.deter + c.stoch, c.hidden, obs_dim)
         self.reward_model = mlp(c.deter + c.stoch, c.hidden, 1)
+        self.extra_reward_models = nn.ModuleList(
+            mlp(c.deter + c.stoch, c.hidden, 1) for _ in range(c.reward_heads - 1)
+        )
+        """The other heads of the reward ensemble (``reward_heads > 1``; none by default)."""
 
     # -- pieces ------------------------------------------------------------
 
@@ -116,9 +120,26 @@ class RSSM(nn.Module):
         return self._gaussian(self.posterior_net(torch.cat((h, embed), -1)))
 
     def reward(self, belief: Belief) -> Tensor:
-        """Predicted reward of the step that led into ``belief``: ``(…)``."""
+        """Predicted reward of the step that led into ``belief``: ``(…)`` (the
+        ensemble's mean with ``reward_heads > 1``)."""
+        if len(self.extra_reward_models) > 0:
+            return self.reward_heads(belief).mean(0)
         out: Tensor = self.reward_model(torch.cat((belief.h, belief.s), -1))
         return out.squeeze(-1)
+
+    def reward_heads(self, belief: Belief) -> Tensor:
+        """Every head's predicted reward: ``(reward_heads, …)``."""
+        features = torch.cat((belief.h, belief.s), -1)
+        heads = [self.reward_model, *self.extra_reward_models]
+        return torch.stack([head(features).squeeze(-1) for head in heads])
+
+    def pessimistic_reward(self, belief: Belief, pessimism: float) -> Tensor:
+        """``mean − pessimism · std`` over the reward heads ``(…)``; the mean
+        alone (``reward``) with one head or ``pessimism`` 0."""
+        if pessimism == 0 or len(self.extra_reward_models) == 0:
+            return self.reward(belief)
+        heads = self.reward_heads(belief)
+        return heads.mean(0) - pessimism * heads.std(0)
 
     def initial(self, batch: int, device: torch.device) -> Belief:
         return Belief(
@@ -168,8 +189,12 @@ class RSSM(nn.Module):
         states = Belief(torch.stack(hs, 1), torch.stack(ss, 1))
         features = torch.cat((states.h, states.s), -1)
         obs_nll = 0.5 * ((self.observation_model(features) - observations) ** 2).sum(-1).mean()
-        predicted = self.reward_model(features[:, 1:]).squeeze(-1)
-        reward_nll = 0.5 * ((predicted - rewards[:, :-1]) ** 2).mean()
+        if len(self.extra_reward_models) > 0:  # each head on its own NLL, averaged
+            heads = self.reward_heads(Belief(states.h[:, 1:], states.s[:, 1:]))
+            reward_nll = 0.5 * ((heads - rewards[:, :-1]) ** 2).mean()
+        else:
+            predicted = self.reward_model(features[:, 1:]).squeeze(-1)
+            reward_nll = 0.5 * ((predicted - rewards[:, :-1]) ** 2).mean()
         kl_term = torch.stack(kls, 1).clamp(min=self.config.free_nats).mean()
         total = obs_nll + self.config.reward_scale * reward_nll + kl_term
         return Losses(total, obs_nll, reward_nll, kl_term, states)
@@ -213,12 +238,13 @@ class RSSM(nn.Module):
             out.append(self.reward(state))
         return torch.stack(out, 1)
 
-    def imagine_return(self, belief: Belief, actions: Tensor) -> Tensor:
+    def imagine_return(self, belief: Belief, actions: Tensor, pessimism: float = 0.0) -> Tensor:
         """Predicted return of candidate action sequences from ``belief`` ``(B, ·)``.
 
         ``actions (B, N, H, n_u)`` → ``(B, N)`` the sum of predicted rewards
         over ``H`` steps under the prior means; one batched model call over
-        all ``B·N`` candidates per horizon step.
+        all ``B·N`` candidates per horizon step. ``pessimism`` ``β``: each
+        step's reward is ``mean − β · std`` over the reward heads.
         """
         batch, n_cand, horizon, _ = actions.shape
         state = Belief(
@@ -230,5 +256,5 @@ class RSSM(nn.Module):
             h = self.transition(state, actions[:, :, t])
             s, _ = self.prior(h)
             state = Belief(h, s)
-            total = total + self.reward(state)
+            total = total + self.pessimistic_reward(state, pessimism)
         return total

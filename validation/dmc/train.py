@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from validation.dmc.agent import (
     Controller,
@@ -226,7 +226,7 @@ class Session:
         sequences, at the warmed-up learning rate ``lr · min(1, (n + 1) / lr_warmup)``
         for the ``n``-th update (PlaNet's linear warm-up)."""
         m, c = self.config.model, self.counters
-        obs, actions, rewards = self.buffer.sample(m.batch, m.seq_len, self.cpu_gen)
+        obs, actions, rewards = self._model_batch()
         d = self.device
         losses = self.model.loss(obs.to(d), actions.to(d), rewards.to(d), self.dev_gen)
         self.model_opt.zero_grad(set_to_none=True)
@@ -243,6 +243,22 @@ class Session:
             "reward_loss": float(losses.reward.detach()),
             "kl": float(losses.kl.detach()),
         }
+
+    def _model_batch(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The sequences of a model update: uniform over the buffer, but in phase 2
+        with ``latent.phase2_batch_share`` ``ρ > 0``, ``round(ρ · batch)`` of them
+        from the episodes collected in phase 2 (once there is one)."""
+        m, c = self.config.model, self.counters
+        share = self.config.latent.phase2_batch_share
+        recent = round(share * m.batch) if c.phase == 2 and c.phase_episodes > 0 else 0
+        if recent == 0:
+            return self.buffer.sample(m.batch, m.seq_len, self.cpu_gen)
+        first = self.buffer.episodes - c.phase_episodes
+        parts = [self.buffer.sample(recent, m.seq_len, self.cpu_gen, first_episode=first)]
+        if recent < m.batch:
+            parts.append(self.buffer.sample(m.batch - recent, m.seq_len, self.cpu_gen))
+        obs, actions, rewards = zip(*parts, strict=True)
+        return torch.cat(obs), torch.cat(actions), torch.cat(rewards)
 
     def decoder_update(self) -> float:
         """Alg. 2: latent DCEM from ``latent.batch`` initial states, then a
