@@ -39,12 +39,36 @@ TEXT_FILES = ("config.json", "timing.json", "progress.log")
 PHASES = (1, 2, 3)
 
 
+EXPORT_ATTEMPTS = 5
+"""A run that is still going may write a checkpoint while it is exported: the
+export is repeated (at most this many times) until no checkpoint changed meanwhile."""
+
+
+def _stamps(run: Path) -> dict[str, int]:
+    return {
+        path.name: path.stat().st_mtime_ns
+        for sub in ("checkpoints", "jobs")
+        if (run / sub).exists()
+        for path in (run / sub).iterdir()
+    }
+
+
 def export_run(run: Path, to: Path) -> list[Path]:
     """Write the state of run directory ``run`` into ``to`` (replacing what was
     there, so a committed state folder is overwritten in place); returns the
-    files written."""
+    files written. Safe on a run in progress: the files are a consistent set
+    (no checkpoint or result changed while they were copied)."""
     if not (run / "config.json").exists():
         raise ValueError(f"{run} is not a run directory (no config.json)")
+    for _ in range(EXPORT_ATTEMPTS):
+        before = _stamps(run)
+        written = _export_once(run, to)
+        if _stamps(run) == before:
+            return written
+    raise RuntimeError(f"{run} kept changing during {EXPORT_ATTEMPTS} exports; try again")
+
+
+def _export_once(run: Path, to: Path) -> list[Path]:
     if to.exists():
         shutil.rmtree(to)
     (to / "jobs").mkdir(parents=True)
