@@ -1,16 +1,19 @@
 """Smoke mode of ``validation.dmc``: all three phases end to end, and exact resume.
 
 Runs ``python -m validation.dmc --mode smoke`` (tiny model, 1 s episodes of
-cheetah.run) twice: once straight through, once stopped after a few
-episodes of phase 1 and continued with ``--resume``. Checks the summary,
-finite losses, a falling model loss, and that the resumed run ends in
-exactly the same state (models, optimizers, replay buffer, generators,
-metrics) as the uninterrupted one.
+cheetah.run) twice: once straight through; once stopped after a few
+episodes of phase 1, continued with ``--resume`` for a few more, exported
+with ``python -m validation.dmc.checkpoint_tool export`` and finished with
+``--resume-from`` in a new directory (as on a fresh clone). Checks the
+summary, finite losses, a falling model loss, and that the interrupted run
+ends in exactly the same state (models, optimizers, replay buffer,
+generators, metrics) as the uninterrupted one.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import time
@@ -20,13 +23,17 @@ from typing import Any
 import pytest
 import torch
 
+import impl.dcem
+
 pytest.importorskip("dm_control")
 
-from validation.dmc import model_gap, speed
-from validation.dmc.__main__ import apply_overrides, main
-from validation.dmc.agent import Episode
-from validation.dmc.config import config_for
+from validation.dmc import checkpoint_tool, diagnostics, model_gap, report, speed
+from validation.dmc.__main__ import adopt_added_settings, apply_overrides, main
+from validation.dmc.agent import Episode, latent_planning_cost, planning_cost
+from validation.dmc.buffer import EpisodeBuffer
+from validation.dmc.config import DMCConfig, config_for
 from validation.dmc.rssm import RSSM, Belief
+from validation.dmc.train import Session, warmed_up_lr
 from validation.harness import RunDirectory
 
 TIMING_KEYS = {"plan_ms"}
@@ -71,13 +78,19 @@ def _equal(a: Any, b: Any, where: str = "") -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``(straight, resumed)``: the uninterrupted run, and the run interrupted
+    twice in phase 1 (``--resume``, then export and ``--resume-from``)."""
     root = tmp_path_factory.mktemp("dmc")
-    straight, resumed = root / "straight", root / "resumed"
+    straight, first, resumed = root / "straight", root / "first", root / "resumed"
     assert _smoke(straight) == 0
-    assert _smoke(resumed, "--stop-after-episodes", "3") == 0
-    assert not (resumed / "summary.json").exists()
-    assert (resumed / "checkpoints" / "phase1.pt").exists()
-    assert _smoke(resumed, "--resume") == 0
+    assert _smoke(first, "--stop-after-episodes", "3") == 0
+    assert not (first / "summary.json").exists()
+    assert (first / "checkpoints" / "phase1.pt").exists()
+    assert _smoke(first, "--resume", "--stop-after-episodes", "4") == 0
+    state = root / "state"
+    assert checkpoint_tool.main(["export", "--run", str(first), "--to", str(state)]) == 0
+    assert sorted(p.name for p in (state / "checkpoints").iterdir()) == ["phase1.pt"]
+    assert _smoke(resumed, "--resume-from", str(state)) == 0
     return straight, resumed
 
 
@@ -98,6 +111,7 @@ def test_summary_structure(runs: tuple[Path, Path]) -> None:
         "speed.csv",
         "learning_curves.png",
         "eval_boxplot.png",
+        "diagnostics.png",
     ):
         assert (straight / name).exists(), name
     for phase in (1, 2, 3):
@@ -187,9 +201,17 @@ def test_cli_errors(tmp_path: Path) -> None:
 def test_overrides() -> None:
     config = apply_overrides(
         config_for("walker.walk", "short"),
-        ["model.hidden=64", "cem.n_iter=3", "ppo.learn_std=true", "time_limit=2.5"],
+        [
+            "model.hidden=64",
+            "cem.solver.n_iter=3",
+            "ppo.learn_std=true",
+            "time_limit=2.5",
+            "latent.solver.grad_iters=2",
+            "latent.solver.tau=none",
+        ],
     )
-    assert config.model.hidden == 64 and config.cem.n_iter == 3
+    assert config.model.hidden == 64 and config.cem.solver.n_iter == 3
+    assert config.latent.solver.grad_iters == 2 and config.latent.solver.tau is None
     assert config.ppo.learn_std and config.time_limit == 2.5
     assert config_for("cheetah.run", "short", env_steps=1234).phase1_env_steps == 1234
 
@@ -266,5 +288,353 @@ def test_filtered_return_pairs_each_action_with_the_next_belief() -> None:
         beliefs=Belief(h, s),
         means=torch.zeros(length, 2),
         plan_seconds=0.0,
+        planned=torch.zeros(length),
     )
     assert model_gap.filtered_return(model, episode) == sum(range(1, length))
+
+
+def test_export_of_a_finished_run_is_compact_and_starts_phase_2(
+    runs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # Every phase is finished: no exact resume point is needed, each phase
+    # boundary is exported in compact form (fp16 weights and observations),
+    # and a compact phase-1 boundary starts a phase-2 run (the README's
+    # "pretrained phase-1 model" for users).
+    straight, _ = runs
+    state = tmp_path / "state"
+    assert checkpoint_tool.main(["export", "--run", str(straight), "--to", str(state)]) == 0
+    names = sorted(p.name for p in (state / "checkpoints").iterdir())
+    assert names == [f"phase{p}_final.compact.pt" for p in (1, 2, 3)]
+    full = torch.load(straight / "checkpoints" / "phase1_final.pt", weights_only=True)
+    small = torch.load(state / "checkpoints" / "phase1_final.compact.pt", weights_only=True)
+    assert small["compact"] and small["buffer"]["observations"].dtype == torch.float16
+    assert torch.equal(small["buffer"]["rewards"], full["buffer"]["rewards"])
+    assert torch.equal(small["model"]["obs_scale"], full["model"]["obs_scale"])
+    weight = "encoder.0.weight"
+    assert torch.allclose(small["model"][weight].float(), full["model"][weight], rtol=1e-3)
+    out = tmp_path / "phase2"
+    source = str(state / "checkpoints" / "phase1_final.compact.pt")
+    assert (
+        _smoke(out, "--phase", "2", "--from-checkpoint", source, "--stop-after-episodes", "1") == 0
+    )
+    resumed = torch.load(out / "checkpoints" / "phase2.pt", weights_only=True)
+    assert resumed["counters"]["phase"] == 2 and resumed["counters"]["phase_episodes"] == 1
+    assert resumed["buffer"]["lengths"].shape[0] == full["buffer"]["lengths"].shape[0] + 1
+    with pytest.raises(SystemExit):  # a state folder goes into an empty --out only
+        _smoke(out, "--resume-from", str(state))
+
+
+# -- the settings of issue 13, piece by piece -----------------------------------
+
+
+def test_warm_up_rises_linearly_to_the_learning_rate() -> None:
+    lr = 1e-3
+    assert warmed_up_lr(lr, 1000, 0) == pytest.approx(1e-6)
+    assert warmed_up_lr(lr, 1000, 499) == pytest.approx(5e-4)
+    assert warmed_up_lr(lr, 1000, 999) == lr
+    assert warmed_up_lr(lr, 1000, 50_000) == lr
+    assert warmed_up_lr(lr, 0, 0) == lr
+
+
+def test_standardization_and_reward_scale_in_the_bound() -> None:
+    base = config_for("cheetah.run", "smoke").model
+    generator = torch.Generator().manual_seed(3)
+    obs = 5 + 3 * torch.randn(4, 6, 5, generator=generator)
+    obs[..., 0] = 2.0  # a constant dimension: its scale is the floor, not 0
+    actions = torch.rand(4, 6, 2, generator=generator)
+    rewards = torch.rand(4, 6, generator=generator)
+    losses = []
+    for scale in (1.0, 10.0):
+        torch.manual_seed(0)
+        model = RSSM(5, 2, dataclasses.replace(base, reward_scale=scale))
+        model.set_normalization(obs.reshape(-1, 5))
+        flat = model.standardize(obs).reshape(-1, 5)
+        assert torch.allclose(flat[:, 1:].mean(0), torch.zeros(4), atol=1e-5)
+        assert torch.allclose(flat[:, 1:].std(0), torch.ones(4), atol=1e-5)
+        assert model.obs_scale[0] == base.obs_std_floor and torch.all(flat[:, 0] == 0)
+        losses.append(model.loss(obs, actions, rewards, torch.Generator().manual_seed(1)))
+    one, ten = losses
+    assert torch.equal(one.reward, ten.reward) and torch.equal(one.observation, ten.observation)
+    assert torch.allclose(ten.total - one.total, 9 * one.reward)
+    assert torch.allclose(one.total, one.observation + one.reward + one.kl)
+
+
+def _numbered_buffer() -> EpisodeBuffer:
+    """Episodes of 3, 5 and 4 steps; observation ``o`` of episode ``e`` at step ``t``
+    holds ``100 e + t``, its action ``100 e + t + 0.5``."""
+    buffer = EpisodeBuffer(1, 1)
+    for e, length in enumerate((3, 5, 4)):
+        t = torch.arange(length + 1, dtype=torch.float32)
+        buffer.add((100 * e + t).unsqueeze(1), (100 * e + t[:-1] + 0.5).unsqueeze(1), t[:-1])
+    return buffer
+
+
+def test_buffer_draws_steps_uniformly_and_returns_episode_prefixes() -> None:
+    buffer = _numbered_buffer()
+    generator = torch.Generator().manual_seed(0)
+    episodes, steps = buffer.sample_steps(12_000, generator)
+    lengths = buffer.lengths[episodes]
+    assert bool((steps >= 0).all()) and bool((steps < lengths).all())
+    counts = torch.bincount(episodes, minlength=3).double() / 12_000
+    assert torch.allclose(
+        counts, torch.tensor([3.0, 5.0, 4.0], dtype=torch.float64) / 12, atol=0.02
+    )
+    episodes, steps = torch.tensor([0, 1, 2, 1]), torch.tensor([2, 4, 0, 1])
+    obs, actions = buffer.prefixes(episodes, steps)
+    assert obs.shape == (4, 5, 1) and actions.shape == (4, 4, 1)
+    for row, (e, t) in enumerate(zip(episodes.tolist(), steps.tolist(), strict=True)):
+        expected = 100 * e + torch.arange(t + 1, dtype=torch.float32)
+        assert torch.equal(obs[row, : t + 1, 0], expected)
+        assert torch.equal(actions[row, :t, 0], expected[:-1] + 0.5)
+
+
+def test_filtered_start_states_are_the_controllers_beliefs() -> None:
+    # The decoder's initial states: a stored episode filtered from its start
+    # with RSSM.observe, one step at a time, exactly as run_episode does.
+    session = Session(config_for("cheetah.run", "smoke"), torch.device("cpu"))
+    for _ in range(3):
+        session.train_episode(1)
+    generator_state = session.cpu_gen.get_state()
+    beliefs = session.filtered_starts(5)
+    session.cpu_gen.set_state(generator_state)
+    episodes, steps = session.buffer.sample_steps(5, session.cpu_gen)
+    offsets = torch.cumsum(session.buffer.lengths, 0) - session.buffer.lengths
+    for row, (e, t) in enumerate(zip(episodes.tolist(), steps.tolist(), strict=True)):
+        first = int(offsets[e]) + e  # observations: L + 1 per episode
+        obs = session.buffer.observations[first : first + t + 1]
+        actions = session.buffer.actions[int(offsets[e]) : int(offsets[e]) + t]
+        with torch.no_grad():
+            belief = session.model.observe(None, None, obs[:1])
+            for j in range(1, t + 1):
+                belief = session.model.observe(belief, actions[j - 1 : j], obs[j : j + 1])
+        assert torch.allclose(beliefs.h[row], belief.h[0], atol=1e-5)
+        assert torch.allclose(beliefs.s[row], belief.s[0], atol=1e-5)
+
+
+def test_standardization_is_frozen_after_the_seed_episodes() -> None:
+    config = config_for("cheetah.run", "smoke")
+    session = Session(config, torch.device("cpu"))
+    for _ in range(config.seed_episodes):
+        session.train_episode(1)
+    seeds = session.buffer.observations.clone()
+    assert torch.allclose(session.model.obs_mean, seeds.mean(0))
+    session.train_episode(1)
+    assert torch.allclose(session.model.obs_mean, seeds.mean(0))
+    assert session.counters.model_updates == config.model.updates_per_episode
+
+
+def test_model_reinitialization_at_phase_2_keeps_buffer_and_standardization() -> None:
+    config = config_for("cheetah.run", "smoke")
+    config = dataclasses.replace(
+        config, latent=dataclasses.replace(config.latent, reinit_model=True)
+    )
+    session = Session(config, torch.device("cpu"))
+    for _ in range(config.seed_episodes + 1):
+        session.train_episode(1)
+    before = {k: v.clone() for k, v in session.model.state_dict().items()}
+    steps = session.buffer.steps
+    session.start_phase(2)
+    after = session.model.state_dict()
+    assert torch.equal(after["obs_mean"], before["obs_mean"])
+    assert not torch.equal(after["encoder.0.weight"], before["encoder.0.weight"])
+    assert session.buffer.steps == steps and session.counters.model_updates == 0
+    assert not session.model_opt.state  # a fresh optimizer
+
+
+def test_controllers_pass_every_solver_option_to_dcem(monkeypatch: pytest.MonkeyPatch) -> None:
+    import validation.dmc.agent as agent
+
+    seen: list[dict[str, Any]] = []
+    real = impl.dcem.dcem
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(agent, "dcem", recording)
+    config = apply_overrides(
+        config_for("cheetah.run", "smoke"),
+        [
+            "cem.solver.smoothing=0.25",
+            "cem.solver.elite_temperature=2.0",
+            "cem.solver.output=best",
+            "latent.solver.std_min=0.01",
+            "latent.solver.normalize=false",
+            "latent.solver.grad_iters=1",
+        ],
+    )
+    session = Session(config, torch.device("cpu"))
+    belief = session.model.observe(None, None, torch.zeros(1, session.env.obs_dim))
+    session.controller("full_cem").act(belief)
+    session.controller("latent_dcem").act(belief)
+    for options, kwargs in zip((config.cem.solver, config.latent.solver), seen, strict=True):
+        for name, value in options.as_kwargs().items():
+            assert kwargs[name] == value, name
+
+
+def test_open_loop_error_matches_a_step_by_step_rollout() -> None:
+    config = config_for("cheetah.run", "smoke")
+    torch.manual_seed(0)
+    model = RSSM(3, 2, config.model)
+    generator = torch.Generator().manual_seed(0)
+    length, max_k = 7, 4
+    episode = Episode(
+        observations=torch.randn(length + 1, 3, generator=generator),
+        actions=torch.rand(length, 2, generator=generator),
+        raw_actions=torch.zeros(length, 2),
+        rewards=torch.rand(length, generator=generator),
+        beliefs=Belief(
+            torch.randn(length, config.model.deter, generator=generator),
+            torch.randn(length, config.model.stoch, generator=generator),
+        ),
+        means=torch.zeros(length, 2),
+        plan_seconds=0.0,
+        planned=torch.zeros(length),
+    )
+    errors = diagnostics.open_loop_errors(model, episode, max_k)
+    sums, counts = [0.0] * max_k, [0] * max_k
+    with torch.no_grad():
+        for t in range(length):
+            state = Belief(episode.beliefs.h[t : t + 1], episode.beliefs.s[t : t + 1])
+            for k in range(max_k):
+                if t + k >= length:
+                    break
+                h = model.transition(state, episode.actions[t + k : t + k + 1])
+                state = Belief(h, model.prior(h)[0])
+                sums[k] += abs(float(model.reward(state)[0]) - float(episode.rewards[t + k]))
+                counts[k] += 1
+    expected = torch.tensor([s / c for s, c in zip(sums, counts, strict=True)])
+    assert torch.allclose(errors, expected, atol=1e-5)
+    row = diagnostics.held_out_diagnostics(model, episode, max_k)
+    assert list(row) == [f"open_loop_err_{k}" for k in range(1, max_k + 1)]
+
+
+def test_decoder_spread_is_zero_for_a_constant_decoder() -> None:
+    config = config_for("cheetah.run", "smoke")
+    session = Session(config, torch.device("cpu"))
+    assert diagnostics.decoder_spread(session.decoder, 1.0) > 0
+    with torch.no_grad():
+        for layer in session.decoder.net:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.zero_()
+    assert diagnostics.decoder_spread(session.decoder, 1.0) == 0
+
+
+def test_resume_adopts_settings_added_since_but_nothing_else(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    config = config_for("cheetah.run", "smoke").as_dict()
+    old = json.loads(json.dumps({"name": "n", "mode": "smoke", "config": config}))
+    del old["config"]["model"]["reward_scale"]
+    path.write_text(json.dumps(old))
+    assert adopt_added_settings(path, "n", "smoke", config) == ["config.model.reward_scale"]
+    assert json.loads(path.read_text())["config"]["model"]["reward_scale"] == 10.0
+    changed = json.loads(json.dumps(old))
+    changed["config"]["model"]["lr"] = 0.5
+    path.write_text(json.dumps(changed))
+    assert adopt_added_settings(path, "n", "smoke", config) == []
+    assert json.loads(path.read_text()) == changed  # left for RunDirectory to refuse
+
+
+def test_in_progress_report_rewrites_the_same_metrics(runs: tuple[Path, Path]) -> None:
+    straight, _ = runs
+    before = (straight / "metrics.csv").read_text()
+    (straight / "diagnostics.png").unlink()
+    assert report.main(["--run", str(straight)]) == 0
+    assert (straight / "metrics.csv").read_text() == before
+    assert (straight / "diagnostics.png").exists()
+    header = before.splitlines()[0].split(",")
+    for column in ("model_return", "planned_return", "mean_abs_action", "decoder_spread"):
+        assert column in header
+    assert [f"open_loop_err_{k}" for k in range(1, 13)] == [
+        c for c in header if c.startswith("open_loop_err_")
+    ]
+
+
+# -- exploitation remedies (off by default; issue 13 item 4) --------------------
+
+
+def _with(config: DMCConfig, **latent: Any) -> DMCConfig:
+    return dataclasses.replace(config, latent=dataclasses.replace(config.latent, **latent))
+
+
+def test_reward_ensemble_trains_every_head_and_plans_pessimistically() -> None:
+    base = config_for("cheetah.run", "smoke")
+    torch.manual_seed(0)
+    model = RSSM(5, 2, dataclasses.replace(base.model, reward_heads=3))
+    generator = torch.Generator().manual_seed(0)
+    obs = torch.randn(2, 6, 5, generator=generator)
+    actions = torch.rand(2, 6, 2, generator=generator)
+    rewards = torch.rand(2, 6, generator=generator)
+    losses = model.loss(obs, actions, rewards, torch.Generator().manual_seed(1))
+    features = torch.cat((losses.states.h[:, 1:], losses.states.s[:, 1:]), -1)
+    heads = [model.reward_model, *model.extra_reward_models]
+    nll = [0.5 * ((h(features).squeeze(-1) - rewards[:, :-1]) ** 2).mean() for h in heads]
+    assert torch.allclose(losses.reward, torch.stack(nll).mean())
+    belief = Belief(torch.randn(4, base.model.deter), torch.randn(4, base.model.stoch))
+    each = torch.stack([h(torch.cat((belief.h, belief.s), -1)).squeeze(-1) for h in heads])
+    assert torch.allclose(model.reward(belief), each.mean(0))
+    assert torch.allclose(
+        model.pessimistic_reward(belief, 0.5), each.mean(0) - 0.5 * each.std(0), atol=1e-6
+    )
+    plans = torch.rand(4, 3, 5, 2) * 2 - 1
+    optimistic = model.imagine_return(belief, plans)
+    assert bool((model.imagine_return(belief, plans, 0.5) < optimistic).all())
+
+
+def test_action_penalty_adds_the_mean_square_of_the_plan() -> None:
+    config = _with(config_for("cheetah.run", "smoke"), action_penalty=0.3)
+    torch.manual_seed(0)
+    model = RSSM(5, 2, config.model)
+    belief = Belief(torch.randn(2, config.model.deter), torch.randn(2, config.model.stoch))
+    plans = torch.rand(2, 7, 4, 2) * 2 - 1
+    penalized = latent_planning_cost(model, belief, config.latent)(plans)
+    plain = planning_cost(model, belief)(plans)
+    assert torch.allclose(penalized, plain + 0.3 * (plans**2).mean((-2, -1)))
+    default = config_for("cheetah.run", "smoke").latent
+    assert torch.equal(latent_planning_cost(model, belief, default)(plans), plain)
+
+
+def test_phase_2_batch_share_draws_from_phase_2_episodes() -> None:
+    config = _with(config_for("cheetah.run", "smoke"), phase2_batch_share=0.5)
+    session = Session(config, torch.device("cpu"))
+    for _ in range(config.seed_episodes + 1):
+        session.train_episode(1)
+    session.start_phase(2)
+    session.train_episode(2)
+    obs, _, _ = session._model_batch()
+    recent = round(0.5 * config.model.batch)
+    lengths = session.buffer.lengths
+    last = int(lengths[:-1].sum()) + lengths.shape[0] - 1  # first observation of the last episode
+    phase2_obs = session.buffer.observations[last:]
+    for row in range(config.model.batch):
+        inside = bool((phase2_obs == obs[row, 0]).all(-1).any())
+        if row < recent:
+            assert inside, row
+    assert obs.shape[0] == config.model.batch
+
+
+def test_every_remedy_and_option_together_through_phases_2_and_3() -> None:
+    config = config_for("cheetah.run", "smoke")
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, reward_heads=2))
+    config = _with(
+        config,
+        pessimism=1.0,
+        action_penalty=0.1,
+        phase2_batch_share=0.5,
+        start_states="posterior_samples",
+        reinit_model=True,
+    )
+    session = Session(config, torch.device("cpu"))
+    for _ in range(config.seed_episodes + 1):
+        session.train_episode(1)
+    session.start_phase(2)
+    row = session.train_episode(2)
+    rows = [*session.metrics, row]
+    assert any(math.isfinite(float(r.get("decoder_cost", math.nan))) for r in rows)
+    session.start_phase(3)
+    for _ in range(config.ppo.episodes_per_iteration):
+        row = session.ppo_episode()
+    assert session.counters.ppo_iterations == 1
+    assert any(
+        math.isfinite(float(r.get("policy_loss", math.nan))) for r in [*session.metrics, row]
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import typing
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 from validation.dmc.config import TASKS, DMCConfig, config_for
 from validation.dmc.report import claims, write_outputs
 from validation.dmc.run import EpisodeBudget, open_session, run_phase
+from validation.dmc.state import import_state
 from validation.harness import RunDirectory, base_parser
 
 
@@ -43,9 +45,12 @@ def _convert(key: str, text: str, current: Any, annotation: Any) -> Any:
         return text.lower() in ("true", "1")
     if text.lower() == "none" and type(None) in typing.get_args(annotation):
         return None
+    if current is None:  # an optional setting now unset: its type from the annotation
+        kinds = typing.get_args(annotation)
+        return int(text) if int in kinds and float not in kinds else float(text)
     if isinstance(current, int):
         return int(text)
-    if isinstance(current, float) or current is None:
+    if isinstance(current, float):
         return float(text)
     if isinstance(current, str):
         return text
@@ -53,7 +58,8 @@ def _convert(key: str, text: str, current: Any, annotation: Any) -> Any:
 
 
 def apply_overrides(config: DMCConfig, items: list[str]) -> DMCConfig:
-    """``["model.hidden=100", "cem.n_iter=5"]`` applied to ``config``."""
+    """``["model.hidden=100", "cem.solver.n_iter=5"]`` applied to ``config``
+    (a ``ValueError`` naming the setting for an unknown or invalid one)."""
     for item in items:
         key, sep, text = item.partition("=")
         if not sep:
@@ -68,8 +74,8 @@ def apply_overrides(config: DMCConfig, items: list[str]) -> DMCConfig:
         fields = {f.name: f for f in dataclasses.fields(owner)}
         if path[-1] not in fields or dataclasses.is_dataclass(getattr(owner, path[-1])):
             raise ValueError(
-                f"unknown setting {key!r}; e.g. model.hidden, cem.n_sample, "
-                f"latent.batch, ppo.iterations, eval_episodes"
+                f"unknown setting {key!r}; e.g. model.hidden, cem.solver.n_sample, "
+                f"latent.solver.grad_iters, latent.batch, ppo.iterations, eval_episodes"
             )
         hints = typing.get_type_hints(type(owner))
         value = _convert(key, text, getattr(owner, path[-1]), hints[path[-1]])
@@ -78,6 +84,38 @@ def apply_overrides(config: DMCConfig, items: list[str]) -> DMCConfig:
             new = dataclasses.replace(parent, **{part: new})
         config = new
     return config
+
+
+def _added_keys(old: Any, new: Any, prefix: str = "") -> list[str] | None:
+    """The keys of ``new`` missing from ``old`` (dotted), if ``new`` agrees with
+    ``old`` everywhere else; None where a value differs or a key was removed."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        if not set(old) <= set(new):
+            return None
+        added = [f"{prefix}{key}" for key in new if key not in old]
+        for key in old:
+            inner = _added_keys(old[key], new[key], f"{prefix}{key}.")
+            if inner is None:
+                return None
+            added += inner
+        return added
+    return [] if old == new else None
+
+
+def adopt_added_settings(path: Path, name: str, mode: str, config: dict[str, Any]) -> list[str]:
+    """Let ``--resume`` continue a run whose ``config.json`` predates settings
+    added to the code since (each new field at its value now, every recorded
+    one unchanged): rewrite the record with them and return their names.
+    Anything else is left for ``RunDirectory``'s check to refuse."""
+    if not path.exists():
+        return []
+    old = json.loads(path.read_text(encoding="utf-8"))
+    new = json.loads(json.dumps({"name": name, "mode": mode, "config": config}))
+    added = _added_keys(old, new)
+    if not added:
+        return []
+    path.write_text(json.dumps(new, indent=2) + "\n", encoding="utf-8")
+    return added
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,10 +156,19 @@ def main(argv: list[str] | None = None) -> int:
         help="override a setting, e.g. model.updates_per_episode=50 (recorded in config.json)",
     )
     parser.add_argument(
+        "--resume-from",
+        type=Path,
+        default=None,
+        metavar="STATE",
+        help="continue the run exported to STATE (python -m validation.dmc.checkpoint_tool "
+        "export), e.g. validation/results/dmc/cheetah.run/short/state, in the empty --out",
+    )
+    parser.add_argument(
         "--threads",
         type=_positive_int,
-        default=None,
-        help="torch CPU threads (default: torch's choice)",
+        default=1,
+        help="torch CPU threads (default 1: with another run on the other core, two threads "
+        "made a model update 10-50x slower, issue 13)",
     )
     args = parser.parse_args(argv)
     seeds = args.seeds or [0]
@@ -145,12 +192,23 @@ def main(argv: list[str] | None = None) -> int:
         config = apply_overrides(config, args.overrides)
     except ValueError as error:
         parser.error(str(error))
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     out = args.out if args.out is not None else Path("runs") / "dmc" / args.task / args.mode
-    run = RunDirectory(
-        out, f"dmc {args.task}", args.mode, config.as_dict(), resume=args.resume, fresh=args.fresh
-    )
+    resume = args.resume
+    if args.resume_from is not None:
+        if args.resume or args.fresh:
+            parser.error("--resume-from starts a new --out: it excludes --resume and --fresh")
+        try:
+            import_state(args.resume_from, out)
+        except ValueError as error:
+            parser.error(f"--resume-from: {error}")
+        resume = True
+    name = f"dmc {args.task}"
+    if resume:
+        added = adopt_added_settings(out / "config.json", name, args.mode, config.as_dict())
+        if added:
+            print(f"settings added since the run started (defaults): {added}", file=sys.stderr)
+    run = RunDirectory(out, name, args.mode, config.as_dict(), resume=resume, fresh=args.fresh)
     phases = (1, 2, 3) if args.phase == "all" else (int(args.phase),)
     budget = EpisodeBudget(args.stop_after_episodes)
     for phase in phases:

@@ -1,10 +1,15 @@
 """Controllers on the learned model and the episode loop (Alg. 3).
 
-Both controllers go through ``impl``: full-space CEM is ``impl.control.MPC``
-(hard top-k, warm-started), latent DCEM is ``impl.control.latent_plan`` over
-an ``ActionDecoder``. Their objective is the model's negative imagined
-return from the filter's current belief; each horizon step evaluates all
-candidates in one batched model call (``RSSM.imagine_return``).
+Both controllers solve with ``impl.dcem.dcem`` and pass the run's
+``CEMOptions`` to it whole (``**options.as_kwargs()``), so every solver
+option of the configuration (``normalize``, ``std_min``, ``output``,
+``smoothing``, ``elite_temperature``, ``grad_iters``, …) reaches the solve.
+Full-space CEM is a receding-horizon planner over ``H × n_u`` with the warm
+start of ``impl.control`` (``shift_warm_start``, CTL-5); latent DCEM solves
+eq. 8 over the latent box with an ``impl.control.ActionDecoder``. Their
+objective is the model's negative imagined return from the filter's
+current belief; each horizon step evaluates all candidates in one batched
+model call (``RSSM.imagine_return``).
 """
 
 from __future__ import annotations
@@ -12,17 +17,29 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from impl.control import MPC, ActionDecoder, LatentPlannerConfig, PlannerConfig, latent_plan
+from impl.control import ActionDecoder
+from impl.control.planner import INIT_STD_SCALE, shift_warm_start
+from impl.dcem import dcem
 from validation.dmc.config import CEMConfig, LatentConfig
 from validation.dmc.envs import DMCEnv
 from validation.dmc.rssm import RSSM, Belief
 
-Act = Callable[[Belief], Tensor]
-"""A controller: the filter's belief ``(1, ·)`` → an action ``(1, n_u)``."""
+
+class Controller(Protocol):
+    """A planner on the model: ``act`` maps the filter's belief ``(1, ·)`` to an
+    action ``(1, n_u)``; ``last_cost`` ``(1,)`` is the model cost (the negative
+    predicted ``H``-step return) of the plan behind the last action."""
+
+    last_cost: Tensor
+
+    def reset(self) -> None: ...
+
+    def act(self, belief: Belief) -> Tensor: ...
 
 
 def planning_cost(model: RSSM, belief: Belief) -> Callable[[Tensor], Tensor]:
@@ -34,10 +51,73 @@ def planning_cost(model: RSSM, belief: Belief) -> Callable[[Tensor], Tensor]:
     return cost
 
 
+def latent_planning_cost(
+    model: RSSM, belief: Belief, config: LatentConfig
+) -> Callable[[Tensor], Tensor]:
+    """Latent DCEM's objective on decoded plans ``(B, N, H, n_u)`` → ``(B, N)``:
+    ``−Σ_t (mean_t − β std_t) + λ · mean(a²)`` with ``β = pessimism`` over the
+    reward heads and ``λ = action_penalty`` (both 0 by default: ``planning_cost``)."""
+    if config.pessimism == 0 and config.action_penalty == 0:
+        return planning_cost(model, belief)
+
+    def cost(actions: Tensor) -> Tensor:
+        value = -model.imagine_return(belief, actions, config.pessimism)
+        if config.action_penalty > 0:
+            value = value + config.action_penalty * actions.pow(2).mean((-2, -1))
+        return value
+
+    return cost
+
+
+@dataclass(frozen=True)
+class Solution:
+    """A plan for ``B`` beliefs: ``actions (B, H, n_u)``, its model cost ``(B,)``
+    (differentiable when the solve records a graph), ``latent (B, m)`` for latent DCEM."""
+
+    actions: Tensor
+    cost: Tensor
+    latent: Tensor | None = None
+
+
+def full_plan(
+    model: RSSM,
+    config: CEMConfig,
+    belief: Belief,
+    lb: Tensor,
+    ub: Tensor,
+    warm_start: Tensor,
+    generator: torch.Generator,
+) -> Solution:
+    """Eq. 7 over ``(H, n_u)`` from ``warm_start (B, H, n_u)``: ``impl.dcem.dcem``
+    with ``config.solver`` whole, ``σ₀ = INIT_STD_SCALE · (ub − lb)`` (the
+    paper's expert), samples clipped to the bounds ``(n_u,)``."""
+    batch, horizon, n_u = warm_start.shape
+    cost_fn = planning_cost(model, belief)
+
+    def flat_cost(flat: Tensor) -> Tensor:
+        return cost_fn(flat.reshape(batch, flat.shape[1], horizon, n_u))
+
+    flat_lb = lb.expand(horizon, n_u).reshape(1, horizon * n_u)
+    flat_ub = ub.expand(horizon, n_u).reshape(1, horizon * n_u)
+    result = dcem(
+        flat_cost,
+        warm_start.reshape(batch, horizon * n_u),
+        (INIT_STD_SCALE * (flat_ub - flat_lb)),
+        lb=flat_lb,
+        ub=flat_ub,
+        generator=generator,
+        **config.solver.as_kwargs(),
+    )
+    cost = result.best_value if config.solver.output == "best" else flat_cost(result.x[:, None])
+    return Solution(result.x.reshape(batch, horizon, n_u), cost.reshape(batch))
+
+
 class FullCEM:
     """Receding-horizon CEM over the full ``H × n_u`` action space (App. E).
 
-    ``reset()`` at every episode start; ``act(belief)`` plans without a graph.
+    ``reset()`` at every episode start; ``act(belief)`` plans without a graph,
+    from the previous plan shifted by one step (its tail at the bounds'
+    midpoint, CTL-5); ``last_cost`` is the model cost of the last plan ``(1,)``.
     """
 
     def __init__(
@@ -49,36 +129,60 @@ class FullCEM:
         generator: torch.Generator,
     ) -> None:
         self.model = model
-        planner = PlannerConfig(
-            horizon=config.horizon,
-            action_lb=env.action_lb,
-            action_ub=env.action_ub,
-            action_dim=env.action_dim,
-            n_sample=config.n_sample,
-            n_elite=config.n_elite,
-            n_iter=config.n_iter,
-            tau=None,
-        )
-        self.mpc = MPC(planner, 1, device=device, generator=generator)
+        self.config = config
+        self.lb = env.action_lb.to(device)
+        self.ub = env.action_ub.to(device)
+        self.generator = generator
+        self.midpoint = 0.5 * (self.lb + self.ub)
+        self.warm_start = self.midpoint.expand(1, config.horizon, env.action_dim).clone()
+        self.last_cost = torch.zeros(1)
 
     def reset(self) -> None:
-        self.mpc.reset()
+        self.warm_start = self.midpoint.expand_as(self.warm_start).clone()
 
     def act(self, belief: Belief) -> Tensor:
         with torch.no_grad():
-            return self.mpc.act(planning_cost(self.model, belief)).first_action
+            plan = full_plan(
+                self.model, self.config, belief, self.lb, self.ub, self.warm_start, self.generator
+            )
+        self.warm_start = shift_warm_start(plan.actions, self.midpoint)
+        self.last_cost = plan.cost
+        return plan.actions[:, 0]
 
 
-def latent_config(config: LatentConfig) -> LatentPlannerConfig:
-    return LatentPlannerConfig(
-        latent_dim=config.latent_dim,
-        n_sample=config.n_sample,
-        n_elite=config.n_elite,
-        n_iter=config.n_iter,
-        tau=config.tau,
-        init_std=config.init_std,
-        latent_bound=config.latent_bound,
-    )
+def latent_solve(
+    model: RSSM,
+    decoder: ActionDecoder,
+    config: LatentConfig,
+    belief: Belief,
+    generator: torch.Generator,
+) -> Solution:
+    """Eq. 8 for beliefs ``(B, ·)``: ``impl.dcem.dcem`` over the latent box
+    ``[−b, b]^m`` from its centre with ``σ₀ = init_std`` and ``config.solver``
+    whole, then the decoded plan and its cost. With ``τ > 0`` and grad enabled
+    the cost is differentiable in the decoder and the model through the
+    solve (Alg. 2, CTL-9); with hard selection the solve records no graph and
+    ``ẑ`` is a constant (min-differentiation, as ``impl.control.latent_plan``)."""
+    batch = belief.h.shape[0]
+    cost_fn = latent_planning_cost(model, belief, config)
+
+    def latent_cost(z: Tensor) -> Tensor:
+        return cost_fn(decoder(z))
+
+    init = torch.zeros(batch, config.latent_dim, device=belief.h.device)
+    bound = config.latent_bound
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not config.solver.hard):
+        result = dcem(
+            latent_cost,
+            init,
+            config.init_std,
+            lb=-bound,
+            ub=bound,
+            generator=generator,
+            **config.solver.as_kwargs(),
+        )
+    actions = decoder(result.x)
+    return Solution(actions, cost_fn(actions[:, None])[:, 0], result.x)
 
 
 def make_decoder(
@@ -106,15 +210,7 @@ def latent_action(
 ) -> Tensor:
     """Latent DCEM's first action ``(B, n_u)`` for beliefs ``(B, ·)``; differentiable
     in the decoder and the model when grad is enabled (τ > 0)."""
-    device = belief.h.device
-    return latent_plan(
-        planning_cost(model, belief),
-        decoder,
-        latent_config(config),
-        belief.h.shape[0],
-        device=device,
-        generator=generator,
-    ).first_action
+    return latent_solve(model, decoder, config, belief, generator).actions[:, 0]
 
 
 class LatentDCEM:
@@ -131,13 +227,16 @@ class LatentDCEM:
         self.decoder = decoder
         self.config = config
         self.generator = generator
+        self.last_cost = torch.zeros(1)
 
     def reset(self) -> None:
         """Latent DCEM starts every solve at the box's centre: nothing to reset."""
 
     def act(self, belief: Belief) -> Tensor:
         with torch.no_grad():
-            return latent_action(self.model, self.decoder, self.config, belief, self.generator)
+            plan = latent_solve(self.model, self.decoder, self.config, belief, self.generator)
+        self.last_cost = plan.cost
+        return plan.actions[:, 0]
 
 
 @dataclass(frozen=True)
@@ -153,6 +252,8 @@ class Episode:
         beliefs: the filter's beliefs before each action, ``h (L, deter)``, ``s (L, stoch)``.
         means: ``(L, n_u)`` the controller's outputs (before noise); zeros for random actions.
         plan_seconds: total planning time.
+        planned: ``(L,)`` the return the model predicted for each step's plan
+            over its ``H`` steps (minus its cost); zeros for random actions.
     """
 
     observations: Tensor
@@ -162,6 +263,7 @@ class Episode:
     beliefs: Belief
     means: Tensor
     plan_seconds: float
+    planned: Tensor
 
     @property
     def total_reward(self) -> float:
@@ -171,7 +273,7 @@ class Episode:
 def run_episode(
     env: DMCEnv,
     model: RSSM,
-    act: Act | None,
+    controller: Controller | None,
     *,
     noise: float,
     generator: torch.Generator,
@@ -183,7 +285,7 @@ def run_episode(
     Args:
         env: the environment (its random state decides the initial state).
         model: filters the observations into beliefs.
-        act: the controller; None takes uniform random actions (seed episodes).
+        controller: plans each action; None takes uniform random actions (seed episodes).
         noise: std of the Gaussian exploration noise added to the controller's
             action (then clipped to the bounds).
         generator: CPU generator of the random actions and the noise.
@@ -194,6 +296,7 @@ def run_episode(
     lb, ub = env.action_lb, env.action_ub
     observation = torch.as_tensor(env.reset())
     observations, actions, raws, rewards, hs, ss, means = [observation], [], [], [], [], [], []
+    planned: list[Tensor] = []
     plan_seconds = 0.0
     with torch.no_grad():
         belief = model.observe(None, None, observation.unsqueeze(0).to(device))
@@ -201,13 +304,15 @@ def run_episode(
     while not done:
         hs.append(belief.h[0].cpu())
         ss.append(belief.s[0].cpu())
-        if act is None:
+        if controller is None:
             mean = torch.zeros(env.action_dim)
+            planned.append(torch.zeros(()))
             action = lb + (ub - lb) * torch.rand(env.action_dim, generator=generator)
         else:
             start = time.perf_counter()
-            mean = act(belief)[0].detach().cpu()
+            mean = controller.act(belief)[0].detach().cpu()
             plan_seconds += time.perf_counter() - start
+            planned.append(-controller.last_cost.detach()[0].cpu())
             action = mean + noise * torch.randn(env.action_dim, generator=generator)
         raws.append(action)
         action = torch.maximum(torch.minimum(action, ub), lb)
@@ -233,4 +338,5 @@ def run_episode(
         Belief(torch.stack(hs), torch.stack(ss)),
         torch.stack(means),
         plan_seconds,
+        torch.stack(planned),
     )

@@ -48,12 +48,13 @@ class EpisodeBuffer:
         self.lengths = torch.cat((self.lengths, torch.tensor([length])))
 
     def sample(
-        self, batch: int, length: int, generator: torch.Generator
+        self, batch: int, length: int, generator: torch.Generator, first_episode: int = 0
     ) -> tuple[Tensor, Tensor, Tensor]:
         """``batch`` random windows: observations ``(B, T, obs_dim)``, actions
         ``(B, T, n_u)``, rewards ``(B, T)`` with ``T = length`` (window starts
-        uniform over all valid positions of all episodes)."""
+        uniform over all valid positions of the episodes from ``first_episode`` on)."""
         valid = (self.lengths - length + 1).clamp(min=0)
+        valid[:first_episode] = 0
         if int(valid.sum()) == 0:
             raise ValueError(f"no stored episode has {length} steps")
         episode = torch.multinomial(valid.double(), batch, replacement=True, generator=generator)
@@ -66,6 +67,32 @@ class EpisodeBuffer:
         step_index = (step_offset[episode] + start).unsqueeze(1) + window
         obs_index = (obs_offset[episode] + start).unsqueeze(1) + window
         return self.observations[obs_index], self.actions[step_index], self.rewards[step_index]
+
+    def sample_steps(self, batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``batch`` control steps drawn uniformly over all stored steps: episode
+        indices ``(B,)`` and the step ``t`` within each ``(B,)`` (``0 ≤ t < L``)."""
+        if self.steps == 0:
+            raise ValueError("the buffer holds no steps")
+        flat = torch.randint(self.steps, (batch,), generator=generator)
+        ends = torch.cumsum(self.lengths, 0)
+        episode = torch.searchsorted(ends, flat, right=True)
+        return episode, flat - (ends[episode] - self.lengths[episode])
+
+    def prefixes(self, episodes: Tensor, steps: Tensor) -> tuple[Tensor, Tensor]:
+        """The starts of episodes ``(B,)`` up to steps ``(B,)``: observations
+        ``(B, T + 1, obs_dim)`` ``o_0 … o_T`` and actions ``(B, T, n_u)``
+        ``a_0 … a_{T−1}`` with ``T = max(steps)``; a row past its own step repeats
+        its last entry (the caller reads row ``b`` at index ``steps[b]`` only)."""
+        length = int(steps.max())
+        step_offset = torch.cumsum(self.lengths, 0) - self.lengths
+        obs_offset = step_offset + torch.arange(self.episodes)
+        window = torch.arange(length + 1)
+        obs_index = obs_offset[episodes].unsqueeze(1) + torch.minimum(window, steps.unsqueeze(1))
+        last_action = (steps - 1).clamp(min=0).unsqueeze(1)
+        step_index = step_offset[episodes].unsqueeze(1) + torch.minimum(
+            window[:length], last_action
+        )
+        return self.observations[obs_index], self.actions[step_index]
 
     def state_dict(self) -> dict[str, Tensor]:
         return {

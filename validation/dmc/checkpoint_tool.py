@@ -1,4 +1,6 @@
-"""What the tools that measure a saved checkpoint share (``speed``, ``model_gap``).
+"""What the tools that measure a saved checkpoint share (``speed``, ``model_gap``),
+and ``python -m validation.dmc.checkpoint_tool export --run DIR --to STATE``, which
+writes a run's state into a folder to commit (``validation.dmc.state``).
 
 Each loads a checkpoint with the settings its run was trained with (the same
 ``--task``, ``--mode`` and ``--set`` overrides), measures something, and
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ import torch
 
 from validation.dmc.__main__ import apply_overrides
 from validation.dmc.config import TASKS, config_for
+from validation.dmc.state import export_run
 from validation.dmc.train import Session
 
 
@@ -50,3 +54,35 @@ def emit(result: dict[str, Any], out: Path | None) -> None:
     if out is not None:
         out.write_text(text + "\n", encoding="utf-8")
     print(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m validation.dmc.checkpoint_tool export --run DIR --to STATE``."""
+    cli = argparse.ArgumentParser(
+        prog="python -m validation.dmc.checkpoint_tool",
+        description="Export a run's latest state compactly (validation.dmc.state), to be "
+        "committed and resumed with python -m validation.dmc --resume-from STATE.",
+    )
+    commands = cli.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="write a run's state into a folder")
+    export.add_argument("--run", type=Path, required=True, help="the run directory (--out)")
+    export.add_argument(
+        "--to",
+        type=Path,
+        required=True,
+        help="e.g. validation/results/dmc/cheetah.run/short/state (replaced)",
+    )
+    args = cli.parse_args(argv)
+    try:
+        written = export_run(args.run, args.to)
+    except ValueError as error:
+        cli.error(str(error))
+    total = sum(path.stat().st_size for path in written)
+    for path in written:
+        print(f"{path.stat().st_size / 1e6:8.2f} MB  {path}")
+    print(f"{total / 1e6:8.2f} MB in all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

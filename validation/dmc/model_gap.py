@@ -17,8 +17,8 @@ especially bad regions in the model"), and the reason latent DCEM must be
 trained online while the model keeps learning from its episodes.
 
 ``--decoder-updates U`` first runs ``U`` offline steps of Alg. 2 on the
-checkpoint's model (initial states from the replay buffer's posterior, as in
-phase 2, but with no environment steps and no model updates), to separate
+checkpoint's model (initial states as in phase 2, ``latent.start_states``,
+but with no environment steps and no model updates), to separate
 "the decoder has not learned yet" from "the decoder learned to exploit the
 model". Prints and optionally writes JSON.
 """
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for _ in range(args.episodes):
             controller.reset()
-            episode = session.play(controller.act, noise=0.0, evaluation=True)
+            episode = session.play(controller, noise=0.0, evaluation=True)
             rows.append(
                 {
                     "real": float(episode.rewards[:-1].sum()),

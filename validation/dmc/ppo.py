@@ -56,8 +56,9 @@ def tuned_parameters(model: RSSM, decoder: ActionDecoder, config: PPOConfig) -> 
     params: list[nn.Parameter] = []
     if config.tune_decoder:
         params += list(decoder.parameters())
-    if config.tune_reward:
+    if config.tune_reward:  # every head of a reward ensemble
         params += list(model.reward_model.parameters())
+        params += list(model.extra_reward_models.parameters())
     if config.tune_transition:
         for module in (model.pre_gru, model.gru, model.prior_net):
             params += list(module.parameters())

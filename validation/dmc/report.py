@@ -1,16 +1,30 @@
-"""Metrics CSVs, figures (learning curves; a box plot like Fig. 4) and the claims."""
+"""Metrics CSVs, figures (learning curves; a box plot like Fig. 4; the per-episode
+diagnostics of ``validation.dmc.diagnostics``) and the claims.
+
+``python -m validation.dmc.report --run DIR`` writes ``metrics.csv`` and the
+learning-curve and diagnostics figures of a run still in progress (from its
+finished phases and the checkpoint of the current one), e.g. before its
+state is exported and committed.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import statistics
+import sys
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from validation.dmc.config import (
     LATENT_RATIO_TARGET,
     PAPER_CEM,
     SAMPLE_RATIO_PAPER,
     SPEED_RATIO_TARGET,
+    TASKS,
     DMCConfig,
 )
 from validation.harness import Claim, RunDirectory, at_least, at_most
@@ -92,7 +106,7 @@ def claims(config: DMCConfig, mode: str, results: dict[int, dict[str, Any]]) -> 
                 LATENT_RATIO_TARGET,
             )
         )
-        c, lat = config.cem, config.latent
+        c, lat = config.cem.solver, config.latent.solver
         out.append(
             at_least(
                 "trajectories_ratio",
@@ -107,8 +121,9 @@ def claims(config: DMCConfig, mode: str, results: dict[int, dict[str, Any]]) -> 
         out.append(
             at_least(
                 "planning_speedup",
-                f"planning time per control step, full CEM at the paper's N={PAPER_CEM.n_sample}, "
-                f"T={PAPER_CEM.n_iter} / latent DCEM, same model and device",
+                "planning time per control step, full CEM at the paper's "
+                f"N={PAPER_CEM.solver.n_sample}, T={PAPER_CEM.solver.n_iter} / latent DCEM, "
+                "same model and device",
                 "≈ 10× fewer samples (sect. 5.2.2)",
                 speed["full_cem_paper_ms"] / speed["latent_dcem_ms"],
                 SPEED_RATIO_TARGET,
@@ -167,20 +182,85 @@ def write_outputs(run: RunDirectory, config: DMCConfig, results: dict[int, dict[
             ],
         )
     _figures(run, config, results, eval_rows)
+    diagnostics_figure(run, config.task, last["metrics"])
 
 
-def _figures(
-    run: RunDirectory,
-    config: DMCConfig,
-    results: dict[int, dict[str, Any]],
-    eval_rows: list[dict[str, Any]],
-) -> None:
+OPEN_LOOP_COLUMNS = [f"open_loop_err_{k}" for k in range(1, 13)]
+
+
+def diagnostics_figure(run: RunDirectory, task: str, rows: list[dict[str, Any]]) -> None:
+    """``diagnostics.png``: per episode, the real return beside the model's return
+    along it and the return its plans predicted; mean |action|; the decoder's
+    spread over the latent box; the k-step open-loop reward error of the
+    held-out (evaluation) episodes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = results[max(results)]["metrics"]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    ax_ret, ax_act, ax_spread, ax_open = axes.ravel()
+    for kind, marker in (("train", "."), ("eval", "o")):
+        picked = [r for r in rows if str(r["kind"]).startswith(kind) and "model_return" in r]
+        if not picked:
+            continue
+        steps = [r["env_steps"] for r in picked]
+        ax_ret.plot(steps, [r["reward"] for r in picked], marker, color="k", label=f"real ({kind})")
+        ax_ret.plot(
+            steps,
+            [r["model_return"] for r in picked],
+            marker,
+            color="tab:blue",
+            alpha=0.6,
+            label=f"model along the episode ({kind})",
+        )
+        ax_ret.plot(
+            steps,
+            [r["planned_return"] for r in picked],
+            marker,
+            color="tab:red",
+            alpha=0.6,
+            label=f"predicted by the plans ({kind})",
+        )
+        ax_act.plot(steps, [r["mean_abs_action"] for r in picked], marker, label=kind)
+        ax_spread.plot(steps, [r["decoder_spread"] for r in picked], marker, label=kind)
+    ax_ret.set_ylabel("episode return")
+    ax_ret.legend(fontsize=6)
+    ax_act.set_ylabel("mean |action| (controller, before noise)")
+    ax_act.legend(fontsize=7)
+    ax_spread.set_ylabel("decoded-plan std over the latent box")
+    ax_spread.set_xlabel("environment steps")
+    ax_spread.legend(fontsize=7)
+    held_out = [r for r in rows if str(r["kind"]).startswith("eval") and OPEN_LOOP_COLUMNS[0] in r]
+    if held_out:
+        cmap = plt.get_cmap("viridis")
+        top = max(r["env_steps"] for r in held_out) or 1
+        for r in held_out:
+            ks = [k for k, col in enumerate(OPEN_LOOP_COLUMNS, 1) if col in r]
+            ax_open.plot(
+                ks,
+                [r[f"open_loop_err_{k}"] for k in ks],
+                color=cmap(r["env_steps"] / top),
+                label=f"{r['env_steps']} steps, phase {r['phase']}",
+            )
+        ax_open.legend(fontsize=5, ncol=2)
+    ax_open.set_xlabel("k (open-loop steps)")
+    ax_open.set_ylabel("mean |reward error| (held-out episodes)")
+    fig.suptitle(f"{task}: diagnostics per episode")
+    fig.tight_layout()
+    fig.savefig(run.figure_path("diagnostics"), dpi=120)
+    plt.close(fig)
+
+
+def learning_curves(
+    run: RunDirectory, task: str, random_reward: float, rows: list[dict[str, Any]]
+) -> None:
+    """``learning_curves.png``: episode rewards and the model loss over environment steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, (ax_r, ax_l) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
     colors = {1: "tab:blue", 2: "tab:orange", 3: "tab:green"}
     for phase in (1, 2, 3):
@@ -211,21 +291,40 @@ def _figures(
                 color=colors[phase],
                 label=f"phase {phase} model loss",
             )
-    ax_r.axhline(config.spec.random_reward, color="gray", ls=":", label="random policy")
+    ax_r.axhline(random_reward, color="gray", ls=":", label="random policy")
     ax_r.set_ylabel("episode reward")
     ax_r.legend(fontsize=7)
     ax_l.set_ylabel("negative bound")
     ax_l.set_xlabel("environment steps")
     ax_l.set_yscale("symlog")
     ax_l.legend(fontsize=7)
-    fig.suptitle(f"{config.task}: learning curves")
+    fig.suptitle(f"{task}: learning curves")
     fig.tight_layout()
     fig.savefig(run.figure_path("learning_curves"), dpi=120)
     plt.close(fig)
 
-    labels = ["full_cem", "latent_dcem", "latent_dcem+ppo"]
-    paper = [config.spec.paper_full, config.spec.paper_latent, config.spec.paper_ppo]
-    phase_of = {"full_cem": 2, "latent_dcem": 2, "latent_dcem+ppo": 3}
+
+def _figures(
+    run: RunDirectory,
+    config: DMCConfig,
+    results: dict[int, dict[str, Any]],
+    eval_rows: list[dict[str, Any]],
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    learning_curves(run, config.task, config.spec.random_reward, results[max(results)]["metrics"])
+
+    labels = ["full_cem", "full_cem_paper", "latent_dcem", "latent_dcem+ppo"]
+    paper = [
+        config.spec.paper_full,
+        config.spec.paper_full,
+        config.spec.paper_latent,
+        config.spec.paper_ppo,
+    ]
+    phase_of = {"full_cem": 2, "full_cem_paper": 2, "latent_dcem": 2, "latent_dcem+ppo": 3}
     data = []
     for label in labels:
         picked = [
@@ -240,8 +339,17 @@ def _figures(
     shown = [i for i, d in enumerate(data) if d]
     if shown:
         ax_b.boxplot([data[i] for i in shown], positions=[i + 1 for i in shown])
-    ax_b.plot(range(1, 4), paper, "r_", markersize=20, label="paper median (Fig. 4)")
-    ax_b.set_xticks(range(1, 4), ["full CEM", "latent DCEM", "latent DCEM\n+ PPO"])
+    ax_b.plot(range(1, 5), paper, "r_", markersize=20, label="paper median (Fig. 4)")
+    ax_b.set_xticks(
+        range(1, 5),
+        [
+            f"full CEM\n(N={config.cem.solver.n_sample})",
+            "full CEM\n(N=1000)",
+            "latent DCEM",
+            "latent DCEM\n+ PPO",
+        ],
+        fontsize=7,
+    )
     ax_b.set_ylabel("eval episode reward")
     ax_b.legend(fontsize=7)
     ax_b.set_title(f"{config.task}: evaluation ({config.eval_episodes} episodes each)")
@@ -256,3 +364,43 @@ def _figures(
     fig.tight_layout()
     fig.savefig(run.figure_path("eval_boxplot"), dpi=120)
     plt.close(fig)
+
+
+def write_in_progress(root: Path) -> Path:
+    """``metrics.csv``, ``learning_curves.png`` and ``diagnostics.png`` of the run
+    in ``root`` as it stands: the metrics of the checkpoint of the phase in
+    progress, or of the last finished phase; returns ``metrics.csv``."""
+    record = json.loads((root / "config.json").read_text(encoding="utf-8"))
+    task = record["config"]["task"]
+    rows: list[dict[str, Any]] = []
+    for phase in (1, 2, 3):
+        current = root / "checkpoints" / f"phase{phase}.pt"
+        finished = root / "jobs" / f"phase{phase}.json"
+        if current.exists():
+            state = torch.load(current, map_location="cpu", weights_only=True)
+            rows = state["metrics"]
+        elif finished.exists():
+            rows = json.loads(finished.read_text(encoding="utf-8"))["metrics"]
+    if not rows:
+        raise ValueError(f"{root} has no metrics yet")
+    run = RunDirectory.attach(root)
+    path = run.write_csv("metrics", rows)
+    learning_curves(run, task, TASKS[task].random_reward, rows)
+    diagnostics_figure(run, task, rows)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m validation.dmc.report --run DIR``: the outputs of a run in progress."""
+    parser = argparse.ArgumentParser(prog="python -m validation.dmc.report", description=__doc__)
+    parser.add_argument("--run", type=Path, required=True, help="the run directory (--out)")
+    args = parser.parse_args(argv)
+    try:
+        print(write_in_progress(args.run))
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,12 +5,16 @@ PlaNet's RSSM without a pixel decoder:
 - deterministic path  ``h_t = GRU(h_{t−1}, MLP([s_{t−1}, a_{t−1}]))`` (200 units);
 - stochastic state    prior ``p(s_t | h_t)``, posterior ``q(s_t | h_t, e(o_t))``,
   diagonal Gaussians with a predicted mean and std (floored at ``min_std``);
-- observation model   ``p(o_t | h_t, s_t) = N(μ, I)``;
+- observation model   ``p(ô_t | h_t, s_t) = N(μ, I)`` on the standardized
+  observation ``ô_t = (o_t − m) / d`` (``m``, ``d`` from the seed episodes,
+  ``ModelConfig.normalize_obs``; ``m = 0, d = 1`` without it); the encoder
+  reads ``ô_t`` too;
 - reward model        ``p(r_{t−1} | h_t, s_t) = N(μ, 1)`` (the reward of the
   action that led into state ``t``);
 - every other function a 2-layer 200-unit ReLU MLP (App. E).
 
-Trained on the multi-step variational bound (PlaNet eq. 6) with free nats.
+Trained on the multi-step variational bound (PlaNet eq. 6) with free nats
+and the reward NLL weighted by ``reward_scale`` (PlaNet: 10).
 Planning imagines with the prior means, one batched call per horizon step
 for all candidates.
 """
@@ -58,10 +62,19 @@ class Losses:
 
 
 class RSSM(nn.Module):
-    """Proprioceptive RSSM (App. E) for ``obs_dim`` observations and ``action_dim`` actions."""
+    """Proprioceptive RSSM (App. E) for ``obs_dim`` observations and ``action_dim`` actions.
+
+    ``obs_mean``/``obs_scale`` ``(obs_dim,)`` standardize the observations
+    (buffers: saved with the weights; 0 and 1 until ``set_normalization``).
+    """
+
+    obs_mean: Tensor
+    obs_scale: Tensor
 
     def __init__(self, obs_dim: int, action_dim: int, config: ModelConfig) -> None:
         super().__init__()
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_scale", torch.ones(obs_dim))
         self.config = config
         c = config
         self.encoder = mlp(obs_dim, c.hidden, c.embed)
@@ -71,8 +84,23 @@ class RSSM(nn.Module):
         self.posterior_net = mlp(c.deter + c.embed, c.hidden, 2 * c.stoch)
         self.observation_model = mlp(c.deter + c.stoch, c.hidden, obs_dim)
         self.reward_model = mlp(c.deter + c.stoch, c.hidden, 1)
+        self.extra_reward_models = nn.ModuleList(
+            mlp(c.deter + c.stoch, c.hidden, 1) for _ in range(c.reward_heads - 1)
+        )
+        """The other heads of the reward ensemble (``reward_heads > 1``; none by default)."""
 
     # -- pieces ------------------------------------------------------------
+
+    def set_normalization(self, observations: Tensor) -> None:
+        """Standardize with the mean and std of ``observations (n, obs_dim)``,
+        the std floored at ``config.obs_std_floor``."""
+        with torch.no_grad():
+            self.obs_mean.copy_(observations.mean(0))
+            self.obs_scale.copy_(observations.std(0).clamp(min=self.config.obs_std_floor))
+
+    def standardize(self, observations: Tensor) -> Tensor:
+        """``ô = (o − m) / d`` for ``(…, obs_dim)``."""
+        return (observations - self.obs_mean) / self.obs_scale
 
     def _gaussian(self, out: Tensor) -> tuple[Tensor, Tensor]:
         mean, raw = out.chunk(2, dim=-1)
@@ -92,9 +120,26 @@ class RSSM(nn.Module):
         return self._gaussian(self.posterior_net(torch.cat((h, embed), -1)))
 
     def reward(self, belief: Belief) -> Tensor:
-        """Predicted reward of the step that led into ``belief``: ``(…)``."""
+        """Predicted reward of the step that led into ``belief``: ``(…)`` (the
+        ensemble's mean with ``reward_heads > 1``)."""
+        if len(self.extra_reward_models) > 0:
+            return self.reward_heads(belief).mean(0)
         out: Tensor = self.reward_model(torch.cat((belief.h, belief.s), -1))
         return out.squeeze(-1)
+
+    def reward_heads(self, belief: Belief) -> Tensor:
+        """Every head's predicted reward: ``(reward_heads, …)``."""
+        features = torch.cat((belief.h, belief.s), -1)
+        heads = [self.reward_model, *self.extra_reward_models]
+        return torch.stack([head(features).squeeze(-1) for head in heads])
+
+    def pessimistic_reward(self, belief: Belief, pessimism: float) -> Tensor:
+        """``mean − pessimism · std`` over the reward heads ``(…)``; the mean
+        alone (``reward``) with one head or ``pessimism`` 0."""
+        if pessimism == 0 or len(self.extra_reward_models) == 0:
+            return self.reward(belief)
+        heads = self.reward_heads(belief)
+        return heads.mean(0) - pessimism * heads.std(0)
 
     def initial(self, batch: int, device: torch.device) -> Belief:
         return Belief(
@@ -116,10 +161,13 @@ class RSSM(nn.Module):
             generator: the posterior samples' noise.
 
         Returns:
-            ``Losses`` with ``total = obs NLL + reward NLL + max(KL, free_nats)``,
-            each term summed over its dimensions and averaged over batch and time.
+            ``Losses`` with ``total = obs NLL + reward_scale · reward NLL +
+            max(KL, free_nats)``, each term summed over its dimensions and
+            averaged over batch and time (the NLL of the standardized
+            observations; ``Losses.reward`` is the unweighted reward NLL).
         """
         batch, length, _ = observations.shape
+        observations = self.standardize(observations)
         embed = self.encoder(observations)
         belief = self.initial(batch, observations.device)
         hs, ss, kls = [], [], []
@@ -141,10 +189,15 @@ class RSSM(nn.Module):
         states = Belief(torch.stack(hs, 1), torch.stack(ss, 1))
         features = torch.cat((states.h, states.s), -1)
         obs_nll = 0.5 * ((self.observation_model(features) - observations) ** 2).sum(-1).mean()
-        predicted = self.reward_model(features[:, 1:]).squeeze(-1)
-        reward_nll = 0.5 * ((predicted - rewards[:, :-1]) ** 2).mean()
+        if len(self.extra_reward_models) > 0:  # each head on its own NLL, averaged
+            heads = self.reward_heads(Belief(states.h[:, 1:], states.s[:, 1:]))
+            reward_nll = 0.5 * ((heads - rewards[:, :-1]) ** 2).mean()
+        else:
+            predicted = self.reward_model(features[:, 1:]).squeeze(-1)
+            reward_nll = 0.5 * ((predicted - rewards[:, :-1]) ** 2).mean()
         kl_term = torch.stack(kls, 1).clamp(min=self.config.free_nats).mean()
-        return Losses(obs_nll + reward_nll + kl_term, obs_nll, reward_nll, kl_term, states)
+        total = obs_nll + self.config.reward_scale * reward_nll + kl_term
+        return Losses(total, obs_nll, reward_nll, kl_term, states)
 
     # -- filtering and planning ----------------------------------------------
 
@@ -157,15 +210,41 @@ class RSSM(nn.Module):
             h = self.initial(observation.shape[0], observation.device).h
         else:
             h = self.transition(belief, action)
-        mean, _ = self.posterior(h, self.encoder(observation))
+        mean, _ = self.posterior(h, self.encoder(self.standardize(observation)))
         return Belief(h, mean)
 
-    def imagine_return(self, belief: Belief, actions: Tensor) -> Tensor:
+    def filter(self, observations: Tensor, actions: Tensor) -> Belief:
+        """The controller's beliefs along whole sequences: ``observe`` from a
+        fresh start over ``observations (B, T, obs_dim)`` and ``actions
+        (B, T − 1, n_u)``; returns ``h (B, T, deter)``, ``s (B, T, stoch)``,
+        the belief after observing ``o_t`` at index ``t``."""
+        belief = self.observe(None, None, observations[:, 0])
+        hs, ss = [belief.h], [belief.s]
+        for t in range(1, observations.shape[1]):
+            belief = self.observe(belief, actions[:, t - 1], observations[:, t])
+            hs.append(belief.h)
+            ss.append(belief.s)
+        return Belief(torch.stack(hs, 1), torch.stack(ss, 1))
+
+    def open_loop_rewards(self, belief: Belief, actions: Tensor) -> Tensor:
+        """Predicted rewards of the real actions ``(B, K, n_u)`` from ``belief
+        (B, ·)``, open loop under the prior means: ``(B, K)``, entry ``k`` the
+        reward of the ``k+1``-th action (what ``imagine_return`` sums)."""
+        state, out = belief, []
+        for k in range(actions.shape[1]):
+            h = self.transition(state, actions[:, k])
+            s, _ = self.prior(h)
+            state = Belief(h, s)
+            out.append(self.reward(state))
+        return torch.stack(out, 1)
+
+    def imagine_return(self, belief: Belief, actions: Tensor, pessimism: float = 0.0) -> Tensor:
         """Predicted return of candidate action sequences from ``belief`` ``(B, ·)``.
 
         ``actions (B, N, H, n_u)`` → ``(B, N)`` the sum of predicted rewards
         over ``H`` steps under the prior means; one batched model call over
-        all ``B·N`` candidates per horizon step.
+        all ``B·N`` candidates per horizon step. ``pessimism`` ``β``: each
+        step's reward is ``mean − β · std`` over the reward heads.
         """
         batch, n_cand, horizon, _ = actions.shape
         state = Belief(
@@ -177,5 +256,5 @@ class RSSM(nn.Module):
             h = self.transition(state, actions[:, :, t])
             s, _ = self.prior(h)
             state = Belief(h, s)
-            total = total + self.reward(state)
+            total = total + self.pessimistic_reward(state, pessimism)
         return total

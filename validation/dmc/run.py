@@ -13,8 +13,18 @@ from validation.dmc.config import DMCConfig
 from validation.dmc.train import Session
 from validation.harness import RunDirectory, progress
 
-PHASE_CONTROLLERS = {1: ("full_cem",), 2: ("full_cem", "latent_dcem"), 3: ("latent_dcem",)}
-"""The noise-free evaluations at the end of each phase (Fig. 4 compares them)."""
+PHASE_CONTROLLERS = {
+    1: ("full_cem",),
+    2: ("full_cem", "latent_dcem", "full_cem_paper"),
+    3: ("latent_dcem",),
+}
+"""The noise-free evaluations at the end of each phase (Fig. 4 compares them), all on
+the phase's final model; ``full_cem_paper`` is full CEM at the paper's size."""
+
+
+def eval_episodes(config: DMCConfig, name: str) -> int:
+    """Final evaluation episodes of controller ``name``."""
+    return config.paper_cem_eval_episodes if name == "full_cem_paper" else config.eval_episodes
 
 
 @dataclass
@@ -53,7 +63,11 @@ def open_session(
                 f"phase {phase} starts from phase {phase - 1}'s final checkpoint, and {source} "
                 f"does not exist: run --phase {phase - 1} first, or pass --from-checkpoint"
             )
-        session.load_state_dict(torch.load(source, map_location="cpu", weights_only=True))
+        previous = torch.load(source, map_location="cpu", weights_only=True)
+        if previous.get("compact", False):
+            session.load_compact(previous)
+        else:
+            session.load_state_dict(previous)
     session.start_phase(phase)
     return session
 
@@ -103,18 +117,21 @@ def run_phase(session: Session, run: RunDirectory, phase: int, budget: EpisodeBu
                     + " ".join(f"{k}={v}" for k, v in _shown(new).items())
                 )
     for name in PHASE_CONTROLLERS[phase]:
+        wanted = eval_episodes(config, name)
+        if wanted == 0:
+            continue
         rewards = c.evals.setdefault(name, [])
-        while len(rewards) < config.eval_episodes:
+        while len(rewards) < wanted:
             if not budget.take():
                 return False
             controller = session.controller(name)
             controller.reset()
-            rewards.append(session.play(controller.act, noise=0.0, evaluation=True).total_reward)
+            rewards.append(session.play(controller, noise=0.0, evaluation=True).total_reward)
             session.tick()
             run.save_checkpoint(job, session.state_dict())
             run.log(
                 f"{config.task} phase {phase} final eval {name} "
-                f"{len(rewards)}/{config.eval_episodes}: reward={rewards[-1]:.3g}"
+                f"{len(rewards)}/{wanted}: reward={rewards[-1]:.3g}"
             )
     speed = session.speed() if phase == 2 else {}
     session.tick()

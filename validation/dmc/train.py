@@ -26,29 +26,47 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from impl.control import latent_plan
 from validation.dmc.agent import (
+    Controller,
     Episode,
     FullCEM,
     LatentDCEM,
-    latent_config,
+    latent_solve,
     make_decoder,
-    planning_cost,
     run_episode,
 )
 from validation.dmc.buffer import EpisodeBuffer
 from validation.dmc.config import PAPER_CEM, CEMConfig, DMCConfig
+from validation.dmc.diagnostics import episode_diagnostics, held_out_diagnostics
 from validation.dmc.envs import DMCEnv
 from validation.dmc.ppo import ValueNet, ppo_update, tuned_parameters
 from validation.dmc.rssm import RSSM, Belief
+from validation.dmc.state import expand
 
 EVAL_SEED_OFFSET = 10_000
 """The evaluation environment's seed is the run's seed plus this (its own episode stream)."""
 
-CONTROLLERS = ("full_cem", "latent_dcem")
-"""Names of the two controllers on the learned model."""
+CONTROLLERS = ("full_cem", "full_cem_paper", "latent_dcem")
+"""Names of the controllers on the learned model: full CEM at the run's size
+and at the paper's (``PAPER_CEM``), and latent DCEM."""
+
+REINIT_SEED_OFFSET = 3
+"""The model re-initialized at phase 2 (``latent.reinit_model``) draws its
+weights from ``torch.manual_seed(seed + this)``."""
 
 Row = dict[str, float | int | str]
+
+
+OPEN_LOOP_STEPS = 12
+"""The k-step open-loop reward error is measured for k = 1 … this (= App. E's H)."""
+
+
+def warmed_up_lr(lr: float, warmup: int, update: int) -> float:
+    """The learning rate of the ``update``-th update (from 0): ``lr · min(1, (update + 1) /
+    warmup)``, PlaNet's linear warm-up; ``lr`` when ``warmup`` is 0."""
+    if warmup <= 0:
+        return lr
+    return lr * min(1.0, (update + 1) / warmup)
 
 
 def updates_due(step: int, n_updates: int, length: int) -> int:
@@ -71,6 +89,8 @@ class Counters:
     train_seconds: float = 0.0
     """Wall time of the phase's training loop (set when it ends; evaluations excluded)."""
     evals: dict[str, list[float]] = field(default_factory=dict)
+    model_updates: int = 0
+    """Model updates since the model's initialization (the learning-rate warm-up's clock)."""
 
 
 class Session:
@@ -133,6 +153,7 @@ class Session:
                 "ppo_iterations": c.ppo_iterations,
                 "train_seconds": c.train_seconds,
                 "evals": {k: list(v) for k, v in c.evals.items()},
+                "model_updates": c.model_updates,
             },
             "metrics": [dict(row) for row in self.metrics],
             "rollout": [_episode_state(episode) for episode in self.rollout],
@@ -153,20 +174,20 @@ class Session:
         self.dev_gen.set_state(state["dev_gen"])
         self.env.set_rng_state(state["env_rng"])
         self.eval_env.set_rng_state(state["eval_env_rng"])
-        c = state["counters"]
-        self.counters = Counters(
-            c["phase"],
-            c["episodes"],
-            c["env_steps"],
-            c["phase_episodes"],
-            c["phase_env_steps"],
-            c["phase_seconds"],
-            c["ppo_iterations"],
-            c["train_seconds"],
-            {k: list(v) for k, v in c["evals"].items()},
-        )
+        self.counters = _counters(state["counters"])
         self.metrics = [dict(row) for row in state["metrics"]]
         self.rollout = [_episode_from_state(item) for item in state["rollout"]]
+
+    def load_compact(self, state: dict[str, Any]) -> None:
+        """Start from a compact phase boundary (``validation.dmc.state.compact``):
+        the model, decoder, buffer, counters and metrics; fresh optimizers and
+        this session's own generators (not an exact resume)."""
+        state = expand(state)
+        self.model.load_state_dict(state["model"])
+        self.decoder.load_state_dict(state["decoder"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.counters = _counters(state["counters"])
+        self.metrics = [dict(row) for row in state["metrics"]]
 
     def tick(self) -> None:
         """Add the wall time since the last tick to the phase's seconds."""
@@ -175,25 +196,46 @@ class Session:
         self._clock = now
 
     def start_phase(self, phase: int) -> None:
-        """Reset the per-phase counters (the models, buffer and metrics carry over)."""
+        """Reset the per-phase counters (the models, buffer and metrics carry over);
+        at phase 2 with ``latent.reinit_model``, a freshly initialized model and
+        optimizer (the observation standardization and the buffer are kept)."""
         c = self.counters
         c.phase, c.phase_episodes, c.phase_env_steps, c.phase_seconds = phase, 0, 0, 0.0
         c.ppo_iterations, c.train_seconds, c.evals = 0, 0.0, {}
         self.rollout = []
+        if phase == 2 and self.config.latent.reinit_model:
+            self._reinitialize_model()
+            c.model_updates = 0
         self._clock = time.perf_counter()
+
+    def _reinitialize_model(self) -> None:
+        m = self.config.model
+        torch.manual_seed(self.config.seed + REINIT_SEED_OFFSET)
+        fresh = RSSM(self.env.obs_dim, self.env.action_dim, m).to(self.device)
+        with torch.no_grad():
+            fresh.obs_mean.copy_(self.model.obs_mean)
+            fresh.obs_scale.copy_(self.model.obs_scale)
+        # the same module object keeps the PPO optimizer's parameter references valid
+        self.model.load_state_dict(fresh.state_dict())
+        self.model_opt = torch.optim.Adam(self.model.parameters(), lr=m.lr, eps=m.eps)
 
     # -- learning ------------------------------------------------------------
 
     def model_update(self) -> dict[str, float]:
-        """One step on the variational bound (App. E) from a 50 × 50 batch of sequences."""
-        m = self.config.model
-        obs, actions, rewards = self.buffer.sample(m.batch, m.seq_len, self.cpu_gen)
+        """One step on the variational bound (App. E) from a 50 × 50 batch of
+        sequences, at the warmed-up learning rate ``lr · min(1, (n + 1) / lr_warmup)``
+        for the ``n``-th update (PlaNet's linear warm-up)."""
+        m, c = self.config.model, self.counters
+        obs, actions, rewards = self._model_batch()
         d = self.device
         losses = self.model.loss(obs.to(d), actions.to(d), rewards.to(d), self.dev_gen)
         self.model_opt.zero_grad(set_to_none=True)
         losses.total.backward()  # type: ignore[no-untyped-call]
         nn.utils.clip_grad_norm_(self.model.parameters(), m.grad_clip)
+        for group in self.model_opt.param_groups:
+            group["lr"] = warmed_up_lr(m.lr, m.lr_warmup, c.model_updates)
         self.model_opt.step()
+        c.model_updates += 1
         self._last_states = Belief(losses.states.h.detach(), losses.states.s.detach())
         return {
             "model_loss": float(losses.total.detach()),
@@ -202,9 +244,63 @@ class Session:
             "kl": float(losses.kl.detach()),
         }
 
+    def _model_batch(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The sequences of a model update: uniform over the buffer, but in phase 2
+        with ``latent.phase2_batch_share`` ``ρ > 0``, ``round(ρ · batch)`` of them
+        from the episodes collected in phase 2 (once there is one)."""
+        m, c = self.config.model, self.counters
+        share = self.config.latent.phase2_batch_share
+        recent = round(share * m.batch) if c.phase == 2 and c.phase_episodes > 0 else 0
+        if recent == 0:
+            return self.buffer.sample(m.batch, m.seq_len, self.cpu_gen)
+        first = self.buffer.episodes - c.phase_episodes
+        parts = [self.buffer.sample(recent, m.seq_len, self.cpu_gen, first_episode=first)]
+        if recent < m.batch:
+            parts.append(self.buffer.sample(m.batch - recent, m.seq_len, self.cpu_gen))
+        obs, actions, rewards = zip(*parts, strict=True)
+        return torch.cat(obs), torch.cat(actions), torch.cat(rewards)
+
     def decoder_update(self) -> float:
-        """Alg. 2: latent DCEM from posterior states of the model's batch, then a
-        gradient step on the decoder through DCEM; returns the mean planned cost."""
+        """Alg. 2: latent DCEM from ``latent.batch`` initial states, then a
+        gradient step on the decoder through DCEM; returns the mean planned cost.
+
+        The initial states are the controller's own beliefs
+        (``latent.start_states = "filtered"``, see ``filtered_starts``) or, as
+        Alg. 2 is written, posterior samples of the model's last training batch.
+        """
+        batch = self.config.latent.batch
+        if self.config.latent.start_states == "filtered":
+            belief = self.filtered_starts(batch)
+        else:
+            belief = self._posterior_starts(batch)
+        cost = latent_solve(
+            self.model, self.decoder, self.config.latent, belief, self.dev_gen
+        ).cost.mean()
+        params = list(self.decoder.parameters())
+        grads = torch.autograd.grad(cost, params)
+        for param, grad in zip(params, grads, strict=True):
+            param.grad = grad
+        nn.utils.clip_grad_norm_(params, self.config.latent.grad_clip)
+        self.decoder_opt.step()
+        self.decoder_opt.zero_grad(set_to_none=True)
+        return float(cost.detach())
+
+    def filtered_starts(self, batch: int) -> Belief:
+        """``batch`` beliefs ``(batch, ·)`` as the controller sees them: stored
+        episodes and a step ``t`` in each drawn uniformly, the episode filtered
+        from its start to ``o_t`` by ``RSSM.observe`` (posterior means) under
+        the current model, no graph."""
+        episodes, steps = self.buffer.sample_steps(batch, self.cpu_gen)
+        obs, actions = self.buffer.prefixes(episodes, steps)
+        d = self.device
+        with torch.no_grad():
+            beliefs = self.model.filter(obs.to(d), actions.to(d))
+        index = steps.to(d)
+        rows = torch.arange(batch, device=d)
+        return Belief(beliefs.h[rows, index], beliefs.s[rows, index])
+
+    def _posterior_starts(self, batch: int) -> Belief:
+        """Posterior samples of the model's last training batch (Alg. 2 as written)."""
         states = self._last_states
         if states is None:
             m = self.config.model
@@ -216,38 +312,23 @@ class Session:
                 ).states
         h = states.h.reshape(-1, states.h.shape[-1])
         s = states.s.reshape(-1, states.s.shape[-1])
-        batch = self.config.latent.batch
         index = torch.randint(h.shape[0], (batch,), generator=self.cpu_gen).to(self.device)
-        belief = Belief(h[index], s[index])
-        cost = latent_plan(
-            planning_cost(self.model, belief),
-            self.decoder,
-            latent_config(self.config.latent),
-            batch,
-            device=self.device,
-            generator=self.dev_gen,
-        ).cost.mean()
-        params = list(self.decoder.parameters())
-        grads = torch.autograd.grad(cost, params)
-        for param, grad in zip(params, grads, strict=True):
-            param.grad = grad
-        nn.utils.clip_grad_norm_(params, self.config.latent.grad_clip)
-        self.decoder_opt.step()
-        self.decoder_opt.zero_grad(set_to_none=True)
-        return float(cost.detach())
+        return Belief(h[index], s[index])
 
     # -- controllers -----------------------------------------------------------
 
     def controller(self, name: str, cem: CEMConfig | None = None) -> FullCEM | LatentDCEM:
         if name == "full_cem":
             return FullCEM(self.model, cem or self.config.cem, self.env, self.device, self.dev_gen)
+        if name == "full_cem_paper":
+            return FullCEM(self.model, PAPER_CEM, self.env, self.device, self.dev_gen)
         if name == "latent_dcem":
             return LatentDCEM(self.model, self.decoder, self.config.latent, self.dev_gen)
         raise ValueError(f"unknown controller {name!r}")
 
     def play(
         self,
-        act: Callable[[Belief], Tensor] | None,
+        controller: Controller | None,
         *,
         noise: float,
         evaluation: bool = False,
@@ -257,7 +338,7 @@ class Session:
         return run_episode(
             env,
             self.model,
-            act,
+            controller,
             noise=noise,
             generator=self.cpu_gen,
             device=self.device,
@@ -284,9 +365,13 @@ class Session:
                     for _ in range(updates_due(step, config.latent.updates_per_episode, length)):
                         decoder_costs.append(self.decoder_update())
 
-            episode = self.play(controller.act, noise=config.action_noise, after_step=after_step)
+            episode = self.play(controller, noise=config.action_noise, after_step=after_step)
         self.buffer.add(episode.observations, episode.actions, episode.rewards)
+        seeded = phase == 1 and self.buffer.episodes == config.seed_episodes
+        if seeded and config.model.normalize_obs:  # the seed episodes are in: freeze it
+            self.model.set_normalization(self.buffer.observations)
         row = self._count(episode, phase, "train")
+        row.update(self._diagnostics(episode))
         for key in ("model_loss", "obs_loss", "reward_loss", "kl"):
             if logs:
                 row[key] = sum(log[key] for log in logs) / len(logs)
@@ -302,8 +387,8 @@ class Session:
         """One noise-free episode of ``name`` for the learning curves."""
         controller = self.controller(name)
         controller.reset()
-        episode = self.play(controller.act, noise=0.0, evaluation=True)
-        return {
+        episode = self.play(controller, noise=0.0, evaluation=True)
+        row: Row = {
             "phase": phase,
             "kind": f"eval_{name}",
             "episode": self.counters.episodes,
@@ -311,15 +396,24 @@ class Session:
             "reward": episode.total_reward,
             "plan_ms": 1000 * episode.plan_seconds / max(1, episode.actions.shape[0]),
         }
+        row.update(self._diagnostics(episode))
+        row.update(held_out_diagnostics(self.model, episode, OPEN_LOOP_STEPS))
+        return row
+
+    def _diagnostics(self, episode: Episode) -> Row:
+        """The per-episode diagnostics of ``validation.dmc.diagnostics`` (no generator is used)."""
+        bound = self.config.latent.latent_bound
+        return dict(episode_diagnostics(self.model, self.decoder, episode, bound))
 
     def ppo_episode(self) -> Row:
         """Collect one phase-3 episode with the Gaussian policy around latent DCEM;
         after ``episodes_per_iteration`` of them, one PPO update."""
         ppo = self.config.ppo
         controller = self.controller("latent_dcem")
-        episode = self.play(controller.act, noise=float(self.log_std.detach().exp()))
+        episode = self.play(controller, noise=float(self.log_std.detach().exp()))
         self.rollout.append(episode)
         row = self._count(episode, 3, "train")
+        row.update(self._diagnostics(episode))
         if len(self.rollout) >= ppo.episodes_per_iteration:
             stats = ppo_update(
                 self.model,
@@ -388,6 +482,21 @@ class Session:
         return result
 
 
+def _counters(c: dict[str, Any]) -> Counters:
+    return Counters(
+        c["phase"],
+        c["episodes"],
+        c["env_steps"],
+        c["phase_episodes"],
+        c["phase_env_steps"],
+        c["phase_seconds"],
+        c["ppo_iterations"],
+        c["train_seconds"],
+        {k: list(v) for k, v in c["evals"].items()},
+        c["model_updates"],
+    )
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -403,6 +512,7 @@ def _episode_state(episode: Episode) -> dict[str, Any]:
         "s": episode.beliefs.s,
         "means": episode.means,
         "plan_seconds": episode.plan_seconds,
+        "planned": episode.planned,
     }
 
 
@@ -415,4 +525,5 @@ def _episode_from_state(state: dict[str, Any]) -> Episode:
         Belief(state["h"], state["s"]),
         state["means"],
         float(state["plan_seconds"]),
+        state["planned"],
     )
