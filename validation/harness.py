@@ -425,7 +425,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def base_parser(name: str, description: str) -> argparse.ArgumentParser:
-    """The options every script shares (VAL-1)."""
+    """The options every script shares (``main`` adds the executors' for an ``Experiment``)."""
     parser = argparse.ArgumentParser(prog=f"python -m validation.{name}", description=description)
     parser.add_argument("--mode", choices=MODES, default="smoke")
     parser.add_argument("--out", type=Path, default=None, help="run directory (runs/NAME/MODE)")
@@ -436,16 +436,9 @@ def base_parser(name: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--jobs", type=positive_int, default=1, help="local worker processes (1: in this process)"
     )
-    parser.add_argument(
-        "--executor", choices=("local", "ray"), default="local", help="where jobs run"
-    )
-    parser.add_argument(
-        "--ray-address", default=None, help="an existing Ray cluster (default: start one here)"
-    )
     state = parser.add_mutually_exclusive_group()
     state.add_argument("--resume", action="store_true", help="continue the run in --out")
     state.add_argument("--fresh", action="store_true", help="discard the run in --out")
-    parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
 
@@ -455,6 +448,13 @@ def main(experiment: Experiment[Any, Any], argv: Sequence[str] | None = None) ->
     from validation.executors import executor_for
 
     parser = base_parser(experiment.name, experiment.description)
+    parser.add_argument(
+        "--executor", choices=("local", "ray"), default="local", help="where jobs run"
+    )
+    parser.add_argument(
+        "--ray-address", default=None, help="an existing Ray cluster (default: start one here)"
+    )
+    parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     experiment.add_options(parser)
     args = parser.parse_args(argv)
     if args.stop_after is not None and args.stop_after < 0:

@@ -608,65 +608,26 @@ def claim_list(
         out.append(at_most("smoke-finite", "non-finite MSE values", "—", float(bad), 0.0))
         return [*out, share]
     t = TARGETS[mode]
-    return [
-        at_most(
-            "fig5-left-gd-mse",
-            "unrolled GD: final training MSE (10 inner steps, mean over seeds)",
-            "≈ 3e-4",
-            gd[10],
-            t.train_mse,
-        ),
-        at_most(
-            "fig5-left-dcem-mse",
-            "DCEM: final training MSE (T = 10, mean over seeds)",
-            "≈ 3e-4",
-            dc[10],
-            t.train_mse,
-        ),
-        at_least(
-            "fig5-right-gd-20",
-            "unrolled GD trained at 10: MSE tested at 20 steps",
-            "≈ 3",
-            gd[20],
-            t.train_mse * t.gd_ratio,
-        ),
-        at_most(
-            "fig5-right-dcem-20",
-            "DCEM trained at T = 10: MSE tested at T = 20",
-            "≈ 4e-4",
-            dc[20],
-            t.train_mse * t.dcem_ratio,
-        ),
-        at_least(
-            "fig5-right-gd-20-vs-10",
-            "unrolled GD: MSE at 20 steps / MSE at 10 steps",
-            "≈ 1e4 (3 / 3e-4)",
-            gd[20] / gd[10],
-            t.gd_ratio,
-        ),
-        at_most(
-            "fig5-right-dcem-20-vs-10",
-            "DCEM: MSE at T = 20 / MSE at T = 10",
-            "≈ 1.3 (4e-4 / 3e-4, flat)",
-            dc[20] / dc[10],
-            t.dcem_ratio,
-        ),
-        at_least(
-            "fig5-right-15-gd-over-dcem",
-            "MSE at 15 inner steps: unrolled GD / DCEM",
-            "≈ 1.8e3 (0.7 / 4e-4)",
-            gd[15] / dc[15],
-            t.gd_over_dcem,
-        ),
-        at_least(
-            "fig5-right-20-gd-over-dcem",
-            "MSE at 20 inner steps: unrolled GD / DCEM",
-            "≈ 7.5e3 (3 / 4e-4)",
-            gd[20] / dc[20],
-            t.gd_over_dcem,
-        ),
-        share,
-    ]
+    check = {"<=": at_most, ">=": at_least}
+    table = (  # id, description, paper, measured, comparison, bound
+        ("fig5-left-gd-mse", "unrolled GD: final training MSE (10 inner steps, mean over seeds)",
+         "≈ 3e-4", gd[10], "<=", t.train_mse),
+        ("fig5-left-dcem-mse", "DCEM: final training MSE (T = 10, mean over seeds)", "≈ 3e-4",
+         dc[10], "<=", t.train_mse),
+        ("fig5-right-gd-20", "unrolled GD trained at 10: MSE tested at 20 steps", "≈ 3",
+         gd[20], ">=", t.train_mse * t.gd_ratio),
+        ("fig5-right-dcem-20", "DCEM trained at T = 10: MSE tested at T = 20", "≈ 4e-4",
+         dc[20], "<=", t.train_mse * t.dcem_ratio),
+        ("fig5-right-gd-20-vs-10", "unrolled GD: MSE at 20 steps / MSE at 10 steps",
+         "≈ 1e4 (3 / 3e-4)", gd[20] / gd[10], ">=", t.gd_ratio),
+        ("fig5-right-dcem-20-vs-10", "DCEM: MSE at T = 20 / MSE at T = 10",
+         "≈ 1.3 (4e-4 / 3e-4, flat)", dc[20] / dc[10], "<=", t.dcem_ratio),
+        ("fig5-right-15-gd-over-dcem", "MSE at 15 inner steps: unrolled GD / DCEM",
+         "≈ 1.8e3 (0.7 / 4e-4)", gd[15] / dc[15], ">=", t.gd_over_dcem),
+        ("fig5-right-20-gd-over-dcem", "MSE at 20 inner steps: unrolled GD / DCEM",
+         "≈ 7.5e3 (3 / 4e-4)", gd[20] / dc[20], ">=", t.gd_over_dcem),
+    )  # fmt: skip
+    return [*(check[op](i, d, p, m, b) for i, d, p, m, op, b in table), share]
 
 
 def _plt() -> Any:
@@ -678,32 +639,36 @@ def _plt() -> Any:
     return plt
 
 
+def _mean_and_range(
+    ax: Any, xs: Sequence[float], table: Sequence[Sequence[float]], method: str, style: str = "-"
+) -> None:
+    """Plot the mean over the rows of ``table`` against ``xs``, shading their range."""
+    columns = list(zip(*table, strict=True))
+    mean = [sum(col) / len(col) for col in columns]
+    ax.plot(xs, mean, style, ms=3, color=COLORS[method], label=LABELS[method])
+    ax.fill_between(xs, [min(c) for c in columns], [max(c) for c in columns],
+                    color=COLORS[method], alpha=0.25, linewidth=0)  # fmt: skip
+
+
+def _save(plt: Any, fig: Any, ax: Any, run: RunDirectory, name: str, **labels: str) -> None:
+    ax.set(yscale="log", **labels)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run.figure_path(name), dpi=120)
+    plt.close(fig)
+
+
 def figure_training(run: RunDirectory, results: Sequence[dict[str, Any]]) -> None:
     """Fig. 5 left: full-data training MSE against updates, mean and range over seeds."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for method in METHODS:
         curves = [r["curve"] for r in results if r["method"] == method]
-        steps = [point["step"] for point in curves[0]]
         table = [[point["mse"] for point in curve] for curve in curves]
-        mean = [sum(col) / len(col) for col in zip(*table, strict=True)]
-        ax.plot(steps, mean, color=COLORS[method], label=LABELS[method])
-        ax.fill_between(
-            steps,
-            [min(col) for col in zip(*table, strict=True)],
-            [max(col) for col in zip(*table, strict=True)],
-            color=COLORS[method],
-            alpha=0.25,
-            linewidth=0,
-        )
-    ax.set_yscale("log")
-    ax.set_xlabel("updates")
-    ax.set_ylabel("training MSE")
-    ax.set_title(f"Training (mean, range over {len(curves)} seeds)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(run.figure_path("fig5_left_training"), dpi=120)
-    plt.close(fig)
+        _mean_and_range(ax, [point["step"] for point in curves[0]], table, method)
+    title = f"Training (mean, range over {len(curves)} seeds)"
+    _save(plt, fig, ax, run, "fig5_left_training", xlabel="updates", ylabel="training MSE",
+          title=title)  # fmt: skip
 
 
 def figure_ablation(run: RunDirectory, results: Sequence[dict[str, Any]]) -> None:
@@ -711,34 +676,11 @@ def figure_ablation(run: RunDirectory, results: Sequence[dict[str, Any]]) -> Non
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for method in METHODS:
-        rows = [r["ablation"]["mse"] for r in results if r["method"] == method]
-        cols = list(zip(*rows, strict=True))
-        means = mean_over_seeds(results, method)
-        ax.plot(
-            list(means),
-            list(means.values()),
-            "o-",
-            ms=3,
-            color=COLORS[method],
-            label=LABELS[method],
-        )
-        ax.fill_between(
-            list(means),
-            [min(c) for c in cols],
-            [max(c) for c in cols],
-            color=COLORS[method],
-            alpha=0.25,
-            linewidth=0,
-        )
+        runs = [r["ablation"] for r in results if r["method"] == method]
+        _mean_and_range(ax, runs[0]["steps"], [r["mse"] for r in runs], method, "o-")
     ax.axvline(INNER_STEPS, color="gray", linestyle=":", label="trained at 10")
-    ax.set_yscale("log")
-    ax.set_xlabel("inner-loop iterations at test time")
-    ax.set_ylabel("training MSE")
-    ax.set_title("Inner-step ablation (mean, range over seeds)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(run.figure_path("fig5_right_ablation"), dpi=120)
-    plt.close(fig)
+    _save(plt, fig, ax, run, "fig5_right_ablation", xlabel="inner-loop iterations at test time",
+          ylabel="training MSE", title="Inner-step ablation (mean, range over seeds)")  # fmt: skip
 
 
 def _first_seed(results: Sequence[dict[str, Any]], method: str) -> dict[str, Any]:
