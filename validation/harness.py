@@ -132,6 +132,14 @@ class JobContext:
         state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
         return state
 
+    def log(self, line: str) -> None:
+        """Append ``line`` to ``progress.log``; echo it when stderr is not a terminal."""
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with open(self.root / "progress.log", "a", encoding="utf-8") as log:
+            log.write(f"{stamp} {line}\n")
+        if not sys.stderr.isatty():
+            print(f"{stamp} {line}", file=sys.stderr, flush=True)
+
     def save_checkpoint(self, job: str, state: Mapping[str, Any]) -> None:
         """Atomically replace the checkpoint of ``job``."""
         path = self.checkpoint_path(job)
@@ -264,12 +272,7 @@ class RunDirectory:
         self._session_start = now
 
     def log(self, line: str) -> None:
-        """Append ``line`` to ``progress.log``; echo it when stderr is not a terminal."""
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        with open(self.root / "progress.log", "a", encoding="utf-8") as log:
-            log.write(f"{stamp} {line}\n")
-        if not sys.stderr.isatty():
-            print(f"{stamp} {line}", file=sys.stderr, flush=True)
+        self.context().log(line)
 
     def _recorded_seconds(self) -> float:
         timing = self.root / "timing.json"
