@@ -5,7 +5,8 @@ Every executor hands each job a ``JobContext`` and gives what the job
 returns to the driver's ``RunDirectory.accept``, which writes the result
 and its files and records the time: jobs never touch the clock (VAL-3).
 A worker that dies (killed, out of memory, a lost machine) is replaced and
-its job starts again from its last checkpoint, up to ``RETRIES`` times.
+its job starts again from its last checkpoint: Ray retries each task up to
+``RETRIES`` times, the local pool is rebuilt up to ``RETRIES`` times a run.
 Exceptions raised by a job are bugs, not deaths, and end the run.
 """
 
