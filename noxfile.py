@@ -38,9 +38,9 @@ def demo(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The test suite (Hypothesis profile ``ci``; ``-- --hypothesis-profile=thorough`` for more).
 
-    With the ``cluster`` extra: a test runs a smoke experiment on a local Ray instance.
+    The ``test`` extra includes ``cluster``: a test runs a smoke experiment on a local Ray instance.
     """
-    install(session, "test", "cluster")
+    install(session, "test")
     session.run("pytest", *session.posargs)
 
 
