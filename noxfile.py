@@ -1,4 +1,4 @@
-"""Sessions: ``nox -s tests typecheck`` (what CI runs), ``lint``.
+"""Sessions: ``nox -s demo`` (the main job), ``nox -s tests typecheck`` (what CI runs), ``lint``.
 
 Torch is installed before the project so that pip never resolves ``torch`` on
 its own (a bare requirement pulls the newest CUDA build, several GB). The
@@ -28,8 +28,18 @@ def install(session: nox.Session, *extras: str) -> None:
 
 
 @nox.session
+def demo(session: nox.Session) -> None:
+    """``python -m validation.demo``: CEM and DCEM on Rastrigin, then learning through DCEM."""
+    install(session)
+    session.run("python", "-m", "validation.demo", *session.posargs)
+
+
+@nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite (Hypothesis profile ``ci``; ``-- --hypothesis-profile=thorough`` for more)."""
+    """The test suite (Hypothesis profile ``ci``; ``-- --hypothesis-profile=thorough`` for more).
+
+    The ``test`` extra includes ``cluster``: a test runs a smoke experiment on a local Ray instance.
+    """
     install(session, "test")
     session.run("pytest", *session.posargs)
 

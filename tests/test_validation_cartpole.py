@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import ray  # the cluster extra: pip install -e '.[cluster]'
 import torch
 
 from validation import cartpole_embedding as cp
-from validation.harness import RunDirectory
+from validation import harness
+from validation.harness import JobContext, JobOutput
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,10 +34,22 @@ def run_script(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.spec("CTL-10")
-def test_smoke_mode_learns_and_keeps_the_contract(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    done = run_script("--mode", "smoke", "--out", str(out))
+@dataclass(frozen=True)
+class SmokeRun:
+    out: Path
+    done: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
+    """One smoke run through the command line, as CI runs it."""
+    out = tmp_path_factory.mktemp("cartpole") / "run"
+    return SmokeRun(out, run_script("--mode", "smoke", "--out", str(out)))
+
+
+@pytest.mark.spec("CTL-10", "VAL-1")
+def test_smoke_mode_learns_and_keeps_the_contract(smoke: SmokeRun) -> None:
+    out, done = smoke.out, smoke.done
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["name"] == "cartpole_embedding" and summary["mode"] == "smoke"
@@ -63,45 +82,102 @@ def test_smoke_mode_learns_and_keeps_the_contract(tmp_path: Path) -> None:
     assert other.returncode != 0 and "other settings" in other.stderr
 
 
-@pytest.mark.spec("CTL-10")
+@pytest.mark.spec("CTL-10", "VAL-2")
 def test_interrupted_job_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
-    def job(root: Path) -> cp.Job:
-        RunDirectory(root, cp.NAME, "smoke", {"test": True})
-        (root / "models").mkdir()
-        return cp.Job(
-            str(root),
-            latent_dim=2,
-            tau=1.0,
-            seed=0,
-            updates=12,
-            batch_states=2,
-            validate_every=4,
-            validation_states=8,
-        )
-
-    whole = cp.train(job(tmp_path / "whole"))
-    interrupted = job(tmp_path / "interrupted")
-    assert cp.train(interrupted, stop_after=6) is None  # "killed" after update 6
-    assert (tmp_path / "interrupted" / "checkpoints" / f"{interrupted.name}.pt").exists()
-    resumed = cp.train(interrupted)  # restarts from the checkpoint at update 4
+    job = cp.Job(
+        latent_dim=2,
+        tau=1.0,
+        seed=0,
+        updates=12,
+        batch_states=2,
+        validate_every=4,
+        validation_states=8,
+    )
+    whole = cp.EXPERIMENT.run_job(job, JobContext(tmp_path / "whole"))
+    interrupted = JobContext(tmp_path / "interrupted", stop_after=6)
+    assert cp.EXPERIMENT.run_job(job, interrupted) is None  # "killed" after update 6
+    assert interrupted.checkpoint_path(job.name).exists()
+    resumed = cp.EXPERIMENT.run_job(job, JobContext(tmp_path / "interrupted"))  # from update 4
     assert whole is not None and resumed is not None
-    assert json.dumps(resumed["rows"]) == json.dumps(whole["rows"])  # NaN-aware equality
-    assert resumed["best_val_return"] == whole["best_val_return"]
-    models = [
-        root / "models" / f"{interrupted.name}.pt"
-        for root in (tmp_path / "whole", tmp_path / "interrupted")
-    ]
-    first, second = (torch.load(path, weights_only=True) for path in models)
+    for key in ("rows", "best_val_return", "return_validation", "return_held_out"):
+        assert json.dumps(resumed.result[key]) == json.dumps(whole.result[key])  # NaN-aware
+    model = cp.model_path(job)
+    first, second = (torch.load(io.BytesIO(out.files[model])) for out in (whole, resumed))
+    assert first.keys() == second.keys()
     assert all(torch.equal(first[key], second[key]) for key in first)
 
 
-def test_bad_options_are_rejected() -> None:
+def test_bad_options_are_rejected(capsys: pytest.CaptureFixture[str]) -> None:
     for args in (
         ["--updates", "0"],
         ["--taus", "-1"],
         ["--latent-dims", "0"],
         ["--seeds", "x"],
         ["--mode", "huge"],
+        ["--device", "meta"],
     ):
-        done = run_script(*args)
-        assert done.returncode == 2 and "error" in done.stderr, args
+        with pytest.raises(SystemExit) as error:
+            cp.main(args)
+        assert error.value.code == 2 and "error" in capsys.readouterr().err, args
+
+
+# -- executors (VAL-4): the same numbers wherever the jobs run ----------------------------------
+
+DOOMED = "latent2_tau1_seed0"
+"""The job whose worker dies after its first checkpoint (update 20), once."""
+
+
+@dataclass(frozen=True)
+class DyingContext(JobContext):
+    """A context whose process exits, once, right after the first checkpoint of ``DOOMED``."""
+
+    def save_checkpoint(self, job: str, state: Mapping[str, Any]) -> None:
+        super().save_checkpoint(job, state)
+        marker = self.root / f"died-{job}"
+        if job == DOOMED and not marker.exists():
+            marker.touch()
+            os._exit(1)
+
+
+class DiesOnce(cp.CartpoleEmbedding):
+    """The cartpole experiment, with the worker of ``DOOMED`` killed once."""
+
+    def run_job(self, job: cp.Job, ctx: JobContext) -> JobOutput | None:
+        dying = DyingContext(ctx.root, ctx.stop_after, ctx.position, ctx.on_checkpoint)
+        return super().run_job(job, dying)
+
+
+def outcome(root: Path) -> dict[str, Any]:
+    """The numbers of a run: its jobs' results (less their timing), models and claims."""
+    jobs = {}
+    for path in sorted((root / "jobs").glob("*.json")):
+        result = json.loads(path.read_text(encoding="utf-8"))
+        result.pop("train_seconds")
+        jobs[path.stem] = json.dumps(result)  # NaN-aware comparison
+    models = {path.name: path.read_bytes() for path in sorted((root / "models").glob("*.pt"))}
+    claims = json.loads((root / "summary.json").read_text(encoding="utf-8"))["claims"]
+    return {"jobs": jobs, "models": models, "claims": claims}
+
+
+@pytest.mark.spec("VAL-4")
+def test_a_dead_pool_worker_is_replaced_and_its_job_resumes(
+    smoke: SmokeRun, tmp_path: Path
+) -> None:
+    code = harness.main(DiesOnce(), ["--mode", "smoke", "--jobs", "2", "--out", str(tmp_path)])
+    assert code == smoke.done.returncode
+    assert (tmp_path / f"died-{DOOMED}").exists()  # the worker did die ...
+    assert "a worker died" in (tmp_path / "progress.log").read_text(encoding="utf-8")
+    assert outcome(tmp_path) == outcome(smoke.out)  # ... and its job resumed exactly
+
+
+@pytest.mark.spec("VAL-4")
+def test_ray_tasks_equal_the_in_process_run(smoke: SmokeRun, tmp_path: Path) -> None:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        argv = ["--mode", "smoke", "--executor", "ray", "--out", str(tmp_path)]
+        code = harness.main(DiesOnce(), argv)
+    finally:
+        ray.shutdown()
+    assert code == smoke.done.returncode
+    assert (tmp_path / f"died-{DOOMED}").exists()  # Ray restarted the task
+    assert outcome(tmp_path) == outcome(smoke.out)

@@ -1,7 +1,9 @@
 """Scripts that reproduce the paper's results, and a short demo.
 
 Every script in ``SCRIPTS`` keeps the contract of ``validation.harness``:
-``python -m validation.<name> --mode {smoke,short,full} --out DIR``.
+``python -m validation.<name> --mode {smoke,short,full} --out DIR``
+(``regression`` and ``cartpole_embedding`` as ``Experiment``s run by
+``harness.main``; ``dmc`` with its own driver on ``RunDirectory``).
 ``python -m validation`` runs them all (``nox -s validate``).
 """
 

@@ -27,8 +27,7 @@ import argparse
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -44,15 +43,18 @@ from impl.control import (
     rollout_cost,
 )
 from impl.dcem import DCEMStep
+from validation import harness
 from validation.harness import (
     Claim,
+    JobContext,
+    JobOutput,
+    Report,
     RunDirectory,
     at_least,
-    base_parser,
-    default_out,
-    progress,
-    run_jobs,
+    positive_int,
+    tensor_bytes,
 )
+from validation.training import Schedule, Trainer, train
 
 NAME = "cartpole_embedding"
 
@@ -153,7 +155,6 @@ modes average the cost over 4 so that fewer, equally cheap updates suffice
 class Job:
     """One training run of a decoder."""
 
-    out: str
     latent_dim: int
     tau: float
     seed: int
@@ -216,127 +217,96 @@ def expert_returns(states: Tensor) -> Tensor:
     return -result.cost
 
 
-def train(job: Job, stop_after: int | None = None) -> dict[str, Any] | None:
-    """Alg. 2 for one (latent size, τ, seed); resumable from its checkpoint.
+class DecoderTrainer(Trainer):
+    """Alg. 2 for one (latent size, τ, seed): the decoder, Adam, ReduceLROnPlateau
+    on the validation cost, and the best decoder so far by validation return."""
 
-    ``stop_after`` ends the session after that many updates as a kill would
-    (the checkpoint stays, no result is recorded) and returns None; tests use
-    it to check that a resumed run equals an uninterrupted one.
-    """
-    torch.set_num_threads(1)
-    run = RunDirectory.attach(Path(job.out))
-    finished = run.load_result(job.name)
-    if finished is not None:
-        return finished
-    system = Cartpole()
-    config = latent_config(job.latent_dim, job.tau)
-    states = validation_states(job.validation_states)
-    decoder = decoder_for(job.latent_dim, job.seed)
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=LEARNING_RATE)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE
-    )
-    generator = torch.Generator().manual_seed(1_000 + job.seed)
-    rows: list[dict[str, Any]] = []
-    step = 0
-    best_return = -math.inf
-    best_state = {k: v.clone() for k, v in decoder.state_dict().items()}
-    state = run.load_checkpoint(job.name)
-    if state is not None:
-        decoder.load_state_dict(state["decoder"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        rows, step = list(state["rows"]), int(state["step"])
-        best_return, best_state = float(state["best_return"]), state["best_decoder"]
-    else:
-        initial = float(embedded_returns(decoder, config, states).mean())
-        rows.append(
-            {
-                "job": job.name,
-                "update": 0,
-                "train_cost": math.nan,
-                "val_return": initial,
-                "lr": LEARNING_RATE,
-            }
-        )
-        best_return = initial
-    bar = progress(job.updates, job.name, initial=step)
-    train_costs: list[float] = []
-    while step < job.updates:
-        x_init = system.sample_initial(job.batch_states, generator)
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.config = latent_config(job.latent_dim, job.tau)
+        self.states = validation_states(job.validation_states)
+        self.decoder = decoder_for(job.latent_dim, job.seed)
+        self.modules = [self.decoder]
+        self.optimizers = [torch.optim.Adam(self.decoder.parameters(), lr=LEARNING_RATE)]
+        self.schedulers = [
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizers[0], mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE
+            )
+        ]
+        self.generator = torch.Generator().manual_seed(1_000 + job.seed)
+        self.rows: list[dict[str, Any]] = []
+        self.train_costs: list[float] = []
+        self.best_return = -math.inf
+        self.best_decoder = self.decoder_copy()
+
+    def decoder_copy(self) -> dict[str, Tensor]:
+        return {k: v.clone() for k, v in self.decoder.state_dict().items()}
+
+    def validation_return(self) -> float:
+        return float(embedded_returns(self.decoder, self.config, self.states).mean())
+
+    def start(self) -> None:
+        self.best_return = self.validation_return()
+        self.rows.append(self.row(0, math.nan, self.best_return))
+
+    def row(self, update: int, train_cost: float, val_return: float) -> dict[str, Any]:
+        lr = self.optimizers[0].param_groups[0]["lr"]
+        return {
+            "job": self.job.name,
+            "update": update,
+            "train_cost": train_cost,
+            "val_return": val_return,
+            "lr": lr,
+        }
+
+    def loss(self, step: int) -> Tensor:
+        system = Cartpole()
+        x_init = system.sample_initial(self.job.batch_states, self.generator)
         result = latent_plan(
             rollout_cost(system.step, system.cost, x_init),
-            decoder,
-            config,
-            job.batch_states,
-            generator=generator,
+            self.decoder,
+            self.config,
+            self.job.batch_states,
+            generator=self.generator,
         )
         loss = result.cost.mean()
-        optimizer.zero_grad()
-        loss.backward()  # type: ignore[no-untyped-call]
-        torch.nn.utils.clip_grad_norm_(decoder.parameters(), GRAD_CLIP)
-        optimizer.step()
-        train_costs.append(float(loss.detach()))
-        step += 1
-        bar.update(1)
-        if step % job.validate_every == 0 or step == job.updates:
-            val_return = float(embedded_returns(decoder, config, states).mean())
-            scheduler.step(-val_return)
-            if val_return > best_return:
-                best_return = val_return
-                best_state = {k: v.clone() for k, v in decoder.state_dict().items()}
-            rows.append(
-                {
-                    "job": job.name,
-                    "update": step,
-                    "train_cost": sum(train_costs) / len(train_costs),
-                    "val_return": val_return,
-                    "lr": optimizer.param_groups[0]["lr"],
-                }
-            )
-            train_costs = []
-            bar.set_postfix(val_return=f"{val_return:.3f}", best=f"{best_return:.3f}")
-            run.save_checkpoint(
-                job.name,
-                {
-                    "decoder": decoder.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(),
-                    "rows": rows,
-                    "step": step,
-                    "best_return": best_return,
-                    "best_decoder": best_state,
-                },
-            )
-        if stop_after is not None and step >= stop_after:
-            bar.close()
-            return None
-    bar.close()
-    torch.save(best_state, run.root / "models" / f"{job.name}.pt")
-    result_record = {
-        "job": job.name,
-        "latent_dim": job.latent_dim,
-        "tau": job.tau,
-        "seed": job.seed,
-        "best_val_return": best_return,
-        "rows": rows,
-    }
-    run.save_result(job.name, result_record)
-    return result_record
+        self.train_costs.append(float(loss.detach()))
+        return loss.reshape(1)
+
+    def validate(self, step: int) -> list[float]:
+        return [-self.validation_return()]
+
+    def after_validation(self, step: int, metrics: Sequence[float]) -> dict[str, str]:
+        val_return = -metrics[0]
+        if val_return > self.best_return:
+            self.best_return = val_return
+            self.best_decoder = self.decoder_copy()
+        mean_cost = sum(self.train_costs) / len(self.train_costs)
+        self.rows.append(self.row(step, mean_cost, val_return))
+        self.train_costs = []
+        return {"val_return": f"{val_return:.3f}", "best": f"{self.best_return:.3f}"}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "train_costs": self.train_costs,
+            "best_return": self.best_return,
+            "best_decoder": self.best_decoder,
+        }
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.rows, self.train_costs = list(state["rows"]), list(state["train_costs"])
+        self.best_return, self.best_decoder = float(state["best_return"]), state["best_decoder"]
 
 
-def train_to_end(job: Job) -> dict[str, Any]:
-    result = train(job)
-    if result is None:  # unreachable: only stop_after interrupts a job
-        raise RuntimeError(f"job {job.name} stopped before its end")
-    return result
+def model_path(job: Job) -> str:
+    """Where the run keeps ``job``'s best decoder (relative to the run directory)."""
+    return f"models/{job.name}.pt"
 
 
 def load_decoder(run: RunDirectory, job: Job) -> ActionDecoder:
     decoder = decoder_for(job.latent_dim, job.seed)
-    decoder.load_state_dict(torch.load(run.root / "models" / f"{job.name}.pt", weights_only=True))
+    decoder.load_state_dict(torch.load(run.root / model_path(job), weights_only=True))
     return decoder
 
 
@@ -504,163 +474,201 @@ def plot_surfaces(run: RunDirectory, decoders: dict[float, ActionDecoder], state
     plt.close(fig)
 
 
-# -- main ----------------------------------------------------------------------------------------
+# -- the experiment ------------------------------------------------------------------------------
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = base_parser(NAME, __doc__.splitlines()[0] if __doc__ else NAME)
-    parser.add_argument(
-        "--latent-dims",
-        type=int,
-        nargs="+",
-        default=None,
-        help="latent sizes (mode default; the paper: 2 8 16)",
-    )
-    parser.add_argument(
-        "--taus",
-        type=float,
-        nargs="+",
-        default=None,
-        help="temperatures, 0 = plain CEM (mode default: 1 0.1 0)",
-    )
-    parser.add_argument("--updates", type=int, default=None, help="training updates per job")
-    args = parser.parse_args(argv)
-    for name in ("latent_dims", "taus"):
-        values = getattr(args, name) or []
-        if any(v < 0 or (name == "latent_dims" and v < 1) for v in values):
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {values}")
-    if args.updates is not None and args.updates < 1:
-        parser.error(f"--updates must be >= 1, got {args.updates}")
-    if args.jobs < 1:
-        parser.error(f"--jobs must be >= 1, got {args.jobs}")
-    if args.device != "cpu":
-        parser.error(
-            f"this script runs on the CPU (the cartpole is tiny); got --device {args.device}"
+def factor_tables(
+    settings: Settings, results: Sequence[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], float, float]:
+    """One row per job (its improvement factors on the validation and the
+    held-out states), and the expert's mean return on each set."""
+    expert = float(expert_returns(validation_states(settings.validation_states)).mean())
+    states = validation_states(settings.validation_states, HELD_OUT_SEED)
+    expert_held_out = float(expert_returns(states).mean())
+    rows = [
+        {
+            "latent_dim": r["latent_dim"],
+            "tau": r["tau"],
+            "seed": r["seed"],
+            "factor_validation": r["return_validation"] / expert,
+            "factor_held_out": r["return_held_out"] / expert_held_out,
+        }
+        for r in results
+    ]
+    return rows, expert, expert_held_out
+
+
+def by_key(rows: Sequence[dict[str, Any]], column: str) -> dict[tuple[int, float], list[float]]:
+    """``column`` of ``rows`` grouped by (latent size, τ)."""
+    grouped: dict[tuple[int, float], list[float]] = {}
+    for row in rows:
+        grouped.setdefault((int(row["latent_dim"]), float(row["tau"])), []).append(row[column])
+    return grouped
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+class CartpoleEmbedding:
+    """The ``Experiment`` (validation.harness) of this module."""
+
+    name = NAME
+    description = __doc__.splitlines()[0] if __doc__ else NAME
+    strict_smoke = True
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--latent-dims",
+            type=positive_int,
+            nargs="+",
+            default=None,
+            help="latent sizes (mode default; the paper: 2 8 16)",
         )
-    return args
+        parser.add_argument(
+            "--taus",
+            type=non_negative_float,
+            nargs="+",
+            default=None,
+            help="temperatures, 0 = plain CEM (mode default: 1 0.1 0)",
+        )
+        parser.add_argument(
+            "--updates", type=positive_int, default=None, help="training updates per job"
+        )
+
+    def configure(self, args: argparse.Namespace) -> Settings:
+        if args.device != "cpu":
+            raise ValueError(
+                f"this script runs on the CPU (the cartpole is tiny); got --device {args.device}"
+            )
+        settings = MODES[args.mode]
+        return replace(
+            settings,
+            latent_dims=tuple(args.latent_dims or settings.latent_dims),
+            taus=tuple(args.taus or settings.taus),
+            seeds=tuple(args.seeds or settings.seeds),
+            updates=args.updates or settings.updates,
+        )
+
+    def jobs(self, config: Settings, mode: str) -> list[Job]:
+        return [
+            Job(
+                dim,
+                tau,
+                seed,
+                config.updates,
+                config.batch_states,
+                config.validate_every,
+                config.validation_states,
+            )
+            for dim in config.latent_dims
+            for tau in config.taus
+            for seed in config.seeds
+        ]
+
+    def run_job(self, job: Job, ctx: JobContext) -> JobOutput | None:
+        """Train (Alg. 2), then the mean returns of the best-validation decoder
+        on the validation and the held-out states."""
+        trainer = DecoderTrainer(job)
+        schedule = Schedule(job.updates, job.validate_every, job.validate_every, GRAD_CLIP)
+        seconds = train(trainer, schedule, ctx, job.name)
+        if seconds is None:
+            return None
+        best = decoder_for(job.latent_dim, job.seed)
+        best.load_state_dict(trainer.best_decoder)
+        held_out = validation_states(job.validation_states, HELD_OUT_SEED)
+        result = {
+            "job": job.name,
+            "latent_dim": job.latent_dim,
+            "tau": job.tau,
+            "seed": job.seed,
+            "best_val_return": trainer.best_return,
+            "return_validation": float(
+                embedded_returns(best, trainer.config, trainer.states).mean()
+            ),
+            "return_held_out": float(embedded_returns(best, trainer.config, held_out).mean()),
+            "train_seconds": seconds,
+            "rows": trainer.rows,
+        }
+        return JobOutput(result, {model_path(job): tensor_bytes(trainer.best_decoder)})
+
+    def figures(
+        self, config: Settings, results: Sequence[dict[str, Any]], run: RunDirectory
+    ) -> None:
+        rows, expert, _ = factor_tables(config, results)
+        run.write_csv("metrics", [row for r in results for row in r["rows"]])
+        run.write_csv("improvement_factors", rows)
+        plot_curves(run, results, expert)
+        plot_factors(run, by_key(rows, "factor_validation"))
+        jobs = self.jobs(config, run.mode)
+        by_tau = {
+            job.tau: load_decoder(run, job)
+            for job in jobs
+            if job.latent_dim == 2 and job.seed == config.seeds[0]
+        }
+        if by_tau:
+            states = validation_states(config.validation_states)
+            main_tau = max(by_tau)
+            plot_iterates(run, by_tau[main_tau], main_tau, states[0])
+            plot_surfaces(run, by_tau, states[:3])
+
+    def claims(
+        self, config: Settings, results: Sequence[dict[str, Any]], run: RunDirectory
+    ) -> Report:
+        rows, expert, expert_held_out = factor_tables(config, results)
+        factors = by_key(rows, "factor_validation")
+        held_out_factors = by_key(rows, "factor_held_out")
+        claims: list[Claim] = []
+        for (dim, tau), values in sorted(factors.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+            paper = PAPER_FACTOR.get(dim, {}).get(tau)
+            description = (
+                f"improvement factor, latent {dim}, τ={tau:g}, best-validation decoder "
+                f"(seeds {min(values):.3f}..{max(values):.3f}; expert mean return {expert:.3f})"
+            )
+            paper_text = f"≈ {paper} (Fig. 9)" if paper is not None else "not in the paper"
+            # The issue's target is for latent 2, τ = 1 at short/full scale; the other
+            # factors are reported with the weakest meaningful bound (a positive return).
+            bound = 1.0 if (dim, tau) == (2, 1.0) and run.mode != "smoke" else 0.0
+            key = f"fig9-factor-latent{dim}-tau{tau:g}"
+            claims.append(at_least(key, description, paper_text, sum(values) / len(values), bound))
+            others = held_out_factors[(dim, tau)]
+            claims.append(
+                at_least(
+                    f"{key}-held-out",
+                    f"the same decoders on {config.validation_states} held-out initial states "
+                    f"(seeds {min(others):.3f}..{max(others):.3f}; expert mean return "
+                    f"{expert_held_out:.3f})",
+                    paper_text,
+                    sum(others) / len(others),
+                    bound,
+                )
+            )
+        if run.mode == "smoke":
+            for dim, tau in factors:
+                runs = [r for r in results if (r["latent_dim"], r["tau"]) == (dim, tau)]
+                finals = [r["rows"][-1]["val_return"] for r in runs]
+                initials = [r["rows"][0]["val_return"] for r in runs]
+                gain = sum(finals) / len(finals) - sum(initials) / len(initials)
+                claims.append(
+                    at_least(
+                        f"smoke-learning-latent{dim}-tau{tau:g}",
+                        "validation return gained by training (learning signal)",
+                        "Fig. 8: falls",
+                        gain,
+                        SMOKE_MIN_GAIN,
+                    )
+                )
+        return Report(claims)
+
+
+EXPERIMENT = CartpoleEmbedding()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    settings = MODES[args.mode]
-    settings = replace(
-        settings,
-        latent_dims=tuple(args.latent_dims or settings.latent_dims),
-        taus=tuple(args.taus or settings.taus),
-        seeds=tuple(args.seeds or settings.seeds),
-        updates=args.updates or settings.updates,
-    )
-    out: Path = args.out or default_out(NAME, args.mode)
-    run = RunDirectory(out, NAME, args.mode, asdict(settings), resume=args.resume, fresh=args.fresh)
-    (run.root / "models").mkdir(exist_ok=True)
-    jobs = [
-        Job(
-            str(out),
-            dim,
-            tau,
-            seed,
-            settings.updates,
-            settings.batch_states,
-            settings.validate_every,
-            settings.validation_states,
-        )
-        for dim in settings.latent_dims
-        for tau in settings.taus
-        for seed in settings.seeds
-    ]
-    results = run_jobs(train_to_end, jobs, args.jobs)
-
-    states = validation_states(settings.validation_states)
-    held_out = validation_states(settings.validation_states, HELD_OUT_SEED)
-    expert_mean = float(expert_returns(states).mean())
-    expert_held_out = float(expert_returns(held_out).mean())
-    factors: dict[tuple[int, float], list[float]] = {}
-    held_out_factors: dict[tuple[int, float], list[float]] = {}
-    finals: dict[tuple[int, float], list[float]] = {}
-    metric_rows: list[dict[str, Any]] = []
-    factor_rows: list[dict[str, Any]] = []
-    for job, result in zip(jobs, results, strict=True):
-        decoder = load_decoder(run, job)
-        config = latent_config(job.latent_dim, job.tau)
-        key = (job.latent_dim, job.tau)
-        factor = float(embedded_returns(decoder, config, states).mean()) / expert_mean
-        other = float(embedded_returns(decoder, config, held_out).mean()) / expert_held_out
-        factors.setdefault(key, []).append(factor)
-        held_out_factors.setdefault(key, []).append(other)
-        finals.setdefault(key, []).append(float(result["rows"][-1]["val_return"]))
-        metric_rows += result["rows"]
-        factor_rows.append(
-            {
-                "latent_dim": job.latent_dim,
-                "tau": job.tau,
-                "seed": job.seed,
-                "factor_validation": factor,
-                "factor_held_out": other,
-            }
-        )
-    run.write_csv("metrics", metric_rows)
-    run.write_csv("improvement_factors", factor_rows)
-
-    plot_curves(run, results, expert_mean)
-    plot_factors(run, factors)
-    by_tau = {
-        job.tau: load_decoder(run, job)
-        for job in jobs
-        if job.latent_dim == 2 and job.seed == settings.seeds[0]
-    }
-    if by_tau:
-        main_tau = max(by_tau)
-        plot_iterates(run, by_tau[main_tau], main_tau, states[0])
-        plot_surfaces(run, by_tau, states[:3])
-
-    claims: list[Claim] = []
-    for (dim, tau), values in sorted(factors.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
-        mean = sum(values) / len(values)
-        spread = f"seeds {min(values):.3f}..{max(values):.3f}"
-        paper = PAPER_FACTOR.get(dim, {}).get(tau)
-        description = (
-            f"improvement factor, latent {dim}, τ={tau:g}, best-validation decoder "
-            f"({spread}; expert mean return {expert_mean:.3f})"
-        )
-        paper_text = f"≈ {paper} (Fig. 9)" if paper is not None else "not in the paper"
-        # The issue's target is for latent 2, τ = 1 at short/full scale; the other
-        # factors are reported with the weakest meaningful bound (a positive return).
-        bound = 1.0 if (dim, tau) == (2, 1.0) and args.mode != "smoke" else 0.0
-        claims.append(
-            at_least(f"fig9-factor-latent{dim}-tau{tau:g}", description, paper_text, mean, bound)
-        )
-        others = held_out_factors[(dim, tau)]
-        claims.append(
-            at_least(
-                f"fig9-factor-latent{dim}-tau{tau:g}-held-out",
-                f"the same decoders on {len(held_out)} held-out initial states (seeds "
-                f"{min(others):.3f}..{max(others):.3f}; expert mean return {expert_held_out:.3f})",
-                paper_text,
-                sum(others) / len(others),
-                bound,
-            )
-        )
-    if args.mode == "smoke":
-        for key, values in finals.items():
-            initial = [
-                r["rows"][0]["val_return"] for r in results if (r["latent_dim"], r["tau"]) == key
-            ]
-            gain = sum(values) / len(values) - sum(initial) / len(initial)
-            claims.append(
-                at_least(
-                    f"smoke-learning-latent{key[0]}-tau{key[1]:g}",
-                    "validation return gained by training (learning signal)",
-                    "Fig. 8: falls",
-                    gain,
-                    SMOKE_MIN_GAIN,
-                )
-            )
-    summary = run.finish(claims)
-    failed = [c["id"] for c in summary["claims"] if not c["pass"]]
-    if failed and args.mode == "smoke":
-        print(f"smoke checks failed: {failed}", file=sys.stderr)
-        return 1
-    return 0
+    return harness.main(EXPERIMENT, argv)
 
 
 if __name__ == "__main__":

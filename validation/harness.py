@@ -1,45 +1,46 @@
-"""The contract every validation script keeps.
+"""The contract every validation script keeps, and the driver that keeps it.
 
-``python -m validation.<name> --mode {smoke,short,full} --out DIR`` (plus
-``--seeds``, ``--device``, ``--jobs``, ``--resume``/``--fresh`` and options of
-its own) writes into ``DIR``:
+A reproduction is an ``Experiment`` (its options, its config, its jobs,
+``run_job(job, ctx)``, its figures and its claims); ``main(experiment, argv)``
+owns the rest. ``python -m validation.<name> --mode {smoke,short,full}
+--out DIR`` (plus ``--seeds``, ``--device``, ``--jobs``, ``--executor``,
+``--ray-address``, ``--resume``/``--fresh`` and options of its own) writes
+into ``DIR``:
 
 - ``config.json``: the resolved settings (checked on ``--resume``);
 - ``checkpoints/<job>.pt``: resumable state of unfinished jobs, written
-  atomically (a killed run loses at most the steps since the last save);
-- ``jobs/<job>.json``: the result of every finished job (never recomputed);
-- ``timing.json``: wall time over all sessions, up to the last checkpoint;
-- ``progress.log``: one time-stamped line per logged step (episodes,
-  evaluations), also echoed to stderr when it is not a terminal, where the
-  progress bars stay silent (``nohup``, batch jobs);
+  atomically by whichever process runs the job;
+- ``jobs/<job>.json``: the result of every finished job (never recomputed),
+  written by the driver, with the files the job returned;
+- ``timing.json``: wall time over all sessions, kept by the driver alone (VAL-3);
+- ``progress.log``: time-stamped lines (also on stderr when it is not a terminal);
 - metrics CSVs, PNG figures;
-- ``summary.json``: ``{"name", "mode", "wall_seconds", "claims": [...]}``,
+- ``summary.json``: ``{"name", "mode", "wall_seconds", "claims": [...], ...}``,
   each claim ``{"id", "description", "paper", "measured", "target", "pass"}``
-  tying a measured number to a figure of the paper; the table is printed.
-
-A script splits its work into independent *jobs* (e.g. one training run per
-method and seed) that ``run_jobs`` can spread over processes.
+  tying a measured number to a figure of the paper, then the experiment's
+  details and the run's provenance; written once, by ``finish``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import json
 import math
-import multiprocessing
 import os
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from tqdm import tqdm
+
+from validation import provenance
 
 MODES = ("smoke", "short", "full")
 """smoke: CI, minutes, real assertions; short: CPU, minutes to an hour, shows
@@ -47,6 +48,9 @@ the paper's qualitative claims; full: the paper's scale."""
 
 STATE_DIRS = ("checkpoints", "jobs")
 """Sub-directories that hold the progress of a run."""
+
+STOPPED = 3
+"""Exit status of a run that ``--stop-after`` ended early (continue with ``--resume``)."""
 
 
 @dataclass(frozen=True)
@@ -76,39 +80,79 @@ def at_least(id: str, description: str, paper: str, measured: float, bound: floa
     return Claim(id, description, paper, measured, f">= {bound:g}", bool(measured >= bound))
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``"3"`` → seeds 0, 1, 2; ``"4,7"`` → seeds 4 and 7."""
-    try:
-        if "," in text:
-            return [int(part) for part in text.split(",") if part.strip()]
-        count = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--seeds takes a count or a comma list, got {text!r}"
-        ) from None
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"--seeds needs at least one seed, got {count}")
-    return list(range(count))
+@dataclass(frozen=True)
+class Report:
+    """What an experiment concludes from its results: the claims, and further
+    numbers for ``summary.json`` (``details``, JSON-able)."""
+
+    claims: list[Claim]
+    details: dict[str, Any] = field(default_factory=dict)
 
 
-def base_parser(name: str, description: str) -> argparse.ArgumentParser:
-    """The options every script shares."""
-    parser = argparse.ArgumentParser(prog=f"python -m validation.{name}", description=description)
-    parser.add_argument("--mode", choices=MODES, default="smoke")
-    parser.add_argument("--out", type=Path, default=None, help="run directory (runs/NAME/MODE)")
-    parser.add_argument(
-        "--seeds", type=parse_seeds, default=None, help="a count or a comma list (mode default)"
-    )
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--jobs", type=int, default=1, help="processes for independent jobs")
-    state = parser.add_mutually_exclusive_group()
-    state.add_argument("--resume", action="store_true", help="continue the run in --out")
-    state.add_argument("--fresh", action="store_true", help="discard the run in --out")
-    return parser
+@dataclass(frozen=True)
+class JobOutput:
+    """A finished job: its JSON-able ``result`` and ``files`` (path relative to
+    the run directory → bytes) that the driver writes beside it."""
+
+    result: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+def tensor_bytes(state: Mapping[str, Any]) -> bytes:
+    """``torch.save(state)`` into bytes (a file of a ``JobOutput``)."""
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a job sees of its run, in whatever process or machine runs it:
+    its checkpoints under ``root`` (shared storage, or the worker's own disk,
+    where a retry on the same machine still finds them). No clock, no summary.
+
+    ``stop_after`` ends a job once it has made that many updates, as a kill
+    would (tests of exact resume); ``position`` places its progress bar;
+    ``on_checkpoint`` is called after each checkpoint (the in-process
+    executor records the run's time there).
+    """
+
+    root: Path
+    stop_after: int | None = None
+    position: int = 0
+    on_checkpoint: Callable[[], None] | None = None
+
+    def checkpoint_path(self, job: str) -> Path:
+        return self.root / "checkpoints" / f"{job}.pt"
+
+    def load_checkpoint(self, job: str) -> dict[str, Any] | None:
+        path = self.checkpoint_path(job)
+        if not path.exists():
+            return None
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        return state
+
+    def log(self, line: str) -> None:
+        """Append ``line`` to ``progress.log``; echo it when stderr is not a terminal."""
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with open(self.root / "progress.log", "a", encoding="utf-8") as log:
+            log.write(f"{stamp} {line}\n")
+        if not sys.stderr.isatty():
+            print(f"{stamp} {line}", file=sys.stderr, flush=True)
+
+    def save_checkpoint(self, job: str, state: Mapping[str, Any]) -> None:
+        """Atomically replace the checkpoint of ``job``."""
+        path = self.checkpoint_path(job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, tensor_bytes(state))
+        if self.on_checkpoint is not None:
+            self.on_checkpoint()
 
 
 class RunDirectory:
-    """The files of one run (see the module docstring)."""
+    """The files of one run, held by the process that owns the run (the
+    driver): it alone keeps the clock and writes results and the summary.
+    Workers get a ``JobContext``; a ``RunDirectory`` refuses to be pickled."""
 
     def __init__(
         self,
@@ -124,7 +168,6 @@ class RunDirectory:
         self.name = name
         self.mode = mode
         self._session_start = time.perf_counter()
-        self._owner = True
         has_state = any((root / sub).exists() and any((root / sub).iterdir()) for sub in STATE_DIRS)
         config_path = root / "config.json"
         record = {"name": name, "mode": mode, "config": dict(config)}
@@ -148,36 +191,28 @@ class RunDirectory:
             (root / sub).mkdir(parents=True, exist_ok=True)
         self._write_json(config_path, record)
 
-    @classmethod
-    def attach(cls, root: Path) -> RunDirectory:
-        """Open the run in ``root`` from a worker process (no checks, no writes)."""
-        record = json.loads((root / "config.json").read_text(encoding="utf-8"))
-        run = cls.__new__(cls)
-        run.root, run.name, run.mode = root, str(record["name"]), str(record["mode"])
-        run._session_start = time.perf_counter()
-        run._owner = False
-        return run
+    def __getstate__(self) -> object:
+        raise TypeError(
+            "a RunDirectory belongs to the process that owns the run (it keeps the clock); "
+            "give workers a JobContext"
+        )
+
+    def context(self, stop_after: int | None = None) -> JobContext:
+        """The view of this run that jobs get (``JobContext``)."""
+        return JobContext(self.root, stop_after)
 
     # -- jobs ---------------------------------------------------------------
 
     def checkpoint_path(self, job: str) -> Path:
-        return self.root / "checkpoints" / f"{job}.pt"
+        return self.context().checkpoint_path(job)
 
     def save_checkpoint(self, job: str, state: Mapping[str, Any]) -> None:
-        """Atomically replace the checkpoint of ``job``."""
-        path = self.checkpoint_path(job)
-        tmp = path.with_suffix(".tmp")
-        torch.save(dict(state), tmp)
-        os.replace(tmp, path)
-        if self._owner:  # workers of run_jobs leave the clock to the main process
-            self.record_time()
+        """Atomically replace the checkpoint of ``job`` and record the time."""
+        self.context().save_checkpoint(job, state)
+        self.record_time()
 
     def load_checkpoint(self, job: str) -> dict[str, Any] | None:
-        path = self.checkpoint_path(job)
-        if not path.exists():
-            return None
-        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-        return state
+        return self.context().load_checkpoint(job)
 
     def result_path(self, job: str) -> Path:
         return self.root / "jobs" / f"{job}.json"
@@ -194,6 +229,16 @@ class RunDirectory:
         self._write_json(self.result_path(job), result)
         self.checkpoint_path(job).unlink(missing_ok=True)
 
+    def accept(self, job: str, output: JobOutput | None) -> None:
+        """Write what a job returned (``None``: stopped early) and record the time."""
+        if output is not None:
+            for relative, data in output.files.items():
+                path = self.root / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _write_atomic(path, data)
+            self.save_result(job, output.result)
+        self.record_time()
+
     # -- outputs ------------------------------------------------------------
 
     def write_csv(self, name: str, rows: Sequence[Mapping[str, Any]]) -> Path:
@@ -204,9 +249,7 @@ class RunDirectory:
             keys += [key for key in row if key not in keys]
         lines = [",".join(keys)]
         lines += [",".join(_csv_cell(row.get(key, "")) for key in keys) for row in rows]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        _write_atomic(path, ("\n".join(lines) + "\n").encode())
         return path
 
     def figure_path(self, name: str) -> Path:
@@ -215,10 +258,9 @@ class RunDirectory:
     def wall_seconds(self) -> float:
         """Wall time of this run over all its sessions (``--resume`` adds up).
 
-        ``timing.json`` holds the total up to this session's last checkpoint
-        (or the end of the previous session's last one): time spent on work a
-        kill then lost is not counted, so a resumed run reports the time its
-        results cost.
+        ``timing.json`` holds the total up to this session's last record (a
+        checkpoint, a finished job, or a periodic record of an executor): time
+        a kill then lost is not counted. Only this process writes it.
         """
         return self._recorded_seconds() + time.perf_counter() - self._session_start
 
@@ -230,12 +272,7 @@ class RunDirectory:
         self._session_start = now
 
     def log(self, line: str) -> None:
-        """Append ``line`` to ``progress.log``; echo it when stderr is not a terminal."""
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        with open(self.root / "progress.log", "a", encoding="utf-8") as log:
-            log.write(f"{stamp} {line}\n")
-        if not sys.stderr.isatty():
-            print(f"{stamp} {line}", file=sys.stderr, flush=True)
+        self.context().log(line)
 
     def _recorded_seconds(self) -> float:
         timing = self.root / "timing.json"
@@ -243,8 +280,17 @@ class RunDirectory:
             return 0.0
         return float(json.loads(timing.read_text(encoding="utf-8"))["wall_seconds"])
 
-    def finish(self, claims: Iterable[Claim]) -> dict[str, Any]:
-        """Write ``summary.json`` and print the claims table."""
+    def finish(
+        self,
+        claims: Iterable[Claim],
+        details: Mapping[str, Any] | None = None,
+        sources: Iterable[str] | None = None,
+    ) -> dict[str, Any]:
+        """Write ``summary.json`` (once) and print the claims table.
+
+        ``sources``: the repository files the numbers depend on (default:
+        those of the modules loaded now, see ``validation.provenance``).
+        """
         claims = list(claims)
         self.record_time()
         wall = self.wall_seconds()
@@ -253,6 +299,8 @@ class RunDirectory:
             "mode": self.mode,
             "wall_seconds": round(wall, 1),
             "claims": [claim.as_dict() for claim in claims],
+            **(details or {}),
+            "provenance": provenance.record(sources),
         }
         self._write_json(self.root / "summary.json", summary)
         print(format_claims(self.name, self.mode, wall, claims))
@@ -260,9 +308,8 @@ class RunDirectory:
 
     def _write_json(self, path: Path, data: Any) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        text = json.dumps(data, indent=2, default=_json_default) + "\n"
+        _write_atomic(path, text.encode())
 
 
 def format_claims(name: str, mode: str, wall: float, claims: Sequence[Claim]) -> str:
@@ -292,31 +339,163 @@ def progress(total: int, description: str, *, initial: int = 0, position: int = 
     )
 
 
-Job = TypeVar("Job")
-Result = TypeVar("Result")
+def timed(work: Callable[[], object], repeats: int, *, warmup: int = 3) -> float:
+    """Mean wall seconds of ``work()`` over ``repeats`` calls, after ``warmup`` calls."""
+    for _ in range(warmup):
+        work()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        work()
+    return (time.perf_counter() - start) / repeats
 
 
-def run_jobs(work: Callable[[Job], Result], jobs: Sequence[Job], processes: int) -> list[Result]:
-    """``[work(job) for job in jobs]``, over ``processes`` worker processes.
+# -- the experiment contract ----------------------------------------------------------
 
-    Workers are spawned (safe with torch) and each gets an even share of the
-    machine's threads. ``work`` must be a module-level function.
+
+class NamedJob(Protocol):
+    """A job: picklable, with a name unique within its run."""
+
+    @property
+    def name(self) -> str: ...
+
+
+ConfigT = TypeVar("ConfigT")
+JobT = TypeVar("JobT", bound=NamedJob)
+
+
+class Experiment(Protocol[ConfigT, JobT]):
+    """A reproduction script (VAL-1). Instances must be picklable (module-level
+    classes): executors send them, with a job, to the worker that runs it.
+
+    Attributes:
+        name: module name under ``validation`` (and of the default ``--out``).
+        description: one line for ``--help``.
+        strict_smoke: in smoke mode, exit 1 when a claim fails (CI's guard).
     """
-    if processes <= 1 or len(jobs) <= 1:
-        return [work(job) for job in jobs]
-    context = multiprocessing.get_context("spawn")
-    threads = max(1, (os.cpu_count() or 1) // processes)
-    with ProcessPoolExecutor(
-        max_workers=min(processes, len(jobs)),
-        mp_context=context,
-        initializer=torch.set_num_threads,
-        initargs=(threads,),
-    ) as pool:
-        return list(pool.map(work, jobs))
+
+    name: str
+    description: str
+    strict_smoke: bool
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        """Options of its own (beyond ``base_parser``'s)."""
+
+    def configure(self, args: argparse.Namespace) -> ConfigT:
+        """The run's config from the options; ``ValueError`` for bad ones.
+        A dataclass or a mapping, recorded in ``config.json``."""
+
+    def jobs(self, config: ConfigT, mode: str) -> Sequence[JobT]:
+        """The independent jobs of a run of ``mode``."""
+
+    def run_job(self, job: JobT, ctx: JobContext) -> JobOutput | None:
+        """Run (or resume from its checkpoint) one job; ``None`` if ``ctx.stop_after`` ended it."""
+
+    def figures(
+        self, config: ConfigT, results: Sequence[dict[str, Any]], run: RunDirectory
+    ) -> None:
+        """Tables and figures from the jobs' results (in ``jobs`` order)."""
+
+    def claims(
+        self, config: ConfigT, results: Sequence[dict[str, Any]], run: RunDirectory
+    ) -> Report:
+        """The claims (and further numbers for ``summary.json``)."""
 
 
-def default_out(name: str, mode: str) -> Path:
-    return Path("runs") / name / mode
+def positive_int(text: str) -> int:
+    """An argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"3"`` → seeds 0, 1, 2; ``"4,7"`` → seeds 4 and 7."""
+    try:
+        if "," in text:
+            return [int(part) for part in text.split(",") if part.strip()]
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--seeds takes a count or a comma list, got {text!r}"
+        ) from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"--seeds needs at least one seed, got {count}")
+    return list(range(count))
+
+
+def base_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """The options every script shares (``main`` adds the executors' for an ``Experiment``)."""
+    parser = argparse.ArgumentParser(prog=f"python -m validation.{name}", description=description)
+    parser.add_argument("--mode", choices=MODES, default="smoke")
+    parser.add_argument("--out", type=Path, default=None, help="run directory (runs/NAME/MODE)")
+    parser.add_argument(
+        "--seeds", type=parse_seeds, default=None, help="a count or a comma list (mode default)"
+    )
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument(
+        "--jobs", type=positive_int, default=1, help="local worker processes (1: in this process)"
+    )
+    state = parser.add_mutually_exclusive_group()
+    state.add_argument("--resume", action="store_true", help="continue the run in --out")
+    state.add_argument("--fresh", action="store_true", help="discard the run in --out")
+    return parser
+
+
+def main(experiment: Experiment[Any, Any], argv: Sequence[str] | None = None) -> int:
+    """Run ``experiment`` from the command line; the exit status (0, 1 for a
+    failed smoke claim, ``STOPPED``)."""
+    from validation.executors import executor_for
+
+    parser = base_parser(experiment.name, experiment.description)
+    parser.add_argument(
+        "--executor", choices=("local", "ray"), default="local", help="where jobs run"
+    )
+    parser.add_argument(
+        "--ray-address", default=None, help="an existing Ray cluster (default: start one here)"
+    )
+    parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    experiment.add_options(parser)
+    args = parser.parse_args(argv)
+    if args.stop_after is not None and args.stop_after < 0:
+        parser.error(f"--stop-after must be at least 0, got {args.stop_after}")
+    try:
+        torch.empty(0, device=torch.device(args.device))
+    except (RuntimeError, AssertionError) as error:
+        parser.error(f"--device {args.device!r} is not usable: {error}")
+    try:
+        config = experiment.configure(args)
+    except ValueError as error:
+        parser.error(str(error))
+    record = asdict(config) if is_dataclass(config) and not isinstance(config, type) else config
+    out: Path = (args.out or Path("runs") / experiment.name / args.mode).resolve()
+    name, mode = experiment.name, args.mode
+    run = RunDirectory(out, name, mode, record, resume=args.resume, fresh=args.fresh)
+    jobs = list(experiment.jobs(config, args.mode))
+    pending = [job for job in jobs if run.load_result(job.name) is None]
+    executor_for(args)(experiment, pending, run, run.context(args.stop_after))
+    results = [run.load_result(job.name) for job in jobs]
+    if any(result is None for result in results):
+        print(f"stopped after {args.stop_after} updates; continue with --resume", file=sys.stderr)
+        return STOPPED
+    finished = [result for result in results if result is not None]
+    experiment.figures(config, finished, run)
+    report = experiment.claims(config, finished, run)
+    summary = run.finish(report.claims, report.details)
+    failed = [claim["id"] for claim in summary["claims"] if not claim["pass"]]
+    if failed and args.mode == "smoke" and experiment.strict_smoke:
+        print(f"smoke checks failed: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def _number(value: float) -> str:

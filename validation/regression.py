@@ -25,15 +25,10 @@ DCEM update split into energy-network work and soft top-k work.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,16 +37,19 @@ from torch import Tensor, nn
 from impl.dcem import DEFAULT_STD_MIN, DCEMStep, dcem
 from impl.gaussian import weighted_gaussian_fit
 from impl.selection import soft_weights
+from validation import harness
 from validation.harness import (
     Claim,
+    JobContext,
+    JobOutput,
+    Report,
     RunDirectory,
     at_least,
     at_most,
-    base_parser,
-    default_out,
-    progress,
-    run_jobs,
+    positive_int,
+    timed,
 )
+from validation.training import Schedule, Trainer, apply_update, train
 
 NAME = "regression"
 
@@ -356,46 +354,24 @@ def evaluation_mse(method: str, net: EnergyNet, steps: int, device: torch.device
     return float(((y_hat - y) ** 2).mean())
 
 
-# -- one training run ----------------------------------------------------------------
+# -- one training job ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class TrainJob:
-    """The training runs of ``method`` with ``seeds``, side by side (a
-    module-level job for ``run_jobs``); each seed has its own net, Adam,
-    scheduler and stream of training points.
+    """The training runs of ``method`` with ``seeds``, side by side; each seed
+    has its own net, Adam, scheduler and stream of training points."""
 
-    ``stop_after`` stops the run after that many updates, leaving a
-    checkpoint (to test ``--resume``); the run then returns ``None``.
-    """
-
-    run: RunDirectory
     method: str
     seeds: tuple[int, ...]
     updates: int
     checkpoint_every: int
     device: str
-    stop_after: int | None = None
-    position: int = 0
     ablation_steps: tuple[int, ...] = ABLATION_STEPS
 
     @property
     def name(self) -> str:
         return f"{self.method}-seed" + "-".join(str(seed) for seed in self.seeds)
-
-
-@dataclass
-class TrainState:
-    """Everything a resumed run needs to continue exactly."""
-
-    nets: list[EnergyNet]
-    optimizers: list[torch.optim.Adam]
-    schedulers: list[torch.optim.lr_scheduler.ReduceLROnPlateau]
-    generator: torch.Generator
-    step: int
-    points: list[int]
-    curves: list[list[dict[str, float]]]
-    seconds: float
 
 
 def job_seed(seeds: Sequence[int]) -> int:
@@ -406,129 +382,72 @@ def job_seed(seeds: Sequence[int]) -> int:
     return total
 
 
-def new_state(method: str, seeds: Sequence[int], device: torch.device) -> TrainState:
-    """The state before the first update (Adam, ReduceLROnPlateau; spec/paper.md §2)."""
-    nets = [make_net(seed, device) for seed in seeds]
-    optimizers = [torch.optim.Adam(net.parameters(), lr=LEARNING_RATE) for net in nets]
-    schedulers = [
-        torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="min", patience=PLATEAU_PATIENCE, factor=PLATEAU_FACTOR
-        )
-        for opt in optimizers
-    ]
-    generator = torch.Generator(device=device).manual_seed(job_seed(seeds))
-    curves = [
-        [{"step": 0, "mse": evaluation_mse(method, net, INNER_STEPS, device), "lr": LEARNING_RATE}]
-        for net in nets
-    ]
-    return TrainState(nets, optimizers, schedulers, generator, 0, [0] * len(nets), curves, 0.0)
-
-
-def state_dict(state: TrainState) -> dict[str, Any]:
-    return {
-        "nets": [net.state_dict() for net in state.nets],
-        "optimizers": [opt.state_dict() for opt in state.optimizers],
-        "schedulers": [sched.state_dict() for sched in state.schedulers],
-        "generator": state.generator.get_state(),
-        "step": state.step,
-        "points": state.points,
-        "curves": state.curves,
-        "seconds": state.seconds,
-    }
-
-
-def restore(job: TrainJob, saved: dict[str, Any]) -> TrainState:
-    """A ``TrainState`` from a checkpoint written by ``state_dict``."""
-    state = new_state(job.method, job.seeds, torch.device(job.device))
-    for s in range(len(job.seeds)):
-        state.nets[s].load_state_dict(saved["nets"][s])
-        state.optimizers[s].load_state_dict(saved["optimizers"][s])
-        state.schedulers[s].load_state_dict(saved["schedulers"][s])
-    state.generator.set_state(saved["generator"])
-    state.step = int(saved["step"])
-    state.points = [int(p) for p in saved["points"]]
-    state.curves = [list(curve) for curve in saved["curves"]]
-    state.seconds = float(saved["seconds"])
-    return state
-
-
-def update(method: str, state: TrainState, x: Tensor, y: Tensor) -> Tensor:
-    """One training update of every net, net ``s`` on its point ``(x[s], y[s])``.
-
-    Loss ``(ŷ_s(x_s) − y_s)²`` back-propagated through the inner optimizer
-    (the sum over nets, which leaves each net's gradient its own), gradient
-    norm of each net clipped to 1, one Adam step each (spec/paper.md §2).
-
-    Args:
-        x, y: ``(S, 1, 1)``.
-
-    Returns:
-        The losses ``(S,)``.
-    """
-    y_hat = predict(method, state.nets, x, INNER_STEPS, state.generator, train=True)
-    losses = ((y_hat - y) ** 2).reshape(-1)
-    for opt in state.optimizers:
-        opt.zero_grad(set_to_none=True)
-    losses.sum().backward()  # type: ignore[no-untyped-call]
-    for net, opt in zip(state.nets, state.optimizers, strict=True):
-        nn.utils.clip_grad_norm_(net.parameters(), CLIP_NORM)
-        opt.step()
-    return losses.detach()
-
-
-def train(job: TrainJob) -> dict[str, Any] | None:
-    """Train the nets of one job (resuming from its checkpoint) and evaluate them.
+class EnergyTrainer(Trainer):
+    """The nets of one job: Adam and ReduceLROnPlateau each (spec/paper.md §2).
 
     Every ``UPDATES_PER_POINT`` updates each seed draws a new training point;
-    every ``SCHEDULE_EVERY`` updates each seed's full-data MSE is logged and
-    steps its scheduler. Returns ``{"runs": [one result per seed]}`` (see
-    ``evaluate``), or ``None`` when stopped by ``stop_after``.
+    every ``SCHEDULE_EVERY`` updates each seed's full-data MSE is logged in
+    ``curves`` and steps its scheduler.
     """
-    finished = job.run.load_result(job.name)
-    if finished is not None:
-        return finished
-    device = torch.device(job.device)
-    saved = job.run.load_checkpoint(job.name)
-    state = new_state(job.method, job.seeds, device) if saved is None else restore(job, saved)
-    xs, ys = dataset(device)
-    bar = progress(job.updates, job.name, initial=state.step, position=job.position)
-    start = time.perf_counter()
-    while state.step < job.updates:
-        if job.stop_after is not None and state.step >= job.stop_after:
-            break
-        if state.step % UPDATES_PER_POINT == 0:
-            draw = torch.randint(N_POINTS, (len(job.seeds),), generator=state.generator)
-            state.points = [int(i) for i in draw]
-        index = torch.tensor(state.points, device=device)
-        update(job.method, state, xs[index].unsqueeze(1), ys[index].unsqueeze(1))
-        state.step += 1
-        bar.update(1)
-        if state.step % SCHEDULE_EVERY == 0:
-            for net, opt, sched, curve in zip(
-                state.nets, state.optimizers, state.schedulers, state.curves, strict=True
-            ):
-                mse = evaluation_mse(job.method, net, INNER_STEPS, device)
-                sched.step(mse)
-                curve.append({"step": state.step, "mse": mse, "lr": opt.param_groups[0]["lr"]})
-            bar.set_postfix(mse=" ".join(f"{c[-1]['mse']:.1e}" for c in state.curves))
-        if state.step % job.checkpoint_every == 0 and state.step < job.updates:
-            state.seconds += time.perf_counter() - start
-            start = time.perf_counter()
-            job.run.save_checkpoint(job.name, state_dict(state))
-    state.seconds += time.perf_counter() - start
-    bar.close()
-    if state.step < job.updates:
-        job.run.save_checkpoint(job.name, state_dict(state))
-        return None
-    result = {"runs": [evaluate(job, state, s) for s in range(len(job.seeds))]}
-    job.run.save_result(job.name, result)
-    return result
+
+    def __init__(self, method: str, seeds: Sequence[int], device: torch.device) -> None:
+        self.method, self.device = method, device
+        self.nets = [make_net(seed, device) for seed in seeds]
+        self.modules = self.nets
+        self.optimizers = [
+            torch.optim.Adam(net.parameters(), lr=LEARNING_RATE) for net in self.nets
+        ]
+        self.schedulers = [
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="min", patience=PLATEAU_PATIENCE, factor=PLATEAU_FACTOR
+            )
+            for opt in self.optimizers
+        ]
+        self.generator = torch.Generator(device=device).manual_seed(job_seed(seeds))
+        self.points = [0] * len(self.nets)
+        self.curves: list[list[dict[str, float]]] = [[] for _ in self.nets]
+
+    def start(self) -> None:
+        self.curves = [
+            [{"step": 0, "mse": self.mse(net), "lr": LEARNING_RATE}] for net in self.nets
+        ]
+
+    def mse(self, net: EnergyNet) -> float:
+        return evaluation_mse(self.method, net, INNER_STEPS, self.device)
+
+    def point_loss(self, x: Tensor, y: Tensor) -> Tensor:
+        """Losses ``(S,)`` of ``(ŷ_s(x_s) − y_s)²``, ``x, y (S, 1, 1)``."""
+        y_hat = predict(self.method, self.nets, x, INNER_STEPS, self.generator, train=True)
+        return ((y_hat - y) ** 2).reshape(-1)
+
+    def loss(self, step: int) -> Tensor:
+        if step % UPDATES_PER_POINT == 0:
+            draw = torch.randint(N_POINTS, (len(self.nets),), generator=self.generator)
+            self.points = [int(i) for i in draw]
+        xs, ys = dataset(self.device)
+        index = torch.tensor(self.points, device=self.device)
+        return self.point_loss(xs[index].unsqueeze(1), ys[index].unsqueeze(1))
+
+    def validate(self, step: int) -> list[float]:
+        return [self.mse(net) for net in self.nets]
+
+    def after_validation(self, step: int, metrics: Sequence[float]) -> dict[str, str]:
+        for curve, opt, mse in zip(self.curves, self.optimizers, metrics, strict=True):
+            curve.append({"step": step, "mse": mse, "lr": opt.param_groups[0]["lr"]})
+        return {"mse": " ".join(f"{mse:.1e}" for mse in metrics)}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"points": self.points, "curves": self.curves}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.points = [int(p) for p in state["points"]]
+        self.curves = [list(curve) for curve in state["curves"]]
 
 
-def evaluate(job: TrainJob, state: TrainState, s: int) -> dict[str, Any]:
+def evaluate(job: TrainJob, trainer: EnergyTrainer, s: int, seconds: float) -> dict[str, Any]:
     """Seed ``s``'s result: training curve, ablation, predictions, energy surface."""
     device = torch.device(job.device)
-    net = state.nets[s].eval()
+    net = trainer.nets[s].eval()
     ablation, predictions, predicted = [], [], []
     for steps in job.ablation_steps:
         y_hat, y = evaluation_predictions(job.method, net, steps, device)
@@ -540,10 +459,10 @@ def evaluate(job: TrainJob, state: TrainState, s: int) -> dict[str, Any]:
     return {
         "method": job.method,
         "seed": job.seeds[s],
-        "updates": state.step,
-        "train_seconds": state.seconds,
+        "updates": job.updates,
+        "train_seconds": seconds,
         "seeds_side_by_side": len(job.seeds),
-        "curve": state.curves[s],
+        "curve": trainer.curves[s],
         "ablation": {"steps": list(job.ablation_steps), "mse": ablation},
         "predictions": {
             "x": dataset(device)[0].reshape(-1).tolist(),
@@ -576,16 +495,6 @@ def energy_surface(
 # -- speed ------------------------------------------------------------------------
 
 
-def _timed(work: Callable[[], object], repeats: int) -> float:
-    """Mean wall seconds of ``work()`` over ``repeats`` calls, after 3 warm-up calls."""
-    for _ in range(3):
-        work()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        work()
-    return (time.perf_counter() - start) / repeats
-
-
 def measure_speed(repeats: int, device: torch.device) -> dict[str, float]:
     """Wall time of one training update of each method (one net, as in the
     paper), of one update of three nets side by side, and a split of DCEM's.
@@ -602,10 +511,14 @@ def measure_speed(repeats: int, device: torch.device) -> dict[str, float]:
     timings: dict[str, float] = {}
     for method in METHODS:
         for count, key in ((1, f"{method}_update_ms"), (3, f"{method}_update_3_seeds_ms")):
-            state = new_state(method, list(range(count)), device)
+            trainer = EnergyTrainer(method, range(count), device)
             x = xs[50:51].expand(count, 1).unsqueeze(1)
             y = ys[50:51].expand(count, 1).unsqueeze(1)
-            timings[key] = 1e3 * _timed(partial(update, method, state, x, y), repeats)
+
+            def one_update(trainer: EnergyTrainer = trainer, x: Tensor = x, y: Tensor = y) -> None:
+                apply_update(trainer, trainer.point_loss(x, y), CLIP_NORM)
+
+            timings[key] = 1e3 * timed(one_update, repeats)
 
     nets = [make_net(0, device)]
     x = xs[50:51].unsqueeze(0)
@@ -637,9 +550,9 @@ def measure_speed(repeats: int, device: torch.device) -> dict[str, float]:
             mean, std = weighted_gaussian_fit(leaf, weights, N_ELITE, DEFAULT_STD_MIN)
             (mean.sum() + std.sum()).backward()  # type: ignore[no-untyped-call]
 
-    timings["dcem_energy_ms"] = 1e3 * _timed(energy_part, repeats)
-    timings["dcem_topk_ms"] = 1e3 * _timed(topk_part, repeats)
-    timings["dcem_gaussian_fit_ms"] = 1e3 * _timed(fit_part, repeats)
+    timings["dcem_energy_ms"] = 1e3 * timed(energy_part, repeats)
+    timings["dcem_topk_ms"] = 1e3 * timed(topk_part, repeats)
+    timings["dcem_gaussian_fit_ms"] = 1e3 * timed(fit_part, repeats)
     timings["dcem_rest_ms"] = (
         timings["dcem_update_ms"]
         - timings["dcem_energy_ms"]
@@ -662,7 +575,9 @@ def mean_over_seeds(results: Sequence[dict[str, Any]], method: str) -> dict[int,
     return dict(zip(runs[0]["steps"], means, strict=True))
 
 
-def claims(mode: str, results: Sequence[dict[str, Any]], speed: dict[str, float]) -> list[Claim]:
+def claim_list(
+    mode: str, results: Sequence[dict[str, Any]], speed: dict[str, float]
+) -> list[Claim]:
     """The claims of ``mode`` (spec/paper.md §3; targets of issue 4)."""
     gd = mean_over_seeds(results, "gd")
     dc = mean_over_seeds(results, "dcem")
@@ -693,65 +608,26 @@ def claims(mode: str, results: Sequence[dict[str, Any]], speed: dict[str, float]
         out.append(at_most("smoke-finite", "non-finite MSE values", "—", float(bad), 0.0))
         return [*out, share]
     t = TARGETS[mode]
-    return [
-        at_most(
-            "fig5-left-gd-mse",
-            "unrolled GD: final training MSE (10 inner steps, mean over seeds)",
-            "≈ 3e-4",
-            gd[10],
-            t.train_mse,
-        ),
-        at_most(
-            "fig5-left-dcem-mse",
-            "DCEM: final training MSE (T = 10, mean over seeds)",
-            "≈ 3e-4",
-            dc[10],
-            t.train_mse,
-        ),
-        at_least(
-            "fig5-right-gd-20",
-            "unrolled GD trained at 10: MSE tested at 20 steps",
-            "≈ 3",
-            gd[20],
-            t.train_mse * t.gd_ratio,
-        ),
-        at_most(
-            "fig5-right-dcem-20",
-            "DCEM trained at T = 10: MSE tested at T = 20",
-            "≈ 4e-4",
-            dc[20],
-            t.train_mse * t.dcem_ratio,
-        ),
-        at_least(
-            "fig5-right-gd-20-vs-10",
-            "unrolled GD: MSE at 20 steps / MSE at 10 steps",
-            "≈ 1e4 (3 / 3e-4)",
-            gd[20] / gd[10],
-            t.gd_ratio,
-        ),
-        at_most(
-            "fig5-right-dcem-20-vs-10",
-            "DCEM: MSE at T = 20 / MSE at T = 10",
-            "≈ 1.3 (4e-4 / 3e-4, flat)",
-            dc[20] / dc[10],
-            t.dcem_ratio,
-        ),
-        at_least(
-            "fig5-right-15-gd-over-dcem",
-            "MSE at 15 inner steps: unrolled GD / DCEM",
-            "≈ 1.8e3 (0.7 / 4e-4)",
-            gd[15] / dc[15],
-            t.gd_over_dcem,
-        ),
-        at_least(
-            "fig5-right-20-gd-over-dcem",
-            "MSE at 20 inner steps: unrolled GD / DCEM",
-            "≈ 7.5e3 (3 / 4e-4)",
-            gd[20] / dc[20],
-            t.gd_over_dcem,
-        ),
-        share,
-    ]
+    check = {"<=": at_most, ">=": at_least}
+    table = (  # id, description, paper, measured, comparison, bound
+        ("fig5-left-gd-mse", "unrolled GD: final training MSE (10 inner steps, mean over seeds)",
+         "≈ 3e-4", gd[10], "<=", t.train_mse),
+        ("fig5-left-dcem-mse", "DCEM: final training MSE (T = 10, mean over seeds)", "≈ 3e-4",
+         dc[10], "<=", t.train_mse),
+        ("fig5-right-gd-20", "unrolled GD trained at 10: MSE tested at 20 steps", "≈ 3",
+         gd[20], ">=", t.train_mse * t.gd_ratio),
+        ("fig5-right-dcem-20", "DCEM trained at T = 10: MSE tested at T = 20", "≈ 4e-4",
+         dc[20], "<=", t.train_mse * t.dcem_ratio),
+        ("fig5-right-gd-20-vs-10", "unrolled GD: MSE at 20 steps / MSE at 10 steps",
+         "≈ 1e4 (3 / 3e-4)", gd[20] / gd[10], ">=", t.gd_ratio),
+        ("fig5-right-dcem-20-vs-10", "DCEM: MSE at T = 20 / MSE at T = 10",
+         "≈ 1.3 (4e-4 / 3e-4, flat)", dc[20] / dc[10], "<=", t.dcem_ratio),
+        ("fig5-right-15-gd-over-dcem", "MSE at 15 inner steps: unrolled GD / DCEM",
+         "≈ 1.8e3 (0.7 / 4e-4)", gd[15] / dc[15], ">=", t.gd_over_dcem),
+        ("fig5-right-20-gd-over-dcem", "MSE at 20 inner steps: unrolled GD / DCEM",
+         "≈ 7.5e3 (3 / 4e-4)", gd[20] / dc[20], ">=", t.gd_over_dcem),
+    )  # fmt: skip
+    return [*(check[op](i, d, p, m, b) for i, d, p, m, op, b in table), share]
 
 
 def _plt() -> Any:
@@ -763,32 +639,36 @@ def _plt() -> Any:
     return plt
 
 
+def _mean_and_range(
+    ax: Any, xs: Sequence[float], table: Sequence[Sequence[float]], method: str, style: str = "-"
+) -> None:
+    """Plot the mean over the rows of ``table`` against ``xs``, shading their range."""
+    columns = list(zip(*table, strict=True))
+    mean = [sum(col) / len(col) for col in columns]
+    ax.plot(xs, mean, style, ms=3, color=COLORS[method], label=LABELS[method])
+    ax.fill_between(xs, [min(c) for c in columns], [max(c) for c in columns],
+                    color=COLORS[method], alpha=0.25, linewidth=0)  # fmt: skip
+
+
+def _save(plt: Any, fig: Any, ax: Any, run: RunDirectory, name: str, **labels: str) -> None:
+    ax.set(yscale="log", **labels)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run.figure_path(name), dpi=120)
+    plt.close(fig)
+
+
 def figure_training(run: RunDirectory, results: Sequence[dict[str, Any]]) -> None:
     """Fig. 5 left: full-data training MSE against updates, mean and range over seeds."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for method in METHODS:
         curves = [r["curve"] for r in results if r["method"] == method]
-        steps = [point["step"] for point in curves[0]]
         table = [[point["mse"] for point in curve] for curve in curves]
-        mean = [sum(col) / len(col) for col in zip(*table, strict=True)]
-        ax.plot(steps, mean, color=COLORS[method], label=LABELS[method])
-        ax.fill_between(
-            steps,
-            [min(col) for col in zip(*table, strict=True)],
-            [max(col) for col in zip(*table, strict=True)],
-            color=COLORS[method],
-            alpha=0.25,
-            linewidth=0,
-        )
-    ax.set_yscale("log")
-    ax.set_xlabel("updates")
-    ax.set_ylabel("training MSE")
-    ax.set_title(f"Training (mean, range over {len(curves)} seeds)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(run.figure_path("fig5_left_training"), dpi=120)
-    plt.close(fig)
+        _mean_and_range(ax, [point["step"] for point in curves[0]], table, method)
+    title = f"Training (mean, range over {len(curves)} seeds)"
+    _save(plt, fig, ax, run, "fig5_left_training", xlabel="updates", ylabel="training MSE",
+          title=title)  # fmt: skip
 
 
 def figure_ablation(run: RunDirectory, results: Sequence[dict[str, Any]]) -> None:
@@ -796,34 +676,11 @@ def figure_ablation(run: RunDirectory, results: Sequence[dict[str, Any]]) -> Non
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for method in METHODS:
-        rows = [r["ablation"]["mse"] for r in results if r["method"] == method]
-        cols = list(zip(*rows, strict=True))
-        means = mean_over_seeds(results, method)
-        ax.plot(
-            list(means),
-            list(means.values()),
-            "o-",
-            ms=3,
-            color=COLORS[method],
-            label=LABELS[method],
-        )
-        ax.fill_between(
-            list(means),
-            [min(c) for c in cols],
-            [max(c) for c in cols],
-            color=COLORS[method],
-            alpha=0.25,
-            linewidth=0,
-        )
+        runs = [r["ablation"] for r in results if r["method"] == method]
+        _mean_and_range(ax, runs[0]["steps"], [r["mse"] for r in runs], method, "o-")
     ax.axvline(INNER_STEPS, color="gray", linestyle=":", label="trained at 10")
-    ax.set_yscale("log")
-    ax.set_xlabel("inner-loop iterations at test time")
-    ax.set_ylabel("training MSE")
-    ax.set_title("Inner-step ablation (mean, range over seeds)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(run.figure_path("fig5_right_ablation"), dpi=120)
-    plt.close(fig)
+    _save(plt, fig, ax, run, "fig5_right_ablation", xlabel="inner-loop iterations at test time",
+          ylabel="training MSE", title="Inner-step ablation (mean, range over seeds)")  # fmt: skip
 
 
 def _first_seed(results: Sequence[dict[str, Any]], method: str) -> dict[str, Any]:
@@ -908,117 +765,115 @@ def partition(seeds: Sequence[int], size: int) -> list[tuple[int, ...]]:
     return [tuple(seeds[i : i + size]) for i in range(0, len(seeds), size)]
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Atomically (re)write ``path`` with ``data``."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+# -- the experiment -------------------------------------------------------------------
 
 
-# -- command line ---------------------------------------------------------------------
+class Regression:
+    """The ``Experiment`` (validation.harness) of this module."""
+
+    name = NAME
+    description = __doc__.splitlines()[0] if __doc__ else NAME
+    strict_smoke = False  # the speed claim depends on the machine's load
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--updates", type=positive_int, default=None, help="training updates per run"
+        )
+        parser.add_argument(
+            "--group", type=positive_int, default=None, help="seeds trained side by side in a job"
+        )
+
+    def configure(self, args: argparse.Namespace) -> dict[str, Any]:
+        settings = MODE_SETTINGS[args.mode]
+        return {
+            "seeds": args.seeds or list(range(settings.seeds)),
+            "updates": args.updates or settings.updates,
+            "checkpoint_every": settings.checkpoint_every,
+            "seeds_per_job": args.group or settings.group,
+            "device": args.device,
+            "settings": {
+                "n_points": N_POINTS,
+                "hidden": HIDDEN,
+                "lr": LEARNING_RATE,
+                "plateau_patience": PLATEAU_PATIENCE,
+                "plateau_factor": PLATEAU_FACTOR,
+                "schedule_every": SCHEDULE_EVERY,
+                "clip_norm": CLIP_NORM,
+                "updates_per_point": UPDATES_PER_POINT,
+                "inner_steps": INNER_STEPS,
+                "inner_lr": INNER_LR,
+                "n_sample": N_SAMPLE,
+                "n_elite": N_ELITE,
+                "tau": TAU,
+                "init_std": INIT_STD,
+                "eval_seed": EVAL_SEED,
+            },
+            "mode_settings": asdict(settings),
+        }
+
+    def jobs(self, config: dict[str, Any], mode: str) -> list[TrainJob]:
+        ablation = SMOKE_ABLATION_STEPS if mode == "smoke" else ABLATION_STEPS
+        return [
+            TrainJob(
+                method,
+                group,
+                config["updates"],
+                config["checkpoint_every"],
+                config["device"],
+                ablation,
+            )
+            for method in ("dcem", "gd")
+            for group in partition(config["seeds"], config["seeds_per_job"])
+        ]
+
+    def run_job(self, job: TrainJob, ctx: JobContext) -> JobOutput | None:
+        device = torch.device(job.device)
+        trainer = EnergyTrainer(job.method, job.seeds, device)
+        schedule = Schedule(job.updates, SCHEDULE_EVERY, job.checkpoint_every, CLIP_NORM)
+        seconds = train(trainer, schedule, ctx, job.name)
+        if seconds is None:
+            return None
+        runs = [evaluate(job, trainer, s, seconds) for s in range(len(job.seeds))]
+        return JobOutput({"runs": runs})
+
+    def figures(
+        self, config: dict[str, Any], results: Sequence[dict[str, Any]], run: RunDirectory
+    ) -> None:
+        runs = [seed_run for result in results for seed_run in result["runs"]]
+        write_tables(run, runs)
+        figure_training(run, runs)
+        figure_ablation(run, runs)
+        figure_surfaces(run, runs)
+        figure_predictions(run, runs)
+
+    def claims(
+        self, config: dict[str, Any], results: Sequence[dict[str, Any]], run: RunDirectory
+    ) -> Report:
+        runs = [seed_run for result in results for seed_run in result["runs"]]
+        torch.set_num_threads(1)  # the speed of an update as a worker runs it
+        timing_updates = MODE_SETTINGS[run.mode].timing_updates
+        speed = measure_speed(timing_updates, torch.device(config["device"]))
+        print("speed (ms per update): " + ", ".join(f"{k}={v:.3g}" for k, v in speed.items()))
+        gd, dc = mean_over_seeds(runs, "gd"), mean_over_seeds(runs, "dcem")
+        details = {
+            "speed_ms": speed,
+            "ablation_mean_mse": {
+                "steps": list(gd),
+                "gd": list(gd.values()),
+                "dcem": list(dc.values()),
+            },
+            "train_seconds": {f"{r['method']}-seed{r['seed']}": r["train_seconds"] for r in runs},
+            "updates": config["updates"],
+            "seeds": config["seeds"],
+        }
+        return Report(claim_list(run.mode, runs, speed), details)
 
 
-def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = base_parser(NAME, __doc__.split("\n")[0] if __doc__ else NAME)
-    parser.add_argument(
-        "--updates", type=int, default=None, help="training updates per run (mode default)"
-    )
-    parser.add_argument(
-        "--group", type=int, default=None, help="seeds trained side by side in one job"
-    )
-    parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error(f"--jobs must be at least 1, got {args.jobs}")
-    if args.updates is not None and args.updates < 1:
-        parser.error(f"--updates must be at least 1, got {args.updates}")
-    if args.group is not None and args.group < 1:
-        parser.error(f"--group must be at least 1, got {args.group}")
-    if args.stop_after is not None and args.stop_after < 0:
-        parser.error(f"--stop-after must be at least 0, got {args.stop_after}")
-    try:
-        torch.empty(0, device=torch.device(args.device))
-    except (RuntimeError, AssertionError) as error:
-        parser.error(f"--device {args.device!r} is not usable: {error}")
-    return args
+EXPERIMENT = Regression()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse(argv)
-    settings = MODE_SETTINGS[args.mode]
-    seeds: list[int] = args.seeds or list(range(settings.seeds))
-    updates: int = args.updates or settings.updates
-    group_size: int = args.group or settings.group
-    out: Path = args.out or default_out(NAME, args.mode)
-    config = {
-        "seeds": seeds,
-        "updates": updates,
-        "checkpoint_every": settings.checkpoint_every,
-        "seeds_per_job": group_size,
-        "device": args.device,
-        "settings": {
-            "n_points": N_POINTS,
-            "hidden": HIDDEN,
-            "lr": LEARNING_RATE,
-            "plateau_patience": PLATEAU_PATIENCE,
-            "plateau_factor": PLATEAU_FACTOR,
-            "schedule_every": SCHEDULE_EVERY,
-            "clip_norm": CLIP_NORM,
-            "updates_per_point": UPDATES_PER_POINT,
-            "inner_steps": INNER_STEPS,
-            "inner_lr": INNER_LR,
-            "n_sample": N_SAMPLE,
-            "n_elite": N_ELITE,
-            "tau": TAU,
-            "init_std": INIT_STD,
-            "eval_seed": EVAL_SEED,
-        },
-        "mode_settings": asdict(settings),
-    }
-    run = RunDirectory(out, NAME, args.mode, config, resume=args.resume, fresh=args.fresh)
-    jobs = [
-        TrainJob(
-            run,
-            method,
-            group,
-            updates,
-            settings.checkpoint_every,
-            args.device,
-            args.stop_after,
-            position,
-            ablation_steps=SMOKE_ABLATION_STEPS if args.mode == "smoke" else ABLATION_STEPS,
-        )
-        for position, (method, group) in enumerate(
-            (m, g) for m in ("dcem", "gd") for g in partition(seeds, group_size)
-        )
-    ]
-    # Tiny operations: one thread per process, as run_jobs gives each worker on
-    # 2 cores; the timings below are then those of a training worker.
-    torch.set_num_threads(1)
-    outcome = run_jobs(train, jobs, args.jobs)
-    if any(r is None for r in outcome):
-        print(f"stopped after {args.stop_after} updates; continue with --resume", file=sys.stderr)
-        return 3
-    results = [run for r in outcome if r is not None for run in r["runs"]]
-    speed = measure_speed(settings.timing_updates, torch.device(args.device))
-    write_tables(run, results)
-    figure_training(run, results)
-    figure_ablation(run, results)
-    figure_surfaces(run, results)
-    figure_predictions(run, results)
-    summary = run.finish(claims(args.mode, results, speed))
-    gd, dc = mean_over_seeds(results, "gd"), mean_over_seeds(results, "dcem")
-    summary["speed_ms"] = speed
-    summary["ablation_mean_mse"] = {"steps": list(gd), "gd": list(gd.values())}
-    summary["ablation_mean_mse"]["dcem"] = list(dc.values())
-    summary["train_seconds"] = {
-        f"{r['method']}-seed{r['seed']}": r["train_seconds"] for r in results
-    }
-    summary["updates"] = updates
-    summary["seeds"] = seeds
-    write_json(run.root / "summary.json", summary)
-    print("speed (ms per update): " + ", ".join(f"{k}={v:.3g}" for k, v in speed.items()))
-    return 0
+    return harness.main(EXPERIMENT, argv)
 
 
 if __name__ == "__main__":

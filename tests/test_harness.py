@@ -1,0 +1,144 @@
+"""The harness's own guarantees: the driver (VAL-1), one clock (VAL-3), provenance (VAL-5)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from validation import harness, provenance
+from validation.harness import JobContext, JobOutput, Report, RunDirectory, at_least
+
+
+def summary_of(files: dict[str, str]) -> dict[str, object]:
+    return {"provenance": {"files": files, "fingerprint": provenance.fingerprint(files)}}
+
+
+@pytest.mark.spec("VAL-5")
+def test_a_changed_source_makes_a_result_stale(tmp_path: Path) -> None:
+    (tmp_path / "impl").mkdir()
+    (tmp_path / "impl" / "a.py").write_text("x = 1\n")
+    (tmp_path / "impl" / "b.py").write_text("y = 2\n")
+    summary = summary_of(provenance.file_hashes(["impl/a.py", "impl/b.py"], tmp_path))
+    assert provenance.status(summary, tmp_path) == ("current", [])
+    (tmp_path / "impl" / "b.py").write_text("y = 3\n")
+    assert provenance.status(summary, tmp_path) == ("stale", ["impl/b.py"])
+    (tmp_path / "impl" / "a.py").unlink()
+    assert provenance.status(summary, tmp_path) == ("stale", ["impl/a.py", "impl/b.py"])
+    assert provenance.status({"name": "old"}, tmp_path) == ("unknown", [])
+
+
+@pytest.mark.spec("VAL-5")
+def test_the_command_lists_stale_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    current = provenance.record(["validation/training.py"])
+    assert current["files"]["validation/training.py"] != "missing"
+    (tmp_path / "fresh").mkdir()
+    (tmp_path / "fresh" / "summary.json").write_text(json.dumps({"provenance": current}))
+    assert provenance.main([str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("current")
+    stale = summary_of({"validation/training.py": "0" * 64})["provenance"]
+    (tmp_path / "stale").mkdir()
+    (tmp_path / "stale" / "summary.json").write_text(json.dumps({"provenance": stale}))
+    (tmp_path / "unknown").mkdir()
+    (tmp_path / "unknown" / "summary.json").write_text(json.dumps({"name": "x"}))
+    assert provenance.main([str(tmp_path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["current", "stale", "unknown"]
+    assert "changed: validation/training.py" in lines[1]
+
+
+@pytest.mark.spec("VAL-3")
+def test_only_the_owner_keeps_the_clock(tmp_path: Path) -> None:
+    run = RunDirectory(tmp_path, "t", "smoke", {})
+    with pytest.raises(TypeError, match="JobContext"):
+        pickle.dumps(run)
+    ctx = pickle.loads(pickle.dumps(run.context(stop_after=3)))
+    ctx.save_checkpoint("job", {"step": 1})
+    assert ctx.load_checkpoint("job") == {"step": 1}
+    assert not (tmp_path / "timing.json").exists()  # a worker's checkpoint: no clock
+    run.save_checkpoint("job", {"step": 2})
+    assert (tmp_path / "timing.json").exists()  # the owner's: recorded
+
+
+@dataclass(frozen=True)
+class CountJob:
+    name: str
+    steps: int
+
+
+class Counting:
+    """A tiny Experiment: each job counts to ``steps``, checkpointing every step."""
+
+    name = "counting"
+    description = "count"
+    strict_smoke = True
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--steps", type=int, default=5)
+
+    def configure(self, args: argparse.Namespace) -> dict[str, int]:
+        return {"steps": args.steps}
+
+    def jobs(self, config: dict[str, int], mode: str) -> list[CountJob]:
+        return [CountJob(f"job{i}", config["steps"] + i) for i in range(2)]
+
+    def run_job(self, job: CountJob, ctx: JobContext) -> JobOutput | None:
+        saved = ctx.load_checkpoint(job.name)
+        step = 0 if saved is None else int(saved["step"])
+        while step < job.steps:
+            if ctx.stop_after is not None and step >= ctx.stop_after:
+                return None
+            step += 1
+            ctx.save_checkpoint(job.name, {"step": step})
+        return JobOutput({"count": step}, {f"files/{job.name}.txt": str(step).encode()})
+
+    def figures(
+        self, config: dict[str, int], results: Sequence[dict[str, Any]], run: RunDirectory
+    ) -> None:
+        run.write_csv("counts", results)
+
+    def claims(
+        self, config: dict[str, int], results: Sequence[dict[str, Any]], run: RunDirectory
+    ) -> Report:
+        total = float(sum(r["count"] for r in results))
+        return Report([at_least("total", "sum of counts", "—", total, 11.0)], {"total": total})
+
+
+@pytest.mark.spec("VAL-1")
+def test_the_driver_stops_resumes_and_writes_the_summary_once(tmp_path: Path) -> None:
+    out = ["--out", str(tmp_path)]
+    assert harness.main(Counting(), [*out, "--stop-after", "2"]) == harness.STOPPED
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["job0.pt", "job1.pt"]
+    assert not (tmp_path / "summary.json").exists()
+    with pytest.raises(SystemExit, match="--resume"):
+        harness.main(Counting(), out)
+    assert harness.main(Counting(), [*out, "--resume"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [c["measured"] for c in summary["claims"]] == [11.0]
+    assert summary["total"] == 11.0 and summary["provenance"]["fingerprint"]
+    assert (tmp_path / "files" / "job1.txt").read_text() == "6"
+    assert not list((tmp_path / "checkpoints").iterdir())
+    assert (tmp_path / "counts.csv").read_text() == "count\n5\n6\n"
+
+    class Refusing(Counting):
+        def run_job(self, job: CountJob, ctx: JobContext) -> JobOutput | None:
+            raise AssertionError(f"{job.name} ran again")
+
+    assert harness.main(Refusing(), [*out, "--resume"]) == 0  # nothing recomputed
+    with pytest.raises(SystemExit, match="other settings"):
+        harness.main(Counting(), [*out, "--resume", "--steps", "4"])
+
+
+@pytest.mark.spec("VAL-1")
+def test_a_failed_smoke_claim_fails_the_command(tmp_path: Path) -> None:
+    assert harness.main(Counting(), ["--out", str(tmp_path), "--steps", "1"]) == 1
+    assert harness.main(Counting(), ["--out", str(tmp_path / "short"), "--mode", "short",
+                                     "--steps", "1"]) == 0  # fmt: skip

@@ -1,0 +1,144 @@
+"""Where the jobs of a run execute (VAL-4): in this process, on a local
+process pool (``--jobs N``), or as Ray tasks (``--executor ray``).
+
+Every executor hands each job a ``JobContext`` and gives what the job
+returns to the driver's ``RunDirectory.accept``, which writes the result
+and its files and records the time: jobs never touch the clock (VAL-3).
+A worker that dies (killed, out of memory, a lost machine) is replaced and
+its job starts again from its last checkpoint: Ray retries each task up to
+``RETRIES`` times, the local pool is rebuilt up to ``RETRIES`` times a run.
+Exceptions raised by a job are bugs, not deaths, and end the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from validation.harness import Experiment, JobContext, JobOutput, NamedJob, RunDirectory
+
+RETRIES = 2
+"""Times a job whose worker died is started again (from its checkpoint)."""
+
+RECORD_SECONDS = 60.0
+"""While workers run, the driver records the run's time at least this often."""
+
+Executor = Callable[[Experiment[Any, Any], Sequence[NamedJob], RunDirectory, JobContext], None]
+
+
+def run_job(
+    experiment: Experiment[Any, Any], job: NamedJob, ctx: JobContext, threads: int
+) -> JobOutput | None:
+    """``experiment.run_job(job, ctx)`` on ``threads`` torch threads (what every worker runs)."""
+    torch.set_num_threads(threads)
+    return experiment.run_job(job, ctx)
+
+
+def in_process(
+    experiment: Experiment[Any, Any], jobs: Sequence[NamedJob], run: RunDirectory, ctx: JobContext
+) -> None:
+    """One job after another in this process; the time is recorded at every checkpoint."""
+    ctx = replace(ctx, on_checkpoint=run.record_time)
+    for job in jobs:
+        run.accept(job.name, run_job(experiment, job, ctx, threads=1))
+
+
+def process_pool(processes: int) -> Executor:
+    """Up to ``processes`` spawned worker processes, one torch thread each."""
+
+    def execute(
+        experiment: Experiment[Any, Any],
+        jobs: Sequence[NamedJob],
+        run: RunDirectory,
+        ctx: JobContext,
+    ) -> None:
+        remaining = {job.name: job for job in jobs}
+        for attempt in range(RETRIES + 1):
+            try:
+                _pool_round(experiment, list(remaining.values()), run, ctx, processes, remaining)
+                return
+            except BrokenProcessPool:
+                if attempt == RETRIES:
+                    raise
+                run.log(f"a worker died; restarting {sorted(remaining)} from their checkpoints")
+
+    return execute
+
+
+def _pool_round(
+    experiment: Experiment[Any, Any],
+    jobs: Sequence[NamedJob],
+    run: RunDirectory,
+    ctx: JobContext,
+    processes: int,
+    remaining: dict[str, NamedJob],
+) -> None:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(processes, len(jobs)), mp_context=context) as pool:
+        futures: dict[Future[JobOutput | None], NamedJob] = {
+            pool.submit(run_job, experiment, job, replace(ctx, position=i), 1): job
+            for i, job in enumerate(jobs)
+        }
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=RECORD_SECONDS, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = futures[future]
+                run.accept(job.name, future.result())
+                del remaining[job.name]
+            run.record_time()
+
+
+def ray_tasks(address: str | None) -> Executor:
+    """One Ray task per job (one CPU each), on the cluster at ``address``, or
+    on the Ray instance this process already started, or on a new local one.
+
+    The run directory must be on storage that every node sees at the same
+    path for checkpoints to survive a lost node; results and files always
+    come back to the driver. Ray restarts a task whose worker died
+    (``max_retries``), and the task resumes from its checkpoint.
+    """
+
+    def execute(
+        experiment: Experiment[Any, Any],
+        jobs: Sequence[NamedJob],
+        run: RunDirectory,
+        ctx: JobContext,
+    ) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise SystemExit("--executor ray needs Ray: pip install -e '.[cluster]'") from None
+        if not ray.is_initialized():
+            ray.init(address=address, runtime_env={"working_dir": str(_repository())})
+        task = ray.remote(num_cpus=1, max_retries=RETRIES)(run_job)
+        refs = {task.remote(experiment, job, ctx, 1): job for job in jobs}
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1, timeout=RECORD_SECONDS)
+            for ref in done:
+                run.accept(refs.pop(ref).name, ray.get(ref))
+            run.record_time()
+
+    return execute
+
+
+def executor_for(args: argparse.Namespace) -> Executor:
+    """The executor that ``--executor``, ``--jobs`` and ``--ray-address`` choose."""
+    if args.executor == "ray" or args.ray_address is not None:
+        return ray_tasks(args.ray_address)
+    if args.jobs > 1:
+        return process_pool(args.jobs)
+    return in_process
+
+
+def _repository() -> Path:
+    """The checkout that holds ``validation`` (Ray ships it to the workers)."""
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,145 @@
+"""The one resumable training loop of the reproductions (VAL-2).
+
+An experiment supplies a ``Trainer`` (its modules, optimizers, plateau
+schedulers and generator; the loss of one update; the validation metric);
+``train`` runs it for a ``Schedule``: gradient steps with per-module norm
+clipping, validation and scheduler steps, checkpoints, the progress bar,
+``stop_after``. A checkpoint holds everything the next update depends on,
+so a killed and resumed run equals an uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from validation.harness import JobContext, progress
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When things happen in a run of ``updates`` updates.
+
+    Attributes:
+        updates: gradient updates in all.
+        validate_every: validate (and step the schedulers) after every this
+            many updates, and after the last.
+        checkpoint_every: write a checkpoint after every this many updates
+            (a kill loses at most that many).
+        clip_norm: each module's gradient norm is clipped to this.
+    """
+
+    updates: int
+    validate_every: int
+    checkpoint_every: int
+    clip_norm: float
+
+
+class Trainer(ABC):
+    """The parts of a training run that an experiment supplies.
+
+    ``modules[i]`` is stepped by ``optimizers[i]`` (its gradient clipped on
+    its own); ``schedulers[j]`` (ReduceLROnPlateau) steps on the ``j``-th
+    metric of ``validate``; ``generator`` is the run's noise (saved in
+    checkpoints).
+    """
+
+    modules: Sequence[nn.Module]
+    optimizers: Sequence[torch.optim.Optimizer]
+    schedulers: Sequence[torch.optim.lr_scheduler.ReduceLROnPlateau]
+    generator: torch.Generator
+
+    def start(self) -> None:  # noqa: B027 - optional hook
+        """Work before the first update of a fresh run (not of a resumed one)."""
+
+    @abstractmethod
+    def loss(self, step: int) -> Tensor:
+        """The losses ``(S,)`` of update ``step + 1``; their sum is back-propagated."""
+
+    @abstractmethod
+    def validate(self, step: int) -> list[float]:
+        """The metrics (lower is better) that the schedulers step on, after ``step`` updates."""
+
+    def after_validation(self, step: int, metrics: Sequence[float]) -> dict[str, str]:
+        """Record a validation (after the schedulers stepped); the progress bar's postfix."""
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """The experiment's own state for checkpoints (``weights_only``-loadable)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore what ``extra_state`` saved."""
+
+    def state_dict(self, step: int, seconds: float) -> dict[str, Any]:
+        return {
+            "step": step,
+            "seconds": seconds,
+            "modules": [module.state_dict() for module in self.modules],
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
+            "schedulers": [sched.state_dict() for sched in self.schedulers],
+            "generator": self.generator.get_state(),
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> tuple[int, float]:
+        """Restore a checkpoint of ``state_dict``; its ``(step, seconds)``."""
+        for module, saved in zip(self.modules, state["modules"], strict=True):
+            module.load_state_dict(saved)
+        for opt, saved in zip(self.optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(saved)
+        for sched, saved in zip(self.schedulers, state["schedulers"], strict=True):
+            sched.load_state_dict(saved)
+        self.generator.set_state(state["generator"])
+        self.load_extra_state(state["extra"])
+        return int(state["step"]), float(state["seconds"])
+
+
+def apply_update(trainer: Trainer, losses: Tensor, clip_norm: float) -> None:
+    """One gradient step: back-propagate ``losses.sum()``, clip each module's
+    gradient norm to ``clip_norm``, step each optimizer."""
+    for opt in trainer.optimizers:
+        opt.zero_grad(set_to_none=True)
+    losses.sum().backward()  # type: ignore[no-untyped-call]
+    for module, opt in zip(trainer.modules, trainer.optimizers, strict=True):
+        nn.utils.clip_grad_norm_(module.parameters(), clip_norm)
+        opt.step()
+
+
+def train(trainer: Trainer, schedule: Schedule, ctx: JobContext, job: str) -> float | None:
+    """Run (or resume from ``job``'s checkpoint in ``ctx``) to ``schedule.updates``.
+
+    Returns the seconds spent training over all sessions, or ``None`` when
+    the run reached ``ctx.stop_after`` updates first (as a kill would: nothing
+    is saved beyond the last checkpoint).
+    """
+    saved = ctx.load_checkpoint(job)
+    if saved is None:
+        trainer.start()
+        step, seconds = 0, 0.0
+    else:
+        step, seconds = trainer.load_state_dict(saved)
+    start = time.perf_counter()
+    with progress(schedule.updates, job, initial=step, position=ctx.position) as bar:
+        while step < schedule.updates:
+            if ctx.stop_after is not None and step >= ctx.stop_after:
+                return None
+            apply_update(trainer, trainer.loss(step), schedule.clip_norm)
+            step += 1
+            bar.update(1)
+            if step % schedule.validate_every == 0 or step == schedule.updates:
+                metrics = trainer.validate(step)
+                for scheduler, metric in zip(trainer.schedulers, metrics, strict=True):
+                    scheduler.step(metric)
+                bar.set_postfix(trainer.after_validation(step, metrics))
+            if step % schedule.checkpoint_every == 0 and step < schedule.updates:
+                seconds += time.perf_counter() - start
+                start = time.perf_counter()
+                ctx.save_checkpoint(job, trainer.state_dict(step, seconds))
+    return seconds + time.perf_counter() - start
