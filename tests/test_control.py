@@ -559,16 +559,15 @@ def test_decoder_architecture_and_initialization() -> None:
         decoder(torch.zeros(4, 3))
 
 
-@pytest.mark.spec("CTL-9")
+@pytest.mark.spec("CTL-9", "CTL-16")
 @given(
     m=st.integers(1, 3),
-    tau=st.sampled_from([None, 0.5, 1.0]),
     bound=st.floats(0.2, 3.0),
-    smoothing=st.sampled_from([0.0, 0.4]),
+    options=solver_options(15, 3, 4),
     seed=st.integers(0, 2**16),
 )
 def test_latent_plan_is_dcem_over_the_box(
-    m: int, tau: float | None, bound: float, smoothing: float, seed: int
+    m: int, bound: float, options: CEMOptions, seed: int
 ) -> None:
     system = Cartpole()
     x0 = system.sample_initial(2, torch.Generator().manual_seed(seed), dtype=F64)
@@ -576,12 +575,7 @@ def test_latent_plan_is_dcem_over_the_box(
         m, 6, 1, -100.0, 100.0, hidden=16, n_hidden=2, generator=torch.Generator().manual_seed(seed)
     ).to(F64)
     cost_fn = rollout_cost(system.step, system.cost, x0)
-    config = LatentPlannerConfig(
-        latent_dim=m,
-        latent_bound=bound,
-        init_std=2.0,
-        solver=CEMOptions(n_sample=15, n_elite=3, n_iter=4, tau=tau, smoothing=smoothing),
-    )
+    config = LatentPlannerConfig(latent_dim=m, latent_bound=bound, init_std=2.0, solver=options)
     noise = _noise(4, 2, 15, m, seed)
     steps: list[DCEMStep] = []
     result = latent_plan(cost_fn, decoder, config, 2, dtype=F64, noise=noise, callback=steps.append)
@@ -593,17 +587,24 @@ def test_latent_plan_is_dcem_over_the_box(
             n_sample=15,
             n_elite=3,
             n_iter=4,
-            tau=tau,
+            tau=options.tau,
             lb=-bound,
             ub=bound,
-            smoothing=smoothing,
+            normalize=options.normalize,
+            std_min=options.std_min,
+            tol=options.tol,
+            output=options.output,
+            smoothing=options.smoothing,
+            elite_temperature=options.elite_temperature,
             noise=noise,
         )
     torch.testing.assert_close(result.latent, direct.x)
+    torch.testing.assert_close(result.mean, direct.mean)
+    torch.testing.assert_close(result.std, direct.std)
+    assert torch.equal(result.n_iter, direct.n_iter)
     torch.testing.assert_close(result.actions, decoder(result.latent))
     torch.testing.assert_close(result.cost, cost_fn(result.actions.unsqueeze(1))[:, 0])
     assert torch.equal(result.first_action, result.actions[:, 0])
-    assert result.mean.shape == result.std.shape == (2, m)
     for step in steps:
         assert bool((step.samples.abs() <= bound).all())
 
