@@ -358,3 +358,22 @@ def test_readme_adapter_examples_run() -> None:
     namespace = {"cost": rollout_cost(system.step, system.cost, x)}
     exec(compile(mbrl_block, "README.md", "exec"), namespace)
     assert namespace["actions"].shape == (12, 1)
+
+
+# -- benchmarks/planners.py --------------------------------------------------------------------
+
+
+def test_planner_benchmark_quick_mode_writes_both_tables(tmp_path: Path) -> None:
+    """Structure only (tiny sizes): every row of both tables is measured and written."""
+    pytest.importorskip("torchrl")
+    pytest.importorskip("mbrl.planning")
+    from benchmarks import planners
+
+    out = tmp_path / "planners.md"
+    assert planners.main(["--quick", "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    rows = [*planners.cartpole_rows(planners.QUICK_CARTPOLE), *planners.rastrigin_rows()]
+    for label in rows:
+        line = next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
+        assert "nan" not in line
+    assert text.count("\n|---|") == 2
