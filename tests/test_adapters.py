@@ -39,9 +39,10 @@ def _zero_action_cost(starts: Tensor, steps: int) -> float:
 # -- TorchRL (CTL-18) --------------------------------------------------------------------------
 
 
-def cartpole_model_env() -> Any:
+def cartpole_model_env(nan_above: float | None = None) -> Any:
     """Cartpole (CTL-11) as a TorchRL ``ModelBasedEnvBase``: the world model maps
-    ``(observation, action)`` to the next observation and the reward ``−C(x, u)``."""
+    ``(observation, action)`` to the next observation and the reward ``−C(x, u)``
+    (NaN where the force exceeds ``nan_above``, if given)."""
     pytest.importorskip("torchrl")
     from tensordict import TensorDict
     from tensordict.nn import TensorDictModule
@@ -55,6 +56,8 @@ def cartpole_model_env() -> Any:
 
         def forward(self, obs: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
             reward = -self.system.cost(obs, action).unsqueeze(-1)
+            if nan_above is not None:
+                reward = torch.where(action > nan_above, math.nan, reward)
             return self.system.step(obs, action), reward
 
     class CartpoleModelEnv(ModelBasedEnvBase):  # type: ignore[misc]
@@ -156,6 +159,23 @@ def test_torchrl_planner_beats_cem_planner_on_the_model_env() -> None:
             native = episode_cost(CEMPlanner(env, HORIZON, 4, 30, 3))
         assert ours < floor - 3.0
         assert ours < native - 3.0
+
+
+@pytest.mark.spec("CTL-18")
+def test_torchrl_planner_ranks_nan_rewards_worst() -> None:
+    """Rewards are NaN where the force exceeds 20 N: no elite has such a step, so
+    the planned force stays at or below 20 N (TorchRL's ``topk`` ranks NaN first)."""
+    env = cartpole_model_env(nan_above=20.0)
+    from impl.adapters.torchrl_planner import DCEMPlanner
+
+    x = Cartpole().sample_initial(4, torch.Generator().manual_seed(5))
+    planner = DCEMPlanner(env, HORIZON, SOLVER, seed=1)
+    for _ in range(3):
+        force = planner(_observations(x))["action"]
+        assert bool(torch.isfinite(force).all()) and bool((force <= 20.0).all())
+        assert planner.state is not None
+        assert bool((planner.state.warm_start <= 20.0).all())
+        x = Cartpole().step(x, force)
 
 
 @pytest.mark.spec("CTL-18")
