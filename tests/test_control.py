@@ -499,7 +499,8 @@ def test_controller_seed_and_failed_solve() -> None:
         torch.manual_seed(11)
         assert torch.equal(MPC(config, 3).state.rng, first)  # unseeded: from the global RNG
     mpc = MPC(config, 3, seed=4)
-    before = mpc.act(cost) and mpc.state
+    mpc.act(cost)
+    before = mpc.state
     with pytest.raises(ValueError, match="returned shape"):
         mpc.act(lambda u: u.sum((1, 2, 3)))
     assert mpc.state is before  # a solve that raises changes nothing
