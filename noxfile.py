@@ -21,10 +21,21 @@ TORCH = os.environ.get("DCEM_TORCH", "torch==2.13.0")
 
 
 def install(session: nox.Session, *extras: str) -> None:
-    """Torch first, then the project (editable) with ``extras``."""
-    if TORCH != "skip":
-        session.install(TORCH)
-    session.install("-e", f".[{','.join(extras)}]" if extras else ".")
+    """Torch first, then the project (editable) with ``extras``, with torch held to
+    ``TORCH`` by a constraint (peers such as torchrl must not replace it)."""
+    target = f".[{','.join(extras)}]" if extras else "."
+    if TORCH == "skip":
+        session.install("-e", target)
+        return
+    session.install(TORCH)
+    constraints = os.path.join(session.create_tmp(), "torch-constraint.txt")
+    with open(constraints, "w") as handle:
+        handle.write(TORCH + "\n")
+    session.install("-e", target, "--constraint", constraints)
+    if "test" in extras:
+        # mbrl-lib's own pins do not resolve on Python 3.11; its working set is the
+        # ``mbrl`` extra (in ``test``), and the package itself goes in without deps.
+        session.install("--no-deps", "mbrl==0.2.0")
 
 
 @nox.session
@@ -38,7 +49,8 @@ def demo(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The test suite (Hypothesis profile ``ci``; ``-- --hypothesis-profile=thorough`` for more).
 
-    The ``test`` extra includes ``cluster``: a test runs a smoke experiment on a local Ray instance.
+    The ``test`` extra includes ``cluster`` (a test runs a smoke experiment on a local Ray
+    instance) and the peers ``torchrl`` and ``mbrl`` (the adapters are tested against them).
     """
     install(session, "test")
     session.run("pytest", *session.posargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import math
 
 import numpy as np
@@ -16,6 +18,7 @@ from impl.control import (
     ActionDecoder,
     Cartpole,
     LatentPlannerConfig,
+    MPCState,
     Pendulum,
     PlannerConfig,
     colored_noise,
@@ -26,6 +29,7 @@ from impl.control import (
 )
 from impl.control.planner import INIT_STD_SCALE, shift_warm_start
 from impl.dcem import DCEMStep, dcem
+from impl.options import CEMOptions
 
 F64 = torch.float64
 
@@ -108,42 +112,44 @@ def _noise(t: int, b: int, n: int, d: int, seed: int, dtype: torch.dtype = F64) 
     return torch.randn(t, b, n, d, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
-@pytest.mark.spec("CTL-2")
+@st.composite
+def solver_options(draw: st.DrawFn, n_sample: int, n_elite: int, n_iter: int) -> CEMOptions:
+    """Every field of ``CEMOptions`` drawn, including the ones that change the
+    result (normalize, std_min, tol, output, smoothing, elite weights)."""
+    tau = draw(st.sampled_from([None, 0, 0.3, 1.0]))
+    hard = tau is None or tau == 0
+    return CEMOptions(
+        n_sample=n_sample,
+        n_elite=n_elite,
+        n_iter=n_iter,
+        tau=tau,
+        normalize=draw(st.booleans()),
+        std_min=draw(st.sampled_from([0.0, 1e-6, 0.05])),
+        tol=draw(st.sampled_from([None, 1e-3, 0.5])),
+        output=draw(st.sampled_from(["mean", "best"])),
+        checkpoint=draw(st.booleans()),
+        grad_iters=draw(st.sampled_from([None, 1, 2])),
+        smoothing=draw(st.sampled_from([0.0, 0.4])),
+        elite_temperature=draw(st.sampled_from([None, 0.5])) if hard else None,
+    )
+
+
+@pytest.mark.spec("CTL-2", "CTL-16")
 @given(
     horizon=st.integers(1, 5),
     n_u=st.integers(1, 2),
-    tau=st.sampled_from([None, 0.3, 1.0]),
-    output=st.sampled_from(["mean", "best"]),
-    smoothing=st.sampled_from([0.0, 0.4]),
-    weighted=st.booleans(),
+    options=solver_options(12, 3, 4),
     seed=st.integers(0, 2**16),
 )
 def test_plan_is_dcem_on_flattened_sequences(
-    horizon: int,
-    n_u: int,
-    tau: float | None,
-    output: str,
-    smoothing: float,
-    weighted: bool,
-    seed: int,
+    horizon: int, n_u: int, options: CEMOptions, seed: int
 ) -> None:
-    elite_temperature = 0.5 if weighted and tau is None else None
     a, b = linear_system(3, n_u, seed)
     x0 = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed), dtype=F64)
     cost_fn = rollout_cost(linear_dynamics(a, b), quadratic_cost(), x0)
     config = PlannerConfig(
-        horizon=horizon,
-        action_lb=-2.0,
-        action_ub=3.0,
-        action_dim=n_u,
-        n_sample=12,
-        n_elite=3,
-        n_iter=4,
-        tau=tau,
-        output=output,
-        smoothing=smoothing,
-        elite_temperature=elite_temperature,
-    )  # type: ignore[arg-type]
+        horizon=horizon, action_lb=-2.0, action_ub=3.0, action_dim=n_u, solver=options
+    )
     noise = _noise(4, 2, 12, horizon * n_u, seed)
     result = plan(cost_fn, config, 2, dtype=F64, noise=noise)
     direct = dcem(
@@ -153,12 +159,15 @@ def test_plan_is_dcem_on_flattened_sequences(
         n_sample=12,
         n_elite=3,
         n_iter=4,
-        tau=tau,
+        tau=options.tau,
         lb=-2.0,
         ub=3.0,
-        output=output,  # type: ignore[arg-type]
-        smoothing=smoothing,
-        elite_temperature=elite_temperature,
+        normalize=options.normalize,
+        std_min=options.std_min,
+        tol=options.tol,
+        output=options.output,
+        smoothing=options.smoothing,
+        elite_temperature=options.elite_temperature,
         noise=noise,
     )
     shape = (2, horizon, n_u)
@@ -168,6 +177,63 @@ def test_plan_is_dcem_on_flattened_sequences(
     assert torch.equal(result.std, direct.std.reshape(shape))
     assert torch.equal(result.n_iter, direct.n_iter)
     torch.testing.assert_close(result.cost, cost_fn(result.actions.unsqueeze(1))[:, 0])
+
+
+ALL_OPTIONS_SET = CEMOptions(
+    n_sample=9,
+    n_elite=2,
+    n_iter=3,
+    tau=None,
+    normalize=False,
+    std_min=0.01,
+    tol=1e-4,
+    output="best",
+    checkpoint=True,
+    grad_iters=2,
+    smoothing=0.2,
+    elite_temperature=0.7,
+)
+"""Every field away from its default, so a planner that drops one is seen."""
+
+
+@pytest.mark.spec("CTL-16")
+def test_planners_pass_every_solver_option_to_dcem(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = CEMOptions()  # what dcem does with an option left out
+    for field in dataclasses.fields(CEMOptions):
+        assert getattr(ALL_OPTIONS_SET, field.name) != getattr(defaults, field.name), field.name
+    seen: list[dict[str, object]] = []
+
+    def recording_dcem(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs)
+        return dcem(*args, **kwargs)  # type: ignore[arg-type]
+
+    import impl.control.embedding as embedding_module
+    import impl.control.planner as planner_module
+
+    monkeypatch.setattr(planner_module, "dcem", recording_dcem)
+    monkeypatch.setattr(embedding_module, "dcem", recording_dcem)
+    system = Cartpole()
+    cost_fn = rollout_cost(system.step, system.cost, system.sample_initial(2))
+    config = PlannerConfig(horizon=3, action_lb=-5.0, action_ub=5.0, solver=ALL_OPTIONS_SET)
+    plan(cost_fn, config, 2)
+    MPC(config, 2, seed=0).act(cost_fn)
+    decoder = ActionDecoder(2, 3, 1, -5.0, 5.0, hidden=4, n_hidden=1)
+    latent_plan(cost_fn, decoder, LatentPlannerConfig(latent_dim=2, solver=ALL_OPTIONS_SET), 2)
+    assert len(seen) == 3
+    for kwargs in seen:
+        for field in dataclasses.fields(CEMOptions):
+            assert kwargs[field.name] == getattr(ALL_OPTIONS_SET, field.name), field.name
+
+
+@pytest.mark.spec("CTL-16")
+def test_planner_defaults_are_the_papers() -> None:
+    full = PlannerConfig(horizon=3, action_lb=-1.0, action_ub=1.0).solver
+    latent = LatentPlannerConfig(latent_dim=2)
+    assert (full.n_sample, full.n_elite, full.n_iter, full.tau) == (100, 10, 10, None)
+    assert (latent.solver.n_sample, latent.solver.n_elite, latent.solver.n_iter) == (100, 10, 10)
+    assert (latent.solver.tau, latent.init_std, latent.latent_bound) == (1.0, 0.5, 1.0)
+    for options in (full, latent.solver):
+        assert dataclasses.replace(options, tau=None) == CEMOptions(tau=None)
 
 
 @pytest.mark.spec("CTL-3")
@@ -190,11 +256,8 @@ def test_every_candidate_and_action_within_bounds(
         action_lb=lb,
         action_ub=ub,
         action_dim=n_u,
-        n_sample=20,
-        n_elite=4,
-        n_iter=3,
-        tau=tau,
         init_std=3.0 * (ub - lb),
+        solver=CEMOptions(n_sample=20, n_elite=4, n_iter=3, tau=tau),
     )
     steps: list[DCEMStep] = []
     result = plan(
@@ -242,11 +305,8 @@ def test_plan_gradient_in_dynamics_and_cost_parameters(seed: int, tau: float) ->
         horizon=4,
         action_lb=-100.0,
         action_ub=100.0,
-        n_sample=16,
-        n_elite=4,
-        n_iter=3,
-        tau=tau,
         init_std=5.0,
+        solver=CEMOptions(n_sample=16, n_elite=4, n_iter=3, tau=tau),
     )
 
     def solve(length: Tensor, target: Tensor) -> Tensor:
@@ -273,7 +333,10 @@ def test_hard_plan_gradient_holds_the_selection_fixed() -> None:
     a, b = linear_system(2, 1, 0)
     x0 = torch.ones(2, 2, dtype=F64)
     config = PlannerConfig(
-        horizon=3, action_lb=-1.0, action_ub=1.0, n_sample=10, n_elite=2, n_iter=3, tau=None
+        horizon=3,
+        action_lb=-1.0,
+        action_ub=1.0,
+        solver=CEMOptions(n_sample=10, n_elite=2, n_iter=3, tau=None),
     )
     cost_fn = rollout_cost(linear_dynamics(a, b), quadratic_cost(target), x0)
     result = plan(cost_fn, config, 2, dtype=F64, generator=torch.Generator().manual_seed(1))
@@ -302,10 +365,7 @@ def _mpc_setup(tau: float | None = 1.0) -> tuple[PlannerConfig, Tensor, Cartpole
         horizon=5,
         action_lb=torch.tensor([-30.0]),
         action_ub=torch.tensor([10.0]),
-        n_sample=20,
-        n_elite=4,
-        n_iter=3,
-        tau=tau,
+        solver=CEMOptions(n_sample=20, n_elite=4, n_iter=3, tau=tau),
     )
     system = Cartpole()
     return config, system.sample_initial(3, torch.Generator().manual_seed(0)), system
@@ -317,7 +377,7 @@ def test_mpc_act_plans_from_shifted_warm_start_with_sigma_reset(
     tau: float | None, seed: int
 ) -> None:
     config, x0, system = _mpc_setup(tau)
-    mpc = MPC(config, 3, generator=torch.Generator().manual_seed(seed))
+    mpc = MPC(config, 3, seed=seed)
     first = mpc.act(rollout_cost(system.step, system.cost, x0))
     assert torch.equal(
         mpc.state.warm_start, shift_warm_start(first.actions.detach(), torch.tensor([-10.0]))
@@ -325,11 +385,9 @@ def test_mpc_act_plans_from_shifted_warm_start_with_sigma_reset(
     assert not mpc.state.warm_start.requires_grad
     x1 = system.step(x0, first.first_action)
     warm = mpc.state.warm_start.clone()
-    state = mpc.generator.get_state() if mpc.generator is not None else None
-    second = mpc.act(rollout_cost(system.step, system.cost, x1))
     g = torch.Generator()
-    if state is not None:
-        g.set_state(state)
+    g.set_state(mpc.state.rng)
+    second = mpc.act(rollout_cost(system.step, system.cost, x1))
     again = plan(rollout_cost(system.step, system.cost, x1), config, 3, init_mean=warm, generator=g)
     assert torch.equal(second.actions, again.actions)
     assert torch.equal(second.std, again.std)
@@ -338,14 +396,13 @@ def test_mpc_act_plans_from_shifted_warm_start_with_sigma_reset(
 @pytest.mark.spec("CTL-6")
 def test_mpc_sigma_reset_uses_configured_init_std() -> None:
     config, x0, system = _mpc_setup(None)
-    config = PlannerConfig(**{**config.__dict__, "init_std": 0.25, "n_iter": 1})
+    config = dataclasses.replace(config, init_std=0.25, solver=config.solver.replace(n_iter=1))
     seen: list[DCEMStep] = []
-    mpc = MPC(config, 3, generator=torch.Generator().manual_seed(0))
+    mpc = MPC(config, 3, seed=0)
     mpc.act(rollout_cost(system.step, system.cost, x0))
     warm = mpc.state.warm_start.reshape(3, 1, 5)
-    assert mpc.generator is not None
     replay = torch.Generator()
-    replay.set_state(mpc.generator.get_state())
+    replay.set_state(mpc.state.rng)
     mpc.act(rollout_cost(system.step, system.cost, x0), callback=seen.append)
     # The second solve samples around its warm start with σ_0 = 0.25, not the
     # first solve's final σ: X = clip(warm + 0.25 ε).
@@ -358,7 +415,7 @@ def test_mpc_sigma_reset_uses_configured_init_std() -> None:
 @given(mask=st.lists(st.booleans(), min_size=3, max_size=3))
 def test_reset_mask_restores_exactly_the_masked_environments(mask: list[bool]) -> None:
     config, x0, system = _mpc_setup()
-    mpc = MPC(config, 3, generator=torch.Generator().manual_seed(0))
+    mpc = MPC(config, 3, seed=0)
     fresh = mpc.state.warm_start.clone()
     assert torch.equal(fresh, torch.full((3, 5, 1), -10.0))
     mpc.act(rollout_cost(system.step, system.cost, x0))
@@ -372,19 +429,84 @@ def test_reset_mask_restores_exactly_the_masked_environments(mask: list[bool]) -
 
 @pytest.mark.spec("CTL-7")
 def test_no_state_leaks_across_episodes() -> None:
+    """Two controllers of the same seed live through different episodes (same
+    number of solves, so the same noise consumed); after ``reset()`` they act
+    identically: nothing of the episode they lived through survives."""
     config, x0, system = _mpc_setup()
-    used = MPC(config, 3, generator=torch.Generator().manual_seed(5))
+    other = system.sample_initial(3, torch.Generator().manual_seed(8))
+    used, elsewhere = MPC(config, 3, seed=5), MPC(config, 3, seed=5)
     for _ in range(3):
         used.act(rollout_cost(system.step, system.cost, x0))
+        elsewhere.act(rollout_cost(system.step, system.cost, other))
+    assert not torch.equal(used.state.warm_start, elsewhere.state.warm_start)
     used.reset()
-    new = MPC(config, 3, generator=torch.Generator().manual_seed(9))
-    assert used.generator is not None and new.generator is not None
-    new.generator.set_state(used.generator.get_state())
+    elsewhere.reset()
     x1 = system.sample_initial(3, torch.Generator().manual_seed(3))
     assert torch.equal(
         used.act(rollout_cost(system.step, system.cost, x1)).actions,
-        new.act(rollout_cost(system.step, system.cost, x1)).actions,
+        elsewhere.act(rollout_cost(system.step, system.cost, x1)).actions,
     )
+
+
+@pytest.mark.spec("CTL-7", "CTL-17")
+@given(
+    tau=st.sampled_from([None, 1.0]),
+    steps_before=st.integers(0, 3),
+    mask=st.lists(st.booleans(), min_size=3, max_size=3),
+)
+def test_restoring_a_saved_state_reproduces_the_controller(
+    tau: float | None, steps_before: int, mask: list[bool]
+) -> None:
+    """Save a controller's state (through torch.save, weights only), restore it
+    into a fresh controller of another seed: the next actions agree bit for bit,
+    with nothing else copied."""
+    config, x0, system = _mpc_setup(tau)
+    states = [system.sample_initial(3, torch.Generator().manual_seed(i)) for i in range(3)]
+    original = MPC(config, 3, seed=5)
+    for _ in range(steps_before):
+        original.act(rollout_cost(system.step, system.cost, x0))
+    saved = io.BytesIO()
+    torch.save(dataclasses.asdict(original.state), saved)
+
+    def run(controller: MPC) -> list[Tensor]:
+        actions = []
+        for i, x in enumerate(states):
+            if i == 1:
+                controller.reset(torch.tensor(mask))
+            actions.append(controller.act(rollout_cost(system.step, system.cost, x)).actions)
+        return actions
+
+    expected = run(original)
+    restored = MPC(config, 3, seed=9)
+    unrestored = run(MPC(config, 3, seed=9))
+    saved.seek(0)
+    restored.state = MPCState(**torch.load(saved, weights_only=True))
+    got = run(restored)
+    for want, have in zip(expected, got, strict=True):
+        assert torch.equal(want, have)
+    assert not torch.equal(unrestored[0], expected[0])  # the seed alone would not agree
+
+
+@pytest.mark.spec("CTL-17")
+def test_controller_seed_and_failed_solve() -> None:
+    config, x0, system = _mpc_setup()
+    cost = rollout_cost(system.step, system.cost, x0)
+    expected = torch.Generator().manual_seed(4).get_state()
+    assert torch.equal(MPC(config, 3, seed=4).state.rng, expected)
+    with torch.random.fork_rng():
+        torch.manual_seed(11)
+        first = MPC(config, 3).state.rng
+        torch.manual_seed(11)
+        assert torch.equal(MPC(config, 3).state.rng, first)  # unseeded: from the global RNG
+    mpc = MPC(config, 3, seed=4)
+    mpc.act(cost)
+    before = mpc.state
+    with pytest.raises(ValueError, match="returned shape"):
+        mpc.act(lambda u: u.sum((1, 2, 3)))
+    assert mpc.state is before  # a solve that raises changes nothing
+    rng = mpc.state.rng.clone()
+    mpc.reset()
+    assert torch.equal(mpc.state.rng, rng)  # reset keeps the noise stream running
 
 
 # -- CTL-8, CTL-9, CTL-10 ----------------------------------------------------------------------
@@ -438,16 +560,15 @@ def test_decoder_architecture_and_initialization() -> None:
         decoder(torch.zeros(4, 3))
 
 
-@pytest.mark.spec("CTL-9")
+@pytest.mark.spec("CTL-9", "CTL-16")
 @given(
     m=st.integers(1, 3),
-    tau=st.sampled_from([None, 0.5, 1.0]),
     bound=st.floats(0.2, 3.0),
-    smoothing=st.sampled_from([0.0, 0.4]),
+    options=solver_options(15, 3, 4),
     seed=st.integers(0, 2**16),
 )
 def test_latent_plan_is_dcem_over_the_box(
-    m: int, tau: float | None, bound: float, smoothing: float, seed: int
+    m: int, bound: float, options: CEMOptions, seed: int
 ) -> None:
     system = Cartpole()
     x0 = system.sample_initial(2, torch.Generator().manual_seed(seed), dtype=F64)
@@ -455,16 +576,7 @@ def test_latent_plan_is_dcem_over_the_box(
         m, 6, 1, -100.0, 100.0, hidden=16, n_hidden=2, generator=torch.Generator().manual_seed(seed)
     ).to(F64)
     cost_fn = rollout_cost(system.step, system.cost, x0)
-    config = LatentPlannerConfig(
-        latent_dim=m,
-        n_sample=15,
-        n_elite=3,
-        n_iter=4,
-        tau=tau,
-        latent_bound=bound,
-        init_std=2.0,
-        smoothing=smoothing,
-    )
+    config = LatentPlannerConfig(latent_dim=m, latent_bound=bound, init_std=2.0, solver=options)
     noise = _noise(4, 2, 15, m, seed)
     steps: list[DCEMStep] = []
     result = latent_plan(cost_fn, decoder, config, 2, dtype=F64, noise=noise, callback=steps.append)
@@ -476,17 +588,24 @@ def test_latent_plan_is_dcem_over_the_box(
             n_sample=15,
             n_elite=3,
             n_iter=4,
-            tau=tau,
+            tau=options.tau,
             lb=-bound,
             ub=bound,
-            smoothing=smoothing,
+            normalize=options.normalize,
+            std_min=options.std_min,
+            tol=options.tol,
+            output=options.output,
+            smoothing=options.smoothing,
+            elite_temperature=options.elite_temperature,
             noise=noise,
         )
     torch.testing.assert_close(result.latent, direct.x)
+    torch.testing.assert_close(result.mean, direct.mean)
+    torch.testing.assert_close(result.std, direct.std)
+    assert torch.equal(result.n_iter, direct.n_iter)
     torch.testing.assert_close(result.actions, decoder(result.latent))
     torch.testing.assert_close(result.cost, cost_fn(result.actions.unsqueeze(1))[:, 0])
     assert torch.equal(result.first_action, result.actions[:, 0])
-    assert result.mean.shape == result.std.shape == (2, m)
     for step in steps:
         assert bool((step.samples.abs() <= bound).all())
 
@@ -501,7 +620,7 @@ def test_latent_plan_gradient_in_decoder_parameters(seed: int) -> None:
         2, 4, 1, -100.0, 100.0, hidden=6, n_hidden=1, generator=torch.Generator().manual_seed(seed)
     ).to(F64)
     config = LatentPlannerConfig(
-        latent_dim=2, n_sample=12, n_elite=3, n_iter=3, tau=1.0, init_std=0.3
+        latent_dim=2, init_std=0.3, solver=CEMOptions(n_sample=12, n_elite=3, n_iter=3, tau=1.0)
     )
     noise = _noise(3, 2, 12, 2, seed)
     weight = decoder.net[0].weight
@@ -527,11 +646,14 @@ def test_latent_plan_gradient_in_decoder_parameters(seed: int) -> None:
 
 
 @pytest.mark.spec("CTL-10")
-def test_min_differentiation_when_tau_is_none() -> None:
+@pytest.mark.parametrize("tau", [None, 0])
+def test_min_differentiation_when_tau_is_none_or_zero(tau: float | None) -> None:
     system = Cartpole()
     x0 = system.sample_initial(3, torch.Generator().manual_seed(0))
     decoder = ActionDecoder(2, 5, 1, -100.0, 100.0, hidden=8, n_hidden=1)
-    config = LatentPlannerConfig(latent_dim=2, n_sample=20, n_elite=4, n_iter=3, tau=None)
+    config = LatentPlannerConfig(
+        latent_dim=2, solver=CEMOptions(n_sample=20, n_elite=4, n_iter=3, tau=tau)
+    )
     cost_fn = rollout_cost(system.step, system.cost, x0)
     result = latent_plan(cost_fn, decoder, config, 3, generator=torch.Generator().manual_seed(0))
     assert not result.latent.requires_grad
@@ -551,7 +673,9 @@ def test_alg2_training_lowers_the_planned_cost() -> None:
     decoder = ActionDecoder(
         2, 6, 1, -3.0, 3.0, hidden=32, n_hidden=2, generator=torch.Generator().manual_seed(0)
     )
-    config = LatentPlannerConfig(latent_dim=2, n_sample=30, n_elite=5, n_iter=5, tau=1.0)
+    config = LatentPlannerConfig(
+        latent_dim=2, solver=CEMOptions(n_sample=30, n_elite=5, n_iter=5, tau=1.0)
+    )
     optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-2)
 
     def evaluate() -> float:
@@ -569,7 +693,10 @@ def test_alg2_training_lowers_the_planned_cost() -> None:
     expert = plan(
         rollout_cost(step, cost, states),
         PlannerConfig(
-            horizon=6, action_lb=-3.0, action_ub=3.0, n_sample=300, n_elite=30, n_iter=20
+            horizon=6,
+            action_lb=-3.0,
+            action_ub=3.0,
+            solver=CEMOptions(n_sample=300, n_elite=30, n_iter=20, tau=None),
         ),
         16,
         generator=torch.Generator().manual_seed(2),
@@ -675,15 +802,20 @@ def test_errors_name_the_bad_value() -> None:
     system = Cartpole()
     x0 = system.sample_initial(2)
     cost_fn = rollout_cost(system.step, system.cost, x0)
-    base = PlannerConfig(horizon=3, action_lb=-1.0, action_ub=1.0, n_sample=8, n_elite=2, n_iter=2)
+    base = PlannerConfig(
+        horizon=3,
+        action_lb=-1.0,
+        action_ub=1.0,
+        solver=CEMOptions(n_sample=8, n_elite=2, n_iter=2, tau=None),
+    )
     with pytest.raises(ValueError, match="horizon must be >= 1, got 0"):
-        plan(cost_fn, PlannerConfig(**{**base.__dict__, "horizon": 0}), 2)
+        plan(cost_fn, dataclasses.replace(base, horizon=0), 2)
     with pytest.raises(ValueError, match="lb < ub"):
-        plan(cost_fn, PlannerConfig(**{**base.__dict__, "action_lb": 1.0}), 2)
+        plan(cost_fn, dataclasses.replace(base, action_lb=1.0), 2)
     with pytest.raises(ValueError, match="lb < ub"):
-        MPC(PlannerConfig(**{**base.__dict__, "action_ub": torch.tensor([-2.0])}), 2)
+        MPC(dataclasses.replace(base, action_ub=torch.tensor([-2.0])), 2)
     with pytest.raises(ValueError, match="action_lb must be a number or a tensor of shape"):
-        plan(cost_fn, PlannerConfig(**{**base.__dict__, "action_lb": torch.zeros(3)}), 2)
+        plan(cost_fn, dataclasses.replace(base, action_lb=torch.zeros(3)), 2)
     with pytest.raises(ValueError, match="init_mean has shape"):
         plan(cost_fn, base, 2, init_mean=torch.zeros(2, 4, 1))
     with pytest.raises(ValueError, match=r"returned shape \(2,\)"):
@@ -702,8 +834,18 @@ def test_errors_name_the_bad_value() -> None:
         latent_plan(cost_fn, decoder, LatentPlannerConfig(latent_dim=2, latent_bound=0.0), 2)
     with pytest.raises(ValueError, match="lb < ub"):
         ActionDecoder(2, 3, 1, 1.0, 1.0)
-    with pytest.raises(ValueError, match="n_elite"):  # impl.dcem's errors propagate
-        plan(cost_fn, PlannerConfig(**{**base.__dict__, "n_elite": 8}), 2)
+    with pytest.raises(ValueError, match="n_elite"):  # CEMOptions' errors (CEM-22)
+        base.solver.replace(n_elite=8)
+    with pytest.raises(TypeError, match=r"solver must be an impl\.options\.CEMOptions, got dict"):
+        PlannerConfig(horizon=3, action_lb=-1.0, action_ub=1.0, solver={"n_iter": 3})  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match=r"solver must be an impl\.options\.CEMOptions, got NoneType"
+    ):
+        LatentPlannerConfig(latent_dim=2, solver=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"seed must satisfy 0 <= seed < 2\*\*63 - 1, got -1"):
+        MPC(base, 2, seed=-1)
+    with pytest.raises(TypeError, match=r"seed must be an int, got 1\.5"):
+        MPC(base, 2, seed=1.5)  # type: ignore[arg-type]
 
 
 # -- CTL-14 ------------------------------------------------------------------------------------
@@ -715,7 +857,10 @@ def test_batch_problems_are_independent(tau: float | None, seed: int) -> None:
     system = Cartpole()
     x0 = system.sample_initial(3, torch.Generator().manual_seed(seed), dtype=F64)
     config = PlannerConfig(
-        horizon=4, action_lb=-100.0, action_ub=100.0, n_sample=12, n_elite=3, n_iter=3, tau=tau
+        horizon=4,
+        action_lb=-100.0,
+        action_ub=100.0,
+        solver=CEMOptions(n_sample=12, n_elite=3, n_iter=3, tau=tau),
     )
     noise = _noise(3, 3, 12, 4, seed)
     batched = plan(rollout_cost(system.step, system.cost, x0), config, 3, dtype=F64, noise=noise)
@@ -735,7 +880,10 @@ def test_planners_run_on_meta() -> None:
     system = Cartpole()
     x0 = torch.empty(4, 5, device="meta")
     config = PlannerConfig(
-        horizon=6, action_lb=-100.0, action_ub=100.0, n_sample=10, n_elite=2, n_iter=2, tau=1.0
+        horizon=6,
+        action_lb=-100.0,
+        action_ub=100.0,
+        solver=CEMOptions(n_sample=10, n_elite=2, n_iter=2, tau=1.0),
     )
     result = plan(rollout_cost(system.step, system.cost, x0), config, 4, device="meta")
     assert result.actions.device.type == "meta" and result.actions.shape == (4, 6, 1)
@@ -745,7 +893,7 @@ def test_planners_run_on_meta() -> None:
     latent = latent_plan(
         rollout_cost(system.step, system.cost, x0),
         decoder,
-        LatentPlannerConfig(latent_dim=2, n_sample=10, n_elite=2, n_iter=2),
+        LatentPlannerConfig(latent_dim=2, solver=CEMOptions(n_sample=10, n_elite=2, n_iter=2)),
         4,
         device="meta",
     )
@@ -793,7 +941,9 @@ def test_colored_noise_drives_the_planner_reproducibly() -> None:
     system = Pendulum()
     x0 = torch.zeros(3, system.state_dim, dtype=F64)
     cost = rollout_cost(system.step, system.cost, x0)
-    config = PlannerConfig(horizon=8, action_lb=-2.0, action_ub=2.0, n_sample=30, n_iter=3)
+    config = PlannerConfig(
+        horizon=8, action_lb=-2.0, action_ub=2.0, solver=CEMOptions(n_sample=30, n_iter=3, tau=None)
+    )
 
     def draw(seed: int) -> Tensor:
         generator = torch.Generator().manual_seed(seed)

@@ -18,7 +18,7 @@ beats the expert, which is meaningful because the expert's mean return is
 positive (≈ 9).
 
 Jobs are (latent size, τ, seed); τ = 0 means plain CEM over ``z`` with
-min-differentiation (``LatentPlannerConfig(tau=None)``).
+min-differentiation (``LatentPlannerConfig(solver=CEMOptions(tau=None))``).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from impl.control import (
     rollout_cost,
 )
 from impl.dcem import DCEMStep
+from impl.options import CEMOptions
 from validation import harness
 from validation.harness import (
     Claim,
@@ -88,10 +89,7 @@ EXPERT = PlannerConfig(
     horizon=HORIZON,
     action_lb=-100.0,
     action_ub=100.0,
-    n_sample=100,
-    n_elite=10,
-    n_iter=30,
-    tau=None,
+    solver=CEMOptions(n_sample=100, n_elite=10, n_iter=30, tau=None),
 )
 """Full-space hard CEM: N=100, k=10, T=30, σ₀ = 0.5 (ub − lb) (spec/paper.md §2); 3,000
 samples per solve against the latent planner's 1,000."""
@@ -170,7 +168,7 @@ class Job:
 
 def latent_config(latent_dim: int, tau: float) -> LatentPlannerConfig:
     """spec/paper.md §2: N=100, k=10, T=10, σ₀=0.5, box [−1, 1]; τ = 0 → plain CEM."""
-    return LatentPlannerConfig(latent_dim=latent_dim, tau=None if tau == 0 else tau)
+    return LatentPlannerConfig(latent_dim=latent_dim, solver=CEMOptions(tau=None if tau == 0 else tau))
 
 
 def validation_states(n: int, seed: int = VALIDATION_SEED) -> Tensor:

@@ -19,14 +19,14 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from impl._checks import require_finite_real, require_int, require_positive_int
-from impl.control.planner import ActionCost, check_costs, vector
-from impl.dcem import DEFAULT_STD_MIN, DCEMStep, dcem
+from impl.control.planner import ActionCost, check_costs, require_options, vector
+from impl.dcem import DCEMStep, dcem
+from impl.options import CEMOptions
 
 DECODER_HIDDEN = 256
 """Hidden width of the cartpole decoder (spec/paper.md §2, App. C)."""
@@ -108,33 +108,32 @@ class ActionDecoder(nn.Module):
         return torch.lerp(self.action_lb, self.action_ub, torch.sigmoid(out))
 
 
+LATENT_SOLVER = CEMOptions()
+"""``LatentPlannerConfig``'s default solver options, the paper's latent DCEM
+(spec/paper.md §2): N=100, k=10, T=10, τ=1 (``impl.dcem.dcem``'s defaults)."""
+
+
 @dataclass(frozen=True)
 class LatentPlannerConfig:
     """DCEM over the latent box (spec/paper.md §2: N=100, k=10, T=10, τ=1, σ₀=0.5, box [−1, 1]).
 
     Attributes:
         latent_dim: ``m``.
-        n_sample, n_elite, n_iter: DCEM's ``N``, ``k``, ``T``.
-        tau: LML temperature; ``None`` or 0 is plain CEM with
-            min-differentiation (see the module docstring).
         init_std: ``σ_0`` of every solve.
         latent_bound: ``b``, the box ``[−b, b]^m`` the samples are clipped to.
-        normalize, std_min, output, smoothing, elite_temperature: as in
-            ``impl.dcem.dcem``.
+        solver: every scalar option of the solve, passed whole to
+            ``impl.dcem.dcem`` (CTL-16); default ``LATENT_SOLVER``. Hard
+            selection (``tau`` None or 0) is plain CEM with
+            min-differentiation (see the module docstring).
     """
 
     latent_dim: int
-    n_sample: int = 100
-    n_elite: int = 10
-    n_iter: int = 10
-    tau: float | None = 1.0
     init_std: float = 0.5
     latent_bound: float = 1.0
-    normalize: bool = True
-    std_min: float = DEFAULT_STD_MIN
-    output: Literal["mean", "best"] = "mean"
-    smoothing: float = 0.0
-    elite_temperature: float | None = None
+    solver: CEMOptions = LATENT_SOLVER
+
+    def __post_init__(self) -> None:
+        require_options(self.solver)
 
 
 @dataclass(frozen=True)
@@ -194,8 +193,7 @@ def latent_plan(
         device, dtype = init_mean.device, init_mean.dtype
     else:
         init_mean = torch.zeros(batch, m, device=device, dtype=dtype)
-    tau = config.tau
-    hard = tau is None or tau == 0
+    hard = config.solver.hard
 
     def latent_cost(z: Tensor) -> Tensor:
         values = cost_fn(decoder(z))
@@ -207,19 +205,11 @@ def latent_plan(
             latent_cost,
             init_mean,
             config.init_std,
-            n_sample=config.n_sample,
-            n_elite=config.n_elite,
-            n_iter=config.n_iter,
-            tau=tau,
             lb=-bound,
             ub=bound,
-            normalize=config.normalize,
-            std_min=config.std_min,
-            output=config.output,
-            smoothing=config.smoothing,
-            elite_temperature=config.elite_temperature,
             generator=generator,
             noise=noise,
+            **config.solver.as_kwargs(),
             callback=callback,
         )
     latent = result.x

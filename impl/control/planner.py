@@ -7,21 +7,22 @@
   per-dimension action bounds (CTL-2, CTL-3); with ``tau > 0`` the plan and
   its cost are differentiable in every parameter of the dynamics and the cost
   (CTL-4).
-- ``MPC`` runs it in a receding horizon with warm starts; its whole state is
-  the explicit, resettable ``MPCState`` (CTL-5 … CTL-7).
+- ``MPC`` runs it in a receding horizon with warm starts; its whole state,
+  warm start and random state, is the explicit, resettable ``MPCState``
+  (CTL-5 … CTL-7, CTL-17): restoring it reproduces the controller.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import torch
 from torch import Tensor
 
 from impl._checks import require_finite_real, require_int, require_positive_int
-from impl.dcem import DEFAULT_STD_MIN, DCEMStep, dcem
+from impl.dcem import DCEMStep, dcem
+from impl.options import CEMOptions
 
 Dynamics = Callable[[Tensor, Tensor], Tensor]
 """``x_{t+1} = f(x_t, u_t)``: states ``(..., n_x)``, actions ``(..., n_u)``."""
@@ -70,40 +71,46 @@ def rollout_cost(dynamics: Dynamics, step_cost: StepCost, initial_state: Tensor)
     return cost
 
 
+PLANNER_SOLVER = CEMOptions(tau=None)
+"""``PlannerConfig``'s default solver options: ``impl.dcem.dcem``'s defaults
+(N=100, k=10, T=10) with hard CEM (``tau=None``), the paper's full-space expert."""
+
+
 @dataclass(frozen=True)
 class PlannerConfig:
-    """How to solve eq. 7 over the full action space.
+    """How to solve eq. 7 over the full action space (CTL-2, CTL-16).
 
     Attributes:
         horizon: ``H ≥ 1``.
         action_lb, action_ub: bounds, numbers or ``(n_u,)`` tensors, ``lb < ub``.
         action_dim: ``n_u``.
-        n_sample, n_elite, n_iter: DCEM's ``N``, ``k``, ``T``.
-        tau: LML temperature; ``None`` is plain CEM.
         init_std: ``σ_0`` of every solve, a number or ``(n_u,)`` tensor;
             ``None`` takes ``INIT_STD_SCALE · (ub − lb)`` (the paper's expert).
-        normalize, std_min: as in ``impl.dcem.dcem``.
-        output: return the final mean or the best sequence seen.
-        smoothing: ``α`` of CEM-29, the share of the previous distribution
-            each update keeps (mbrl-lib's ``alpha``); 0 is the paper's update.
-        elite_temperature: ``λ`` of CEM-30, exponentially weighted hard
-            elites (MPPI-style); ``None`` weights them equally.
+        solver: every scalar option of the solve (``N``, ``k``, ``T``, ``τ``,
+            normalization, σ floor, ``tol``, output, differentiation,
+            smoothing, elite weights), passed whole to ``impl.dcem.dcem``.
+            Default ``PLANNER_SOLVER`` (hard CEM). Note that ``CEMOptions()``
+            alone is DCEM with ``τ = 1``: write ``tau=None`` for hard CEM.
     """
 
     horizon: int
     action_lb: Tensor | float
     action_ub: Tensor | float
     action_dim: int = 1
-    n_sample: int = 100
-    n_elite: int = 10
-    n_iter: int = 10
-    tau: float | None = None
     init_std: Tensor | float | None = None
-    normalize: bool = True
-    std_min: float = DEFAULT_STD_MIN
-    output: Literal["mean", "best"] = "mean"
-    smoothing: float = 0.0
-    elite_temperature: float | None = None
+    solver: CEMOptions = PLANNER_SOLVER
+
+    def __post_init__(self) -> None:
+        require_options(self.solver)
+
+
+def require_options(solver: object) -> CEMOptions:
+    """The ``solver`` field must be a ``CEMOptions`` (CTL-13)."""
+    if not isinstance(solver, CEMOptions):
+        raise TypeError(
+            f"solver must be an impl.options.CEMOptions, got {type(solver).__name__}: {solver!r}"
+        )
+    return solver
 
 
 INIT_STD_SCALE = 0.5
@@ -197,24 +204,16 @@ def plan(
         flat_cost,
         init_mean.reshape(batch, horizon * n_u),
         std.expand(horizon, n_u).reshape(1, horizon * n_u),
-        n_sample=config.n_sample,
-        n_elite=config.n_elite,
-        n_iter=config.n_iter,
-        tau=config.tau,
         lb=lower.expand(horizon, n_u).reshape(1, horizon * n_u),
         ub=upper.expand(horizon, n_u).reshape(1, horizon * n_u),
-        normalize=config.normalize,
-        std_min=config.std_min,
-        output=config.output,
-        smoothing=config.smoothing,
-        elite_temperature=config.elite_temperature,
         generator=generator,
         noise=noise,
+        **config.solver.as_kwargs(),
         callback=callback,
     )
     actions = result.x.reshape(shape)
     # "best" already carries the value f gave it; the mean is evaluated once more.
-    best = config.output == "best"
+    best = config.solver.output == "best"
     cost = result.best_value if best else flat_cost(result.x.unsqueeze(1))[:, 0]
     return Plan(
         actions=actions,
@@ -228,13 +227,21 @@ def plan(
 
 @dataclass(frozen=True)
 class MPCState:
-    """Everything a receding-horizon controller carries between steps.
+    """Everything a receding-horizon controller carries between steps (CTL-7, CTL-17).
 
     Attributes:
         warm_start: ``(B, H, n_u)`` the mean the next solve starts from.
+        rng: the state of the generator the next solve draws its noise from,
+            a CPU ``uint8`` tensor as ``torch.Generator.get_state`` returns
+            it (of a generator on the controller's device).
+
+    Both fields are plain tensors: ``dataclasses.asdict(state)`` can be saved
+    with ``torch.save`` and loaded with ``torch.load(weights_only=True)``, and
+    ``MPCState(**loaded)`` restores it.
     """
 
     warm_start: Tensor
+    rng: Tensor
 
 
 def shift_warm_start(actions: Tensor, fill: Tensor) -> Tensor:
@@ -246,15 +253,43 @@ def shift_warm_start(actions: Tensor, fill: Tensor) -> Tensor:
     return torch.cat((actions[:, 1:], tail), dim=1)
 
 
+SEED_BOUND = 2**63 - 1
+"""Seeds are integers in ``[0, SEED_BOUND)``; an unseeded controller draws one
+there from PyTorch's global generator."""
+
+
+def seeded_rng(seed: int | None, device: torch.device) -> Tensor:
+    """The state of a generator on ``device`` seeded with ``seed`` (CTL-17).
+
+    ``seed`` None draws the seed from PyTorch's global generator (so
+    ``torch.manual_seed`` makes it reproducible). On the ``meta`` device,
+    which has no generator, the state is a CPU generator's.
+    """
+    if seed is None:
+        seed = int(torch.randint(0, SEED_BOUND, ()))
+    value = require_int("seed", seed)
+    if not 0 <= value < SEED_BOUND:
+        raise ValueError(f"seed must satisfy 0 <= seed < 2**63 - 1, got {seed}")
+    return torch.Generator(device=_generator_device(device)).manual_seed(value).get_state()
+
+
+def _generator_device(device: torch.device) -> torch.device:
+    return torch.device("cpu") if device.type == "meta" else device
+
+
 class MPC:
-    """Receding-horizon CEM/DCEM for ``batch`` environments (CTL-5 … CTL-7).
+    """Receding-horizon CEM/DCEM for ``batch`` environments (CTL-5 … CTL-7, CTL-17).
 
     Each ``act`` solves eq. 7 starting from the warm start (σ reset to
     ``config.init_std``), returns the ``Plan`` (apply ``plan.first_action``),
     and stores the plan shifted by one step, its tail filled with the bounds'
     midpoint. The stored warm start is detached: no graph is kept across
-    steps. ``state`` is the whole memory of the controller; ``reset(mask)``
-    restarts the environments where ``mask`` is true (e.g. new episodes).
+    steps. The sampling noise is drawn from a generator restored from
+    ``state.rng`` and saved back after the solve. ``state`` is the whole
+    memory of the controller: assigning a saved state to a fresh controller
+    of the same configuration and batch reproduces the actions bit for bit.
+    ``reset(mask)`` restarts the environments where ``mask`` is true (e.g. new
+    episodes); it leaves the random state running.
     """
 
     def __init__(
@@ -264,52 +299,65 @@ class MPC:
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
-        generator: torch.Generator | None = None,
+        seed: int | None = None,
     ) -> None:
+        """``seed``: of the controller's noise (CTL-17); None draws one from
+        PyTorch's global generator."""
         self.config = config
         self.batch = require_int("batch", batch)
         if self.batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         self.device = torch.device("cpu") if device is None else torch.device(device)
         self.dtype = dtype
-        self.generator = generator
         lower, upper = action_bounds(config, self.device, dtype)
         self._midpoint = 0.5 * (lower + upper)
-        self.state = self.initial_state()
+        self.state = MPCState(warm_start=self.fresh_warm_start(), rng=seeded_rng(seed, self.device))
 
-    def initial_state(self) -> MPCState:
-        """The state of fresh episodes: every warm start at the bounds' midpoint."""
-        horizon = require_int("horizon", self.config.horizon)
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
+    def fresh_warm_start(self) -> Tensor:
+        """The warm start of fresh episodes, ``(B, H, n_u)``: the bounds' midpoint."""
+        horizon = require_positive_int("horizon", self.config.horizon)
         shape = (self.batch, horizon, self._midpoint.shape[0])
-        return MPCState(warm_start=self._midpoint.expand(shape).clone())
+        return self._midpoint.expand(shape).clone()
 
     def reset(self, mask: Tensor | None = None) -> None:
-        """Restart all environments, or those where ``mask (B,)`` is true (CTL-7)."""
-        fresh = self.initial_state()
+        """Restart all environments, or those where ``mask (B,)`` is true (CTL-7).
+
+        Only the warm start is reset; the random state keeps running.
+        """
+        fresh = self.fresh_warm_start()
         if mask is None:
-            self.state = fresh
+            self.state = replace(self.state, warm_start=fresh)
             return
         if tuple(mask.shape) != (self.batch,) or mask.dtype != torch.bool:
             raise ValueError(
                 f"mask must be a bool tensor of shape ({self.batch},), got "
                 f"{tuple(mask.shape)} {mask.dtype}"
             )
-        keep = torch.where(mask.view(-1, 1, 1), fresh.warm_start, self.state.warm_start)
+        keep = torch.where(mask.view(-1, 1, 1), fresh, self.state.warm_start)
         self.state = replace(self.state, warm_start=keep)
 
     def act(self, cost_fn: ActionCost, callback: Callable[[DCEMStep], None] | None = None) -> Plan:
-        """Plan from the warm start, then shift it by one step (CTL-5, CTL-6)."""
+        """Plan from the warm start, then shift it by one step (CTL-5, CTL-6, CTL-17).
+
+        The state is replaced only when the solve returns: a solve that
+        raises leaves it as it was.
+        """
+        generator = None
+        if self.device.type != "meta":  # meta draws no values: nothing to seed
+            generator = torch.Generator(device=self.device)
+            generator.set_state(self.state.rng)
         result = plan(
             cost_fn,
             self.config,
             self.batch,
             init_mean=self.state.warm_start,
-            generator=self.generator,
+            generator=generator,
             callback=callback,
         )
-        self.state = MPCState(warm_start=shift_warm_start(result.actions.detach(), self._midpoint))
+        self.state = MPCState(
+            warm_start=shift_warm_start(result.actions.detach(), self._midpoint),
+            rng=self.state.rng if generator is None else generator.get_state(),
+        )
         return result
 
 

@@ -1,0 +1,130 @@
+"""An mbrl-lib optimizer that solves with ``impl.dcem.dcem`` (CTL-19).
+
+mbrl-lib's ``Optimizer.optimize(obj_fun, x0, callback)`` solves one problem
+per call and *maximizes* ``obj_fun`` over a population ``(N, H, n_u)``;
+``mbrl.planning.TrajectoryOptimizer`` builds the optimizer from an OmegaConf
+config (its ``_target_``), fills in ``lower_bound``/``upper_bound`` (``H × n_u``
+lists) and ``device``, passes the shifted previous solution as ``x0``, and
+shifts the returned solution into the next call. ``DCEMOptimizer`` minimizes
+``−obj_fun`` with ``dcem`` over the flattened ``H·n_u`` coordinates, clipped
+to the bounds, and returns the solver's point ``(H, n_u)``. Non-finite
+objective values rank worst (CEM-12), where mbrl-lib's optimizers rank NaN
+near the top.
+
+An OmegaConf config for ``TrajectoryOptimizer``::
+
+    optimizer_cfg = omegaconf.OmegaConf.create({
+        "_target_": "impl.adapters.mbrl_optimizer.DCEMOptimizer",
+        "device": "cpu",
+        "solver": {"_target_": "impl.options.CEMOptions", "n_sample": 100, "tau": None},
+        "seed": 0,
+    })
+
+Needs the ``mbrl`` extra and ``pip install --no-deps mbrl==0.2.0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from mbrl.planning.trajectory_opt import (  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    Optimizer,
+)
+from torch import Tensor
+
+from impl.control.planner import INIT_STD_SCALE, PLANNER_SOLVER
+from impl.dcem import DCEMStep, dcem
+from impl.options import CEMOptions
+
+MbrlCallback = Callable[[Tensor, Tensor, int], Any]
+"""mbrl-lib's callback: population ``(N, H, n_u)``, its values ``(N,)``, the iteration."""
+
+
+class DCEMOptimizer(Optimizer):  # type: ignore[misc, unused-ignore]
+    """CEM/DCEM as an mbrl-lib ``Optimizer`` (CTL-19).
+
+    Args:
+        lower_bound, upper_bound: ``(H, n_u)`` nested sequences (or tensors),
+            as ``TrajectoryOptimizer`` writes them; ``lb < ub``.
+        device: where to solve.
+        solver: the solver's options, a ``CEMOptions`` or a mapping of its
+            fields (OmegaConf passes a nested config as a mapping, or as a
+            ``CEMOptions`` when it has ``_target_: impl.options.CEMOptions``).
+            Default ``PLANNER_SOLVER`` (hard CEM, N=100, k=10, T=10).
+        init_std: ``σ_0``; None takes ``INIT_STD_SCALE · (ub − lb)``.
+        seed: seeds the optimizer's own generator; None uses PyTorch's
+            global one, as mbrl-lib's optimizers do.
+    """
+
+    def __init__(
+        self,
+        lower_bound: Sequence[Sequence[float]] | Tensor,
+        upper_bound: Sequence[Sequence[float]] | Tensor,
+        device: torch.device | str = "cpu",
+        solver: CEMOptions | Mapping[str, Any] = PLANNER_SOLVER,
+        init_std: float | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.device = torch.device(device)
+        self.lower_bound = torch.as_tensor(lower_bound, dtype=torch.float32, device=self.device)
+        self.upper_bound = torch.as_tensor(upper_bound, dtype=torch.float32, device=self.device)
+        if self.lower_bound.dim() != 2 or self.lower_bound.shape != self.upper_bound.shape:
+            raise ValueError(
+                "lower_bound and upper_bound must both have shape (H, n_u), got "
+                f"{tuple(self.lower_bound.shape)} and {tuple(self.upper_bound.shape)}"
+            )
+        if not bool((self.lower_bound < self.upper_bound).all()):
+            raise ValueError("the bounds must satisfy lower_bound < upper_bound everywhere")
+        self.solver = solver if isinstance(solver, CEMOptions) else CEMOptions(**dict(solver))
+        width = self.upper_bound - self.lower_bound
+        self.init_std = (
+            INIT_STD_SCALE * width if init_std is None else torch.full_like(width, init_std)
+        )
+        self.generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
+
+    def optimize(
+        self,
+        obj_fun: Callable[[Tensor], Tensor],
+        x0: Tensor | None = None,
+        callback: MbrlCallback | None = None,
+        **kwargs: Any,
+    ) -> Tensor:
+        """Maximize ``obj_fun`` (population ``(N, H, n_u)`` → ``(N,)``) from ``x0 (H, n_u)``
+        (default the bounds' midpoint); returns ``(H, n_u)``. No graph is recorded."""
+        shape = self.lower_bound.shape
+        if x0 is None:
+            x0 = 0.5 * (self.lower_bound + self.upper_bound)
+        if tuple(x0.shape) != tuple(shape):
+            raise ValueError(f"x0 has shape {tuple(x0.shape)}, expected {tuple(shape)}")
+        x0 = x0.to(self.lower_bound)
+
+        def negated(flat: Tensor) -> Tensor:
+            population = flat[0].reshape(flat.shape[1], *shape)
+            return -obj_fun(population).reshape(1, flat.shape[1])
+
+        with torch.no_grad():
+            result = dcem(
+                negated,
+                x0.reshape(1, -1),
+                self.init_std.reshape(1, -1),
+                lb=self.lower_bound.reshape(1, -1),
+                ub=self.upper_bound.reshape(1, -1),
+                generator=self.generator,
+                callback=None if callback is None else _reporter(callback, shape),
+                **self.solver.as_kwargs(),
+            )
+        return result.x.reshape(shape)
+
+
+def _reporter(callback: MbrlCallback, shape: torch.Size) -> Callable[[DCEMStep], None]:
+    """``dcem``'s callback as mbrl-lib's: the population ``(N, H, n_u)``, the
+    objective values ``(N,)`` (maximized, so ``−f``) and the iteration."""
+
+    def report(step: DCEMStep) -> None:
+        population = step.samples[0].reshape(step.samples.shape[1], *shape)
+        callback(population, -step.values[0], step.iteration)
+
+    return report
