@@ -168,7 +168,8 @@ class Job:
 
 def latent_config(latent_dim: int, tau: float) -> LatentPlannerConfig:
     """spec/paper.md §2: N=100, k=10, T=10, σ₀=0.5, box [−1, 1]; τ = 0 → plain CEM."""
-    return LatentPlannerConfig(latent_dim=latent_dim, solver=CEMOptions(tau=None if tau == 0 else tau))
+    solver = CEMOptions(tau=None if tau == 0 else tau)
+    return LatentPlannerConfig(latent_dim=latent_dim, solver=solver)
 
 
 def validation_states(n: int, seed: int = VALIDATION_SEED) -> Tensor:

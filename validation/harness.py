@@ -191,6 +191,17 @@ class RunDirectory:
             (root / sub).mkdir(parents=True, exist_ok=True)
         self._write_json(config_path, record)
 
+    @classmethod
+    def attach(cls, root: Path) -> RunDirectory:
+        """Open the existing run in ``root`` to write reports from outside the
+        process that owns it (e.g. ``validation.dmc.report`` on a run in
+        progress): no checks, no config write, and its clock is never saved."""
+        record = json.loads((root / "config.json").read_text(encoding="utf-8"))
+        run = cls.__new__(cls)
+        run.root, run.name, run.mode = root, str(record["name"]), str(record["mode"])
+        run._session_start = time.perf_counter()
+        return run
+
     def __getstate__(self) -> object:
         raise TypeError(
             "a RunDirectory belongs to the process that owns the run (it keeps the clock); "
