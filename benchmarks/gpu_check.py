@@ -6,8 +6,7 @@
     bash benchmarks/gpu_check.sh --check-wheels --wheels .whl --out DIR    # the wheel folder only
 
 Phases, in order of importance, each a subprocess with a time limit cut to
-what is left of ``--budget`` (default 450 s: the 8 minutes of the issue with
-room for the machine's own start):
+what is left of ``--budget`` (default 360 s, ``DEFAULT_BUDGET_SECONDS``):
 
 1. ``wheels``: checks the folder against ``benchmarks.gpu_wheels.WHEELS`` and
    installs it offline (``pip install --no-index --no-deps --target``) into a
@@ -18,18 +17,25 @@ room for the machine's own start):
    on ``meta`` for a CPU rehearsal; writes ``sync.json``.
 3. ``device-tests``: ``pytest tests/test_device.py --device DEVICE``;
    writes ``pytest-device.xml``.
-4. ``bench``: ``benchmarks.run``'s table on the device plus LML against
-   ``topk`` at ``EXTRA_LML_SHAPES``; writes ``<device>.json`` and ``.md``.
+4. ``bench-quick``, then ``bench``: ``benchmarks.run``'s table on the device
+   plus LML against ``topk`` at ``EXTRA_LML_SHAPES``, first at the quick
+   sizes (a table exists even if the full one runs out of time), then at the
+   full sizes, which replace them; writes ``<device>.json`` and ``.md``. The
+   CPU rehearsal stops at the quick sizes (the CPU's own table is
+   ``python -m benchmarks.run``'s).
 5. ``oracle-tests``: the reference-comparison suites (``tests/test_lml.py``,
    ``test_dcem.py``, ``test_control.py``) with this machine's torch, when
    CVXPY imports; writes ``pytest-oracle.xml``.
 6. ``bench-compiled``: the ``torch.compile`` solve rows of ``benchmarks.run``
-   (compiled against eager) appended to the table.
+   (compiled against eager and against ``f``'s evaluations) at the largest
+   shape it compiles, appended to the table.
 
 Every phase's output goes to ``log.txt``, and ``summary.json`` records each
 phase's command, exit status, time and outcome with the versions and the
 device: at most 7 files in the output folder. ``--fast`` runs phases 1–4 at
-the quick sizes, and only the ``meta`` tests of phase 3. The dm-control
+the quick sizes, and only the ``meta`` tests of phase 3; ``--phases a,b``
+runs only the phases named (a rerun of what failed; the wheels phase is
+needed whenever a later one imports CVXPY). The dm-control
 segment of the issue is not part of it (see ``benchmarks/GPU.md``).
 """
 
@@ -55,7 +61,9 @@ import torch
 from benchmarks import gpu_wheels
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_BUDGET_SECONDS = 450.0
+DEFAULT_BUDGET_SECONDS = 360.0
+"""Six minutes: a run and one rerun of the phases that failed fit in a GPU
+lease of 15 minutes with the machine's start (about a minute)."""
 EXTRA_LML_SHAPES = ((65536, 100, 10),)
 """``(B, n, k)`` of LML against ``topk`` beyond ``benchmarks.run.SHAPES``."""
 QUICK_EXTRA_LML_SHAPES = ((256, 100, 10),)
@@ -67,6 +75,7 @@ PHASE_CAPS_SECONDS = {
     "wheels": 120.0,
     "sync": 120.0,
     "device-tests": 180.0,
+    "bench-quick": 90.0,
     "bench": 200.0,
     "oracle-tests": 150.0,
     "bench-compiled": 240.0,
@@ -94,8 +103,11 @@ class Phase:
 class Runner:
     """Runs the phases as subprocesses against one deadline, logging to ``log.txt``."""
 
-    def __init__(self, out: Path, budget: float, env: dict[str, str]) -> None:
+    def __init__(
+        self, out: Path, budget: float, env: dict[str, str], selected: frozenset[str] | None
+    ) -> None:
         self.out = out
+        self.selected = selected
         self.deadline = time.monotonic() + budget
         self.env = env
         self.log = out / LOG_NAME
@@ -119,6 +131,8 @@ class Runner:
         """Run ``command`` in the repository root with at most the phase's
         cap (or what is left of the budget); a process group that outlives it
         is killed whole (``torch.compile`` starts worker processes)."""
+        if self.selected is not None and name not in self.selected:
+            return self.skip(name, "not selected by --phases")
         limit = min(PHASE_CAPS_SECONDS[name], self.remaining())
         if limit < MIN_PHASE_SECONDS:
             return self.skip(name, f"budget spent ({self.remaining():.0f} s left)")
@@ -208,7 +222,7 @@ def check_all(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    runner = Runner(out, args.budget, env)
+    runner = Runner(out, args.budget, env, args.phases)
     started = time.time()
     runner.note(f"gpu_check: device {device}, budget {args.budget:.0f} s, out {out}")
     with tempfile.TemporaryDirectory(prefix="gpu-check-site-") as tmp:
@@ -256,8 +270,14 @@ def run_checks(runner: Runner, args: argparse.Namespace, device: torch.device) -
                                         f"--junitxml={xml}", *selection])  # fmt: skip
     phase.details = junit_counts(xml)
 
-    bench = _module("benchmarks.gpu_check", "bench", *common, "--stage", "eager")
-    runner.run("bench", [*bench, "--quick"] if args.fast else bench)
+    # The quick table first: a table exists even if the full one runs out of time.
+    bench = _module("benchmarks.gpu_check", "bench", *common)
+    quick = args.fast or device.type == "cpu"
+    runner.run("bench-quick", [*bench, "--stage", "eager", "--quick"])
+    if quick:
+        runner.skip("bench", "the CPU rehearsal and --fast stop at the quick sizes")
+    else:
+        runner.run("bench", [*bench, "--stage", "eager"])
     if args.fast:
         runner.skip("oracle-tests", "--fast")
         runner.skip("bench-compiled", "--fast")
@@ -271,7 +291,8 @@ def run_checks(runner: Runner, args: argparse.Namespace, device: torch.device) -
         xml = out / "pytest-oracle.xml"
         phase = runner.run("oracle-tests", [*pytest, *ORACLE_TESTS, f"--junitxml={xml}"])
         phase.details = junit_counts(xml)
-    runner.run("bench-compiled", [*bench[:-1], "compiled"])
+    compiled = [*bench, "--stage", "compiled"]
+    runner.run("bench-compiled", [*compiled, "--quick"] if quick else compiled)
 
 
 # --------------------------------------------------------------------------
@@ -293,7 +314,8 @@ def bench_stage(
     device: torch.device, out: Path, stage: str, quick: bool, repeats: int | None
 ) -> int:
     """``benchmarks.run`` on ``device``: ``eager`` writes the table (and the
-    extra LML shapes), ``compiled`` appends the ``torch.compile`` solve rows."""
+    extra LML shapes); ``compiled`` appends the ``torch.compile`` solve rows,
+    rewriting the table after each objective (a compilation takes minutes)."""
     from benchmarks import run as suite
 
     repeats = repeats or (suite.QUICK_REPEATS if quick else suite.DEFAULT_REPEATS)
@@ -301,32 +323,48 @@ def bench_stage(
     shapes = suite.QUICK_SHAPES if quick else suite.SHAPES
     path = out / f"{device.type}.json"
     load_before = list(os.getloadavg())
+    this = {"stage": stage, "quick": quick}
+    out.mkdir(parents=True, exist_ok=True)
+
+    def write(rows: list[Any], stages: list[dict[str, Any]]) -> None:
+        namespace = argparse.Namespace(quick=quick, repeats=repeats)
+        meta = suite.metadata(namespace, device, load_before)
+        meta["command"] = "python -m benchmarks.gpu_check " + " ".join(sys.argv[1:])
+        meta["stages"] = stages
+        payload = {"meta": meta, "results": [dataclasses.asdict(row) for row in rows]}
+        path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+        path.with_suffix(".md").write_text(suite.markdown(meta, rows), encoding="utf-8")
+
     torch.manual_seed(0)
     if stage == "eager":
         rows = suite.run(quick, repeats, device, full=True, compile_solve=False)
         for shape in QUICK_EXTRA_LML_SHAPES if quick else EXTRA_LML_SHAPES:
             rows.extend(suite.bench_lml(shape, timing, device))
-        stages = ["eager"]
-    else:
-        if not path.is_file():
-            print(f"no {path}: run the eager stage first", file=sys.stderr)
-            return 1
-        payload = json.loads(path.read_text(encoding="utf-8"))
-        rows = [suite.Row(**row) for row in payload["results"]]
-        stages = [*payload["meta"].get("stages", []), "compiled"]
-        for kind in ("mlp", "quadratic"):
-            for shape in shapes:
-                if shape[0] * shape[1] <= suite.COMPILE_MAX_SAMPLES:
-                    solved = suite.bench_solve(kind, shape, timing, device, compile_solve=True)
-                    rows.extend(row for row in solved if "compile" in row.name)
-    meta = suite.metadata(argparse.Namespace(quick=quick, repeats=repeats), device, load_before)
-    meta["command"] = "python -m benchmarks.gpu_check " + " ".join(sys.argv[1:])
-    meta["stages"] = stages
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"meta": meta, "results": [dataclasses.asdict(r) for r in rows]},
-                               indent=1) + "\n", encoding="utf-8")  # fmt: skip
-    path.with_suffix(".md").write_text(suite.markdown(meta, rows), encoding="utf-8")
+        write(rows, [this])
+        return 0
+    if not path.is_file():
+        print(f"no {path}: run the eager stage first", file=sys.stderr)
+        return 1
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    rows = [suite.Row(**row) for row in payload["results"]]
+    stages = [*payload["meta"].get("stages", []), this]
+    # The largest shape benchmarks.run compiles: each compilation takes minutes on a CPU.
+    shape = max(s for s in shapes if s[0] * s[1] <= suite.COMPILE_MAX_SAMPLES)
+    for kind in ("mlp", "quadratic"):
+        solved = suite.bench_solve(kind, shape, timing, device, compile_solve=True)
+        rows.extend(row for row in solved if "compile" in row.name)
+        write(rows, stages)
     return 0
+
+
+def _phase_list(text: str) -> frozenset[str]:
+    names = frozenset(name.strip() for name in text.split(",") if name.strip())
+    unknown = sorted(names - set(PHASE_CAPS_SECONDS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown phases {unknown} in {text!r}; known: {', '.join(PHASE_CAPS_SECONDS)}"
+        )
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -339,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast", action="store_true", help="quick sizes, meta tests only")
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_SECONDS)
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument(
+        "--phases",
+        type=_phase_list,
+        default=None,
+        help=f"comma-separated phases to run (default all): {','.join(PHASE_CAPS_SECONDS)}",
+    )
     parser.add_argument("--stage", dest="bench_stage", choices=("eager", "compiled"),
                         default="eager", help="bench: which rows")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="bench: benchmarks.run --quick")
@@ -353,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         return bench_stage(device, args.out, args.bench_stage, args.quick, args.repeats)
     if device.type not in ("cpu", "cuda"):
         parser.error(f"--device must be cpu or cuda, got {args.device!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if device.type == "cuda" and not torch.cuda.is_available() and not args.check_wheels:
         parser.error("--device cuda: torch.cuda.is_available() is False")
     return check_all(args)
 
