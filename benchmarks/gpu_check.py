@@ -78,7 +78,7 @@ PHASE_CAPS_SECONDS = {
     "bench-quick": 90.0,
     "bench": 200.0,
     "oracle-tests": 150.0,
-    "bench-compiled": 240.0,
+    "bench-compiled": 480.0,
 }
 """The most each phase may take; the budget's remainder cuts it further."""
 MIN_PHASE_SECONDS = 15.0
