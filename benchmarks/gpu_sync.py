@@ -45,6 +45,7 @@ from impl.control import (
 )
 from impl.dcem import DCEMStep, dcem
 from impl.lml import lml
+from impl.options import CEMOptions
 
 BATCH, N_SAMPLE, N_ELITE, DIM, N_ITER = 64, 100, 10, 6, 3
 """``(B, N, k, d, T)`` of every ``dcem`` entry: small, past no threshold that
@@ -174,10 +175,8 @@ def _lml_entry(k: int, dtype: torch.dtype) -> Callable[[torch.device], Thunk]:
 
 
 def _planner_config(tau: float | None) -> PlannerConfig:
-    return PlannerConfig(
-        horizon=HORIZON, action_lb=-100.0, action_ub=100.0, n_sample=N_SAMPLE,
-        n_elite=N_ELITE, n_iter=N_ITER, tau=tau,
-    )  # fmt: skip
+    solver = CEMOptions(n_sample=N_SAMPLE, n_elite=N_ELITE, n_iter=N_ITER, tau=tau)
+    return PlannerConfig(horizon=HORIZON, action_lb=-100.0, action_ub=100.0, solver=solver)
 
 
 def _initial_states(device: torch.device) -> Tensor:
@@ -218,9 +217,8 @@ def _latent_entry(device: torch.device) -> Thunk:
     system = Cartpole()
     decoder = ActionDecoder(LATENT_DIM, HORIZON, 1, -100.0, 100.0, hidden=32).to(device)
     cost = rollout_cost(system.step, system.cost, _initial_states(device))
-    config = LatentPlannerConfig(
-        latent_dim=LATENT_DIM, n_sample=N_SAMPLE, n_elite=N_ELITE, n_iter=N_ITER
-    )
+    solver = CEMOptions(n_sample=N_SAMPLE, n_elite=N_ELITE, n_iter=N_ITER)
+    config = LatentPlannerConfig(latent_dim=LATENT_DIM, solver=solver)
 
     def call() -> object:  # one step of Alg. 2, without the optimizer
         result = latent_plan(cost, decoder, config, BATCH, device=device)

@@ -37,6 +37,7 @@ from impl.control import (
 from impl.control.planner import shift_warm_start
 from impl.dcem import DCEMResult, dcem
 from impl.lml import lml
+from impl.options import CEMOptions
 from reference.lml import lml_bisect, lml_vjp
 from tests.strategies import LMLProblem, lml_problems
 from tests.test_dcem import Config, Recorder, boundary_tie, configs, run_reference
@@ -262,10 +263,8 @@ def test_plan_matches_the_reference_on_the_device(device: torch.device, seed: in
     x0 = system.sample_initial(BATCH, torch.Generator().manual_seed(seed), dtype=F64)
     noise = torch.randn(N_ITER, BATCH, N_SAMPLE, HORIZON, generator=torch.Generator()
                         .manual_seed(seed), dtype=F64)  # fmt: skip
-    config = PlannerConfig(
-        horizon=HORIZON, action_lb=-100.0, action_ub=100.0, n_sample=N_SAMPLE, n_elite=N_ELITE,
-        n_iter=N_ITER, tau=1.0,
-    )  # fmt: skip
+    solver = CEMOptions(n_sample=N_SAMPLE, n_elite=N_ELITE, n_iter=N_ITER, tau=1.0)
+    config = PlannerConfig(horizon=HORIZON, action_lb=-100.0, action_ub=100.0, solver=solver)
     cost = rollout_cost(system.step, system.cost, x0.to(device))
     result = plan(cost, config, BATCH, device=device, dtype=F64, noise=noise.to(device))
     assert result.actions.device.type == device.type and result.actions.shape == (BATCH, HORIZON, 1)
@@ -284,12 +283,9 @@ def test_plan_matches_the_reference_on_the_device(device: torch.device, seed: in
 def test_mpc_act_on_the_device(device: torch.device) -> None:
     system = Cartpole()
     x0 = system.sample_initial(BATCH, torch.Generator().manual_seed(3), dtype=F64)
-    config = PlannerConfig(
-        horizon=HORIZON, action_lb=-100.0, action_ub=100.0, n_sample=N_SAMPLE, n_elite=N_ELITE,
-        n_iter=N_ITER, tau=1.0,
-    )  # fmt: skip
-    mpc = MPC(config, BATCH, device=device, dtype=F64,
-              generator=torch.Generator(device=device).manual_seed(3))  # fmt: skip
+    solver = CEMOptions(n_sample=N_SAMPLE, n_elite=N_ELITE, n_iter=N_ITER, tau=1.0)
+    config = PlannerConfig(horizon=HORIZON, action_lb=-100.0, action_ub=100.0, solver=solver)
+    mpc = MPC(config, BATCH, device=device, dtype=F64, seed=3)
     cost = rollout_cost(system.step, system.cost, x0.to(device))
     for _ in range(2):
         result = mpc.act(cost)
@@ -318,7 +314,7 @@ def _latent_reference_cost(
 
         trace = ref_cem.cem(
             latent_cost, np.zeros(config.latent_dim), config.init_std, noise[:, b],
-            n_elite=config.n_elite, tau=config.tau, lb=-1.0, ub=1.0,
+            n_elite=config.solver.n_elite, tau=config.solver.tau, lb=-1.0, ub=1.0,
         )  # fmt: skip
         total += float(latent_cost(trace.means[trace.n_iter][None])[0])
     return total
@@ -331,7 +327,8 @@ def test_latent_plan_and_its_gradient_match_the_reference_on_the_device(
 ) -> None:
     system = Cartpole()
     x0 = system.sample_initial(BATCH, torch.Generator().manual_seed(seed), dtype=F64)
-    config = LatentPlannerConfig(latent_dim=2, n_sample=N_SAMPLE, n_elite=N_ELITE, n_iter=N_ITER)
+    solver = CEMOptions(n_sample=N_SAMPLE, n_elite=N_ELITE, n_iter=N_ITER)
+    config = LatentPlannerConfig(latent_dim=2, solver=solver)
     noise = np.random.default_rng(seed).standard_normal((N_ITER, BATCH, N_SAMPLE, 2))
     decoder = ActionDecoder(2, HORIZON, 1, -100.0, 100.0, hidden=16,
                             generator=torch.Generator().manual_seed(seed)).to(F64)  # fmt: skip
