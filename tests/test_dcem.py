@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from impl.dcem import DEFAULT_STD_MIN, DCEMResult, DCEMStep, dcem, hard_selection
-from impl.gaussian import weighted_gaussian_fit
+from impl.gaussian import MATMUL_MIN_ELEMENTS, weighted_gaussian_fit
 from impl.lml import lml
 from impl.selection import VALUE_NORM_EPS, hard_weights, normalize_values, soft_weights
 from tests.objectives import Objective, objectives
@@ -304,15 +304,21 @@ def weighted_samples(draw: st.DrawFn, soft: bool) -> tuple[np.ndarray, np.ndarra
     return samples, w, k
 
 
-def _fit(samples: np.ndarray, w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _fit(samples: np.ndarray, w: np.ndarray, k: int, matmul: bool) -> tuple[np.ndarray, np.ndarray]:
+    # The solver's one fit, on either of its paths (sums of products, or bmm
+    # as from MATMUL_MIN_ELEMENTS sample entries on).
     mu, std = weighted_gaussian_fit(
-        torch.from_numpy(samples)[None], torch.from_numpy(w)[None], k, 0.0
+        torch.from_numpy(samples)[None],
+        torch.from_numpy(w)[None],
+        k,
+        0.0,
+        matmul_min_elements=0 if matmul else MATMUL_MIN_ELEMENTS,
     )
     return mu[0].numpy(), (std[0] ** 2).numpy()
 
 
-def _check_maximizer(samples: np.ndarray, w: np.ndarray, k: int, seed: int) -> None:
-    mu, var = _fit(samples, w, k)
+def _check_maximizer(samples: np.ndarray, w: np.ndarray, k: int, seed: int, matmul: bool) -> None:
+    mu, var = _fit(samples, w, k, matmul)
     ref_mu, ref_std = ref_cem.gaussian_fit(samples, w, k, 0.0)
     np.testing.assert_allclose(mu, ref_mu, atol=1e-12)
     np.testing.assert_allclose(var, ref_std**2, rtol=1e-10, atol=1e-14)
@@ -332,19 +338,19 @@ def _check_maximizer(samples: np.ndarray, w: np.ndarray, k: int, seed: int) -> N
 
 
 @pytest.mark.spec("CEM-6", "CEM-7")
-@given(data=weighted_samples(soft=False), seed=st.integers(0, 2**16))
+@given(data=weighted_samples(soft=False), seed=st.integers(0, 2**16), matmul=st.booleans())
 def test_prop1_hard_update_is_the_elite_mle(
-    data: tuple[np.ndarray, np.ndarray, int], seed: int
+    data: tuple[np.ndarray, np.ndarray, int], seed: int, matmul: bool
 ) -> None:
-    _check_maximizer(*data, seed=seed)
+    _check_maximizer(*data, seed=seed, matmul=matmul)
 
 
 @pytest.mark.spec("CEM-6", "CEM-8")
-@given(data=weighted_samples(soft=True), seed=st.integers(0, 2**16))
+@given(data=weighted_samples(soft=True), seed=st.integers(0, 2**16), matmul=st.booleans())
 def test_prop3_soft_update_is_the_weighted_mle(
-    data: tuple[np.ndarray, np.ndarray, int], seed: int
+    data: tuple[np.ndarray, np.ndarray, int], seed: int, matmul: bool
 ) -> None:
-    _check_maximizer(*data, seed=seed)
+    _check_maximizer(*data, seed=seed, matmul=matmul)
 
 
 @pytest.mark.spec("CEM-8")
