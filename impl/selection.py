@@ -55,8 +55,11 @@ def normalize_values(values: Tensor, finite: Tensor) -> Tensor:
     mean = unit.sum(-1, keepdim=True) / count.clamp_min(1)
     deviation = torch.where(finite, unit - mean, 0)
     variance = (deviation * deviation).sum(-1, keepdim=True) / (count - 1).clamp_min(1)
-    positive = variance > 0
-    std = torch.where(positive, torch.sqrt(torch.where(positive, variance, 1)), 0)
+    # + tiny: a finite gradient when the row is constant (variance 0). No other
+    # variance changes: one |u| is 1, so a row that is not constant has entries
+    # near ±1 at least one ulp(1) apart, a variance ≥ ulp(1)²/(2N), far above
+    # the 2·tiny/ε below which adding tiny rounds to a change.
+    std = torch.sqrt(variance + torch.finfo(values.dtype).tiny)
     return deviation / (std + VALUE_NORM_EPS / magnitude)
 
 
@@ -78,10 +81,11 @@ def hard_selection(ranked: Tensor, k: int) -> Selection:
     entries are already ``+∞`` (CEM-4, CEM-12): one unsorted ``topk`` and one
     ``scatter``; a row is valid when its ``k`` lowest entries are finite (it
     then has at least ``k`` finite values), read off the ``(B, k)`` top values
-    instead of counting the finite entries of the row."""
+    instead of counting the finite entries of the row: as ``ranked`` holds no
+    NaN and no ``−∞``, "finite" is "``< +∞``" (one comparison)."""
     top = torch.topk(ranked, k, dim=-1, largest=False, sorted=False)
     weights = torch.zeros_like(ranked).scatter_(-1, top.indices, 1.0)
-    return Selection(weights=weights, valid=torch.isfinite(top.values.amax(-1)))
+    return Selection(weights=weights, valid=top.values.amax(-1) < torch.inf)
 
 
 def exponential_elite_weights(

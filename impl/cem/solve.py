@@ -180,6 +180,7 @@ def _iterate(
         return step(problem, state, eps, work)
 
     if checkpoint and torch.is_grad_enabled():
+        work = None  # a recomputed iteration allocates afresh
         return run_checkpointed(iterate, state, generator, problem.noise.uses_generator)
     return iterate(state, generator)
 

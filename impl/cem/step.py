@@ -100,8 +100,9 @@ def step(
     6. a row converges when its applied update moved no coordinate of ``μ``
        or ``σ`` by more than ``tol``                     (CEM-13)
 
-    With ``work``, the samples (and, while ``f``'s output records no graph,
-    the centred samples) are written into its buffers.
+    With ``work``, the noise was drawn into its buffer, the centred samples
+    of the fit are formed in its scratch buffer (while ``f``'s output records
+    no graph), and the samples in its samples buffer when it has one.
     """
     mean, std, active = state.mean, state.std, state.active
     gaussian = gaussian_samples(
@@ -117,10 +118,12 @@ def step(
     graph = torch.is_grad_enabled() and values.requires_grad
     scratch = work.scratch if work is not None and problem.proposals is None and not graph else None
     new_mean, new_std = problem.update(samples, selection.weights, mean, std, scratch)
-    applied = active & selection.valid
-
     lowest, index = ranked.min(-1)
-    better = active & (lowest < state.best_value)
+    better = lowest < state.best_value
+    applied = selection.valid
+    if problem.tol is not None:  # else every problem is active throughout (CEM-13)
+        better = better & active
+        applied = applied & active
     best_value = torch.where(better, lowest, state.best_value)
     best_x = torch.where(better.unsqueeze(-1), samples[problem.rows, index], state.best_x)
 
@@ -136,7 +139,7 @@ def step(
         std=torch.where(keep, new_std, std),
         best_x=best_x,
         best_value=best_value,
-        n_iter=state.n_iter + active.to(torch.int64),
+        n_iter=state.n_iter + active,  # int64 + bool: int64
         converged=converged,
         active=still,
     )
