@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from impl.cem.result import DCEMResult, DCEMStep
-from impl.cem.solve import solve
+from impl.cem.solver import solve
 from impl.cem.step import Objective
 from impl.gaussian import MATMUL_MIN_ELEMENTS
 from impl.options import DEFAULT_STD_MIN, CEMOptions

@@ -2,7 +2,7 @@
 
 | module | holds |
 |---|---|
-| ``impl.cem.solve`` | ``solve(f, init_mean, init_std, options, ...)``: the loop |
+| ``impl.cem.solver`` | ``solve(f, init_mean, init_std, options, ...)``: the loop |
 | ``impl.cem.state`` | ``CEMState``, the explicit state between iterations |
 | ``impl.cem.step`` | ``step``, one pure iteration, and its ``Problem`` |
 | ``impl.cem.samplers`` | the box, noise sources (white, pre-drawn, colored), proposals |
@@ -19,7 +19,7 @@ The options of a solve are one ``impl.options.CEMOptions``.
 from impl.cem.result import DCEMResult, DCEMStep
 from impl.cem.samplers import Box, ColoredNoise, NoiseSource, PreDrawnNoise, WhiteNoise
 from impl.cem.selectors import HardTopK, Selector, SoftTopK, WeightedElites, selector_for
-from impl.cem.solve import solve
+from impl.cem.solver import solve
 from impl.cem.state import CEMState, initial_state
 from impl.cem.step import Problem, StepOutcome, step
 from impl.cem.updates import GaussianUpdate
