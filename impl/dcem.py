@@ -48,7 +48,7 @@ def dcem(
     n_sample: int = 100,
     n_elite: int = 10,
     n_iter: int = 10,
-    tau: float | None = 1.0,
+    tau: float | Tensor | None = 1.0,
     lb: Tensor | float | None = None,
     ub: Tensor | float | None = None,
     normalize: bool = True,
@@ -75,6 +75,8 @@ def dcem(
         n_elite: ``k``, elites per iteration, ``0 < k < N``.
         n_iter: ``T``, iterations, ``≥ 1``.
         tau: LML temperature; ``None`` or ``0`` is plain CEM (hard top-k).
+            A 0-dim floating tensor (which may require grad: the result is
+            then differentiable in it, CEM-36) is DCEM.
         lb, ub: box bounds (number or tensor broadcastable to ``init_mean``);
             samples are clipped to them (CEM-10).
         normalize: standardize values per problem and iteration (CEM-3).

@@ -112,13 +112,16 @@ def exponential_elite_weights(
     return torch.softmax(logits, dim=-1) * k
 
 
-def soft_weights(values: Tensor, finite: Tensor, k: int, tau: float, normalize: bool) -> Selection:
+def soft_weights(
+    values: Tensor, finite: Tensor, k: int, tau: float | Tensor, normalize: bool
+) -> Selection:
     """The soft top-k of the lowest values, ``Π_L(−ṽ/τ)`` (CEM-5, eq. 5).
 
     Non-finite values enter the projection as ``−∞`` and get weight exactly 0
     (LML-15). Rows with at most ``k`` finite values cannot be projected; they
     are marked invalid and their scores replaced by zeros so that neither the
-    forward nor the backward pass produces NaN (CEM-12).
+    forward nor the backward pass produces NaN (CEM-12). ``tau`` may be a
+    tensor (0-dim, LML-22), which may require grad (LML-20).
     """
     scores = -(normalize_values(values, finite) if normalize else torch.where(finite, values, 0))
     valid = finite.sum(-1) > k

@@ -307,3 +307,63 @@ def test_bad_proposals_raise(proposals: object, error: type[Exception], words: s
     with pytest.raises(error, match=words):
         solve(lambda x: x.sum(-1), torch.zeros(2, 2), 1.0, CEMOptions(n_iter=1),
               proposals=proposals)  # type: ignore[arg-type]  # fmt: skip
+
+
+# --------------------------------------------------------------------------
+# CEM-36: a tensor temperature, learnable
+
+
+def _tau_problem(tau: float | Tensor, **options: object) -> DCEMResult:
+    noise = torch.randn(
+        4, 2, 30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3)
+    )
+    centre = torch.tensor([[0.4, -0.3]], dtype=torch.float64)
+    return dcem(lambda x: ((x - centre) ** 2).sum(-1) + 0.3 * torch.sin(5 * x).sum(-1),
+                torch.zeros(2, 2, dtype=torch.float64), 0.9, n_sample=30, n_elite=5, n_iter=4,
+                tau=tau, noise=noise, **options)  # type: ignore[arg-type]  # fmt: skip
+
+
+@pytest.mark.spec("CEM-36")
+@pytest.mark.parametrize("value", [0.05, 0.5, 2.0])
+def test_a_tensor_tau_gives_the_float_result_and_its_derivative(value: float) -> None:
+    tau = torch.tensor(value, dtype=torch.float64, requires_grad=True)
+    result = _tau_problem(tau)
+    assert_same(result, _tau_problem(value))
+
+    def loss(r: DCEMResult) -> Tensor:
+        return (r.mean * torch.tensor([1.0, -2.0], dtype=torch.float64)).sum() + r.std.sum()
+
+    (grad,) = torch.autograd.grad(loss(result), tau)
+    h = 1e-6 * value
+    numeric = (loss(_tau_problem(value + h)) - loss(_tau_problem(value - h))) / (2 * h)
+    assert float(grad) == pytest.approx(float(numeric), rel=1e-5, abs=1e-8)
+    for options in ({"checkpoint": True}, {"grad_iters": 4}):
+        (again,) = torch.autograd.grad(loss(_tau_problem(tau, **options)), tau)
+        torch.testing.assert_close(again, grad, rtol=1e-9, atol=1e-12)
+    (last,) = torch.autograd.grad(loss(_tau_problem(tau, grad_iters=1)), tau)
+    assert torch.isfinite(last) and float(last) != float(grad)  # the truncated gradient
+
+
+@pytest.mark.spec("CEM-36", "CEM-28")
+def test_a_tau_that_requires_grad_turns_the_candidate_buffer_off() -> None:
+    tau = torch.tensor(0.7, requires_grad=True)
+
+    def go(reuse: bool) -> Tensor:
+        result = solve(lambda x: (x * x).sum(-1), torch.ones(64, 6), 1.0,
+                       CEMOptions(tau=tau, n_iter=3, reuse_buffers=reuse),
+                       generator=torch.Generator().manual_seed(0))  # fmt: skip
+        (grad,) = torch.autograd.grad(result.mean.sum(), tau)
+        return grad
+
+    torch.testing.assert_close(go(True), go(False), rtol=0, atol=0)
+
+
+@pytest.mark.spec("CEM-36", "CEM-22")
+def test_bad_tensor_taus_raise() -> None:
+    with pytest.raises(ValueError, match="tau"):
+        CEMOptions(tau=torch.ones(2))
+    with pytest.raises(ValueError, match="tau"):
+        CEMOptions(tau=torch.tensor(1))
+    with pytest.raises(ValueError, match="tau is on"):
+        solve(lambda x: x.sum(-1), torch.zeros(2), 1.0,
+              CEMOptions(tau=torch.tensor(1.0, device="meta")))  # fmt: skip

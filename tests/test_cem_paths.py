@@ -10,7 +10,8 @@ the state's dtype, as CEM-24 says), and compares the results:
 - sizes on both sides of ``MATMUL_MIN_ELEMENTS`` (``B·N·d = 1·4096·8``);
 - float32 and float64 states, noise of the other dtype;
 - tensor bounds, noise and proposals that require grad;
-- ``std_min`` down to 0; hard, soft and weighted elites; smoothing; ``tol``.
+- ``std_min`` down to 0; hard, soft (``τ`` a number or a tensor that may
+  require grad) and weighted elites; smoothing; ``tol``.
 
 On a graph path the backward pass runs too, and every gradient is finite
 (CEM-17).
@@ -76,8 +77,11 @@ def cases(draw: st.DrawFn, path: str, dtype: torch.dtype, large: bool) -> Case:
     kinds = ("quadratic", "rastrigin", "holes") if dtype == torch.float64 else ("quadratic",)
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     soft_taus = [0.05, 0.3, 1.0, 3.0] if dtype == torch.float64 else [0.3, 1.0, 3.0]
-    tau = draw(st.sampled_from([None, 0.0, *soft_taus]))
+    tau: float | Tensor | None = draw(st.sampled_from([None, 0.0, *soft_taus]))
     hard = tau is None or tau == 0
+    graph = path in ("graph", "checkpoint", "grad_iters")
+    if not hard and draw(st.booleans()):  # a tensor τ (CEM-36), learnable on graph paths
+        tau = torch.tensor(tau, dtype=torch.float64, requires_grad=graph)
     bounds = draw(st.sampled_from(["none", "numbers", "tensors"]))
     lb: np.ndarray | float | None = None
     ub: np.ndarray | float | None = None
@@ -132,8 +136,10 @@ class Inputs:
     ub: Tensor | float | None
     proposals: Tensor | None
 
+    tau: float | Tensor | None
+
     def leaves(self) -> list[Tensor]:
-        found = [self.mean0, self.noise, self.lb, self.ub, self.proposals]
+        found = [self.mean0, self.noise, self.lb, self.ub, self.proposals, self.tau]
         return [t for t in found if isinstance(t, Tensor) and t.requires_grad]
 
 
@@ -156,6 +162,7 @@ def inputs_of(case: Case) -> Inputs:
         lb=bound(case.lb),
         ub=bound(case.ub),
         proposals=proposals,
+        tau=case.options.tau,
     )
 
 
@@ -200,13 +207,16 @@ def run_reference(case: Case, b: int) -> Any:
         return rounded(value)[b] if isinstance(value, np.ndarray) else value
 
     opts = case.options
+    tau = opts.tau
+    if isinstance(tau, Tensor):  # rounded to the compute dtype, as lml does (LML-22)
+        tau = float(tau.detach().to(case.dtype))
     return ref_cem.cem(
         case.objective.numpy,
         rounded(case.mean0)[b],
         rounded(case.std0)[b],
         rounded(case.noise)[:, b],
         n_elite=opts.n_elite,
-        tau=opts.tau,
+        tau=tau,
         lb=bound(case.lb),
         ub=bound(case.ub),
         normalize=opts.normalize,
@@ -241,7 +251,9 @@ EXAMPLES = max(4, settings.default.max_examples // 6)
 """Examples per (path, dtype, size): 5 in the ``ci`` profile, 166 in ``thorough``."""
 
 
-@pytest.mark.spec("CEM-35", "CEM-25", "CEM-2", "CEM-10", "CEM-11", "CEM-24", "CEM-28", "CEM-34")
+@pytest.mark.spec(
+    "CEM-35", "CEM-25", "CEM-2", "CEM-10", "CEM-11", "CEM-24", "CEM-28", "CEM-34", "CEM-36"
+)
 @pytest.mark.parametrize("large", [False, True], ids=["small", "matmul"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("path", PATHS)
@@ -257,7 +269,7 @@ def test_every_path_matches_the_reference(
     opts = case.options
     float64 = case.dtype == torch.float64
     atol = 1e-9 if float64 else 2e-4
-    hard = opts.tau is None or opts.tau == 0
+    hard = opts.hard
     for b in range(case.mean0.shape[0]):
         trace = run_reference(case, b)
         scale = 1 + np.abs(trace.means).max() + np.abs(trace.stds).max()

@@ -41,11 +41,11 @@ class BufferPolicy:
     """Decides, iteration by iteration, which buffers may be used.
 
     None while a graph could hold them: grad mode on and an input of the
-    sampling (``μ_t``, ``σ_t``, bounds, pre-drawn noise, proposals) requiring
-    grad. Once ``f``'s output records a graph (its parameters require grad),
-    that graph holds the candidates, so the samples buffer is given up for the
-    rest of the solve (the internal ones are not: ``f`` never saw them).
-    """
+    sampling or the selection (``μ_t``, ``σ_t``, bounds, pre-drawn noise,
+    proposals, a tensor ``τ``) requiring grad. Once ``f``'s output records a
+    graph (its parameters require grad), that graph holds the candidates, so
+    the samples buffer is given up for the rest of the solve (the internal
+    ones are not: ``f`` never saw them)."""
 
     def __init__(
         self,

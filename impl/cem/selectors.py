@@ -58,7 +58,7 @@ class SoftTopK:
     """The soft top-k ``Π_L(−ṽ/τ)`` of the LML projection (CEM-5)."""
 
     k: int
-    tau: float
+    tau: float | Tensor  # a 0-dim tensor may require grad (CEM-36)
     normalize: bool
 
     def __call__(self, values: Tensor, ranked: Tensor) -> Selection:
@@ -68,15 +68,12 @@ class SoftTopK:
 def selector_for(options: CEMOptions) -> Selector:
     """The selector the options describe: hard top-k (``tau`` None or 0), with
     exponential elite weights when ``elite_temperature`` is set, else the
-    soft top-k."""
+    soft top-k (with ``tau`` a number or a 0-dim tensor, CEM-36)."""
     tau = options.tau
     if tau is None or options.hard:
         if options.elite_temperature is None:
             return HardTopK(options.n_elite)
         return WeightedElites(options.n_elite, options.elite_temperature, options.normalize)
-    if isinstance(tau, Tensor):
-        raise TypeError(
-            "tau as a tensor needs impl.lml.lml to accept a tensor temperature, which this "
-            "version does not; pass a Python number"
-        )
-    return SoftTopK(options.n_elite, float(tau), options.normalize)
+    return SoftTopK(
+        options.n_elite, tau if isinstance(tau, Tensor) else float(tau), options.normalize
+    )

@@ -114,7 +114,10 @@ def solve(
         in_dtype=in_dtype,
         rows=torch.arange(batch, device=device),
     )
-    grad_inputs = box.requires_grad or (extra is not None and extra.requires_grad)
+    if isinstance(options.tau, Tensor) and options.tau.device != device:
+        raise ValueError(f"tau is on {options.tau.device}, init_mean on {device}")
+    tau_grad = isinstance(options.tau, Tensor) and options.tau.requires_grad
+    grad_inputs = tau_grad or box.requires_grad or (extra is not None and extra.requires_grad)
     if isinstance(source, PreDrawnNoise):
         grad_inputs = grad_inputs or source.noise.requires_grad
     policy = BufferPolicy(options.reuse_buffers, shape, mean.dtype, device, grad_inputs)

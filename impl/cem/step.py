@@ -115,7 +115,7 @@ def step(
     # Non-finite values rank after every finite one (CEM-12), in one pass.
     ranked = torch.nan_to_num(values, nan=torch.inf, posinf=torch.inf, neginf=torch.inf)
     selection = problem.selector(values, ranked)
-    graph = torch.is_grad_enabled() and values.requires_grad
+    graph = torch.is_grad_enabled() and selection.weights.requires_grad  # the fit saves X − μ
     scratch = work.scratch if work is not None and problem.proposals is None and not graph else None
     new_mean, new_std = problem.update(samples, selection.weights, mean, std, scratch)
     lowest, index = ranked.min(-1)
