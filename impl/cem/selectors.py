@@ -62,7 +62,8 @@ class SoftTopK:
     normalize: bool
 
     def __call__(self, values: Tensor, ranked: Tensor) -> Selection:
-        return soft_weights(values, torch.isfinite(values), self.k, self.tau, self.normalize)
+        # ranked holds +∞ exactly where values is not finite: one comparison.
+        return soft_weights(values, ranked < torch.inf, self.k, self.tau, self.normalize)
 
 
 def selector_for(options: CEMOptions) -> Selector:

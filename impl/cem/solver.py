@@ -169,7 +169,9 @@ def _iterate(
     checkpoint: bool,
 ) -> StepOutcome:
     """Draw iteration ``iteration``'s noise and step, checkpointed when asked
-    and a graph is recorded (CEM-26)."""
+    and a graph is recorded (CEM-26; a recomputed iteration uses no buffer)."""
+    checkpointed = checkpoint and torch.is_grad_enabled()
+    buffers = None if checkpointed else work
 
     def iterate(state: CEMState, source: torch.Generator | None) -> StepOutcome:
         eps = problem.noise.draw(
@@ -178,12 +180,11 @@ def _iterate(
             state.mean.dtype,
             state.mean.device,
             source,
-            None if work is None else work.noise,
+            None if buffers is None else buffers.noise,
         )
-        return step(problem, state, eps, work)
+        return step(problem, state, eps, buffers)
 
-    if checkpoint and torch.is_grad_enabled():
-        work = None  # a recomputed iteration allocates afresh
+    if checkpointed:
         return run_checkpointed(iterate, state, generator, problem.noise.uses_generator)
     return iterate(state, generator)
 
