@@ -94,6 +94,8 @@ def solve(
     if proposals is not None:
         extra = box.clip(batched_proposals(proposals, single, batch, dim, device).to(mean.dtype))
     generator = check_generator(generator, device)
+    if isinstance(options.tau, Tensor) and options.tau.device != device:
+        raise ValueError(f"tau is on {options.tau.device}, init_mean on {device}")
     if options.reuse_buffers and callback is not None:
         raise ValueError(
             "reuse_buffers=True hands f buffers that the next iteration overwrites; the "
@@ -114,8 +116,6 @@ def solve(
         in_dtype=in_dtype,
         rows=torch.arange(batch, device=device),
     )
-    if isinstance(options.tau, Tensor) and options.tau.device != device:
-        raise ValueError(f"tau is on {options.tau.device}, init_mean on {device}")
     tau_grad = isinstance(options.tau, Tensor) and options.tau.requires_grad
     grad_inputs = tau_grad or box.requires_grad or (extra is not None and extra.requires_grad)
     if isinstance(source, PreDrawnNoise):
