@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
@@ -268,13 +268,15 @@ def test_every_path_matches_the_reference(
     result, steps = run_impl(case, inputs)
     opts = case.options
     float64 = case.dtype == torch.float64
-    atol = 1e-9 if float64 else 2e-4
+    atol = 1e-9 if float64 else 3e-5
     hard = opts.hard
     for b in range(case.mean0.shape[0]):
         trace = run_reference(case, b)
         scale = 1 + np.abs(trace.means).max() + np.abs(trace.stds).max()
         if hard and ambiguous(trace, opts.n_elite, 0.0 if float64 else 1e-5):
+            event("a boundary tie between different candidates: not compared")
             continue
+        event(f"compared over {trace.n_iter} iterations")
         for t, step in enumerate(steps[: trace.n_iter]):
             np.testing.assert_allclose(
                 step.mean[b].detach().double().numpy(), trace.means[t + 1],
@@ -294,7 +296,7 @@ def test_every_path_matches_the_reference(
         assert bool(result.converged[b]) == trace.converged
         best = float(result.best_value[b].detach())
         if float64:
-            assert best == pytest.approx(trace.best_value, rel=1e-12, abs=1e-12)
+            assert best == pytest.approx(trace.best_value, rel=1e-9, abs=1e-9 * scale)
             np.testing.assert_allclose(
                 result.best_x[b].detach().numpy(), trace.best_x, rtol=0, atol=1e-9 * scale
             )
