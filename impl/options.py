@@ -1,4 +1,4 @@
-"""The one options type of the solver (spec/cem.md, CEM-22).
+"""The one options type of the solver (spec/cem.md, CEM-22, CEM-32).
 
 ``CEMOptions`` holds every scalar setting of a CEM/DCEM solve. It is the only
 place the option set is written out: ``impl.dcem.dcem`` builds one from its
@@ -36,7 +36,7 @@ class CEMOptions:
         n_iter: ``T ≥ 1``, iterations.
         tau: LML temperature ``τ``: ``None`` or ``0`` is hard CEM (CEM-4);
             ``τ > 0`` a Python number or a scalar tensor (which may require
-            grad, CEM-5 and LML-20) is DCEM.
+            grad, CEM-5, CEM-36 and LML-20) is DCEM.
         normalize: standardize the values per problem and iteration (CEM-3).
         std_min: the σ floor ``σ_min ≥ 0`` (CEM-11).
         tol: per-problem convergence threshold (CEM-13); ``None`` runs all

@@ -1,4 +1,4 @@
-"""Where each iteration's candidates come from (spec/cem.md, CEM-2, CEM-10, CEM-32–CEM-34).
+"""Where each iteration's candidates come from (spec/cem.md, CEM-2, CEM-10, CEM-33, CEM-34).
 
 An iteration's ``N`` Gaussian candidates are ``X = clip(μ + σ ⊙ ε, lb, ub)``
 (CEM-2, CEM-10), with standard-normal noise ``ε`` from a *noise source*:
