@@ -29,6 +29,12 @@ from impl._checks import (
 FAST_STEPS = {torch.float32: 3, torch.float64: 4}
 """Unguarded Newton steps of the fast path (LML-23), per compute dtype."""
 
+FAST_MATMUL_MAX_ELEMENTS = 2**12
+"""Largest ``x.numel()`` whose fast-path sums are float64 matrix products;
+larger inputs use reductions (LML-23; an implementation choice, measured:
+the products win while dispatch dominates, the reductions once memory
+traffic does)."""
+
 MAX_STEPS = {torch.float32: 6, torch.float64: 8}
 """Newton steps of the solver (LML-19), per compute dtype: all of them run on
 devices where stopping early would need a host synchronization (CUDA), under
@@ -291,7 +297,9 @@ def solve_lml_with_fast_path(x: Tensor, k: int, tau: Temperature, max_steps: int
     return y.view(x.shape)
 
 
-def newton_from_midpoint(x: Tensor, k: int, tau: Temperature, steps: int) -> tuple[Tensor, Tensor]:
+def newton_from_midpoint(
+    x: Tensor, k: int, tau: Temperature, steps: int, *, by_product: bool | None = None
+) -> tuple[Tensor, Tensor]:
     """The fast path of LML-23 (no autograd) for ``x (B, n)``: ``(y (B, n), change (B, 1))``.
 
     With ``m``, ``P``, ``Q``, the centre ``c``, ``z = (x − c)/τ`` and the
@@ -308,11 +316,13 @@ def newton_from_midpoint(x: Tensor, k: int, tau: Temperature, steps: int) -> tup
     are not.
 
     The small sides live in one buffer ``[z with P masked to −∞ | −z_P]`` as
-    in LML-19, and every sum is a matrix product with the indicator columns
-    of ``Q`` and ``P`` (on the CPU, cheaper than reductions for short rows),
-    in float64: a matrix product adds in sequence, whose rounding error grows
-    with ``n`` (in float32 it cost 1e-6 on rows of 1000 near-ties), where a
-    reduction adds pairwise.
+    in LML-19. Up to ``FAST_MATMUL_MAX_ELEMENTS`` elements of ``x`` every sum
+    is a matrix product with the indicator columns of ``Q`` and ``P`` (on the
+    CPU, cheaper than reductions for short rows), in float64: a matrix
+    product adds in sequence, whose rounding error grows with ``n`` (in
+    float32 it cost 1e-6 on rows of 1000 near-ties), where a reduction adds
+    pairwise. Above it the sums are reductions in the compute dtype, which
+    read half the bytes. ``by_product`` forces one or the other.
     """
     n = x.shape[1]
     flip = 2 * k > n
@@ -326,23 +336,40 @@ def newton_from_midpoint(x: Tensor, k: int, tau: Temperature, steps: int) -> tup
     z = zs[:, :n].clone()
     zs[:, n:].neg_()
     zs.scatter_(1, top_index[:, :m], -math.inf)
-    indicators = x.new_zeros(n + m, 2, dtype=torch.float64)  # columns: Q, P
+    # Sums as matrix products (cheap for short rows) in float64, or as
+    # reductions in the compute dtype (they add pairwise) for large inputs.
+    if by_product is None:
+        by_product = x.numel() <= FAST_MATMUL_MAX_ELEMENTS
+    accumulate = torch.float64 if by_product else x.dtype
+    indicators = x.new_zeros(n + m, 2, dtype=accumulate)  # columns: Q, P
     indicators[:n, 0] = 1.0
     indicators[n:, 1] = 1.0
     side = (indicators[:, 0] - indicators[:, 1]).to(x.dtype)  # +1 on Q, −1 on P
     difference = indicators[n - 1 : n + 1, :1] - indicators[n - 1 : n + 1, 1:]  # (1, −1)ᵀ
     ones = indicators.new_ones(2, 1)
+    work = x.new_empty((0,) if by_product else (2, x.shape[0], n + m))  # [a; a(1 − a)]
     u = step = centre  # (replaced by the first step)
     for i in range(steps):
-        if i == 0:
-            small = torch.sigmoid(zs)
+        if by_product:
+            if i == 0:
+                small = torch.sigmoid(zs)
+            else:
+                small = torch.addcmul(zs, side, u.to(x.dtype), value=-1).sigmoid_()
+            small = small.double()  # BLAS adds in sequence: accumulate in float64
+            spread = torch.addcmul(small, small, small, value=-1)
+            sums = torch.mm(small, indicators)  # [R, T]
+            spreads = torch.mm(spread, indicators)  # [H_R, H_T]
         else:
-            small = torch.addcmul(zs, side, u.to(x.dtype), value=-1).sigmoid_()
-        small = small.double()  # sums accumulate in float64: BLAS adds in sequence
-        spread = torch.addcmul(small, small, small, value=-1)
-        sums = torch.mm(small, indicators)  # [R, T]
+            small, spread = work.unbind(0)
+            if i == 0:
+                torch.sigmoid(zs, out=small)
+            else:
+                torch.addcmul(zs, side, u, value=-1, out=small).sigmoid_()
+            torch.addcmul(small, small, small, value=-1, out=spread)
+            both = torch.stack([work[:, :, :n].sum(-1), work[:, :, n:].sum(-1)], -1)
+            sums, spreads = both.unbind(0)
         numerator = torch.mm(sums.log(), difference)  # log R − log T
-        slope = torch.mm(torch.mm(spread, indicators).div_(sums), ones)  # H_R/R + H_T/T
+        slope = torch.mm(spreads.div_(sums), ones)  # H_R/R + H_T/T
         if i == 0:
             u = step = numerator.div_(slope)
         elif i < steps - 1:

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from impl.lml import (
+    FAST_MATMUL_MAX_ELEMENTS,
     FAST_STEPS,
     MAX_STEPS,
     STEP_TOLERANCE,
@@ -620,12 +621,16 @@ def test_compiles_with_a_learnable_temperature() -> None:
 
 @pytest.mark.spec("LML-23")
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("by_product", [True, False])
 @given(problem=lml_problems(max_n=300))
 def test_rows_the_fast_path_accepts_match_the_reference(
-    problem: LMLProblem, dtype: torch.dtype
+    problem: LMLProblem, dtype: torch.dtype, by_product: bool
 ) -> None:
+    # Both ways of summing (matrix products for small inputs, reductions
+    # above FAST_MATMUL_MAX_ELEMENTS), forced on the same problems.
     x = torch.from_numpy(problem.x).to(dtype)
-    y, change = newton_from_midpoint(x, problem.k, problem.tau, FAST_STEPS[dtype])
+    steps = FAST_STEPS[dtype]
+    y, change = newton_from_midpoint(x, problem.k, problem.tau, steps, by_product=by_product)
     accepted = (change <= STEP_TOLERANCE[dtype]).squeeze(1).numpy()
     error = np.abs(y.double().numpy() - ref(problem)).max(axis=1)
     assert (error[accepted] <= ACCURACY[dtype]).all(), error[accepted].max()
@@ -633,7 +638,7 @@ def test_rows_the_fast_path_accepts_match_the_reference(
 
 @pytest.mark.spec("LML-23")
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("n", "k"), [(100, 10), (100, 90), (1000, 100), (7, 3)])
+@pytest.mark.parametrize(("n", "k"), [(100, 10), (100, 90), (1000, 100), (7, 3), (50, 25)])
 @pytest.mark.parametrize("tau", [0.1, 1.0, 10.0])
 def test_the_fast_path_accepts_gaussian_rows(
     n: int, k: int, tau: float, dtype: torch.dtype
@@ -641,8 +646,9 @@ def test_the_fast_path_accepts_gaussian_rows(
     # The schedule of FAST_STEPS is enough for N(0, 1) scores at these τ
     # (the benchmark's rows), so the fast path is what they run.
     x = torch.randn(64, n, generator=torch.Generator().manual_seed(n + k), dtype=dtype)
-    change = newton_from_midpoint(x, k, tau, FAST_STEPS[dtype])[1]
-    assert (change <= STEP_TOLERANCE[dtype]).all()
+    for by_product in (True, False):
+        change = newton_from_midpoint(x, k, tau, FAST_STEPS[dtype], by_product=by_product)[1]
+        assert (change <= STEP_TOLERANCE[dtype]).all()
 
 
 @pytest.mark.spec("LML-23")
@@ -685,3 +691,16 @@ def test_a_batch_with_rows_for_both_solvers(dtype: torch.dtype) -> None:
         expected = lml_bisect(x[i : i + 1].double().numpy(), 2, float(tau[i]))[0]
         assert np.array_equal(np.isnan(y[i]), np.isnan(expected))
         assert np.nan_to_num(np.abs(y[i] - expected)).max() <= ACCURACY[dtype]
+
+
+@pytest.mark.spec("LML-4", "LML-23")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [1, 40, 41, 300])
+def test_lml_on_both_sides_of_the_matmul_threshold(batch: int, dtype: torch.dtype) -> None:
+    # n = 100: 40 rows are at most FAST_MATMUL_MAX_ELEMENTS, 41 are not.
+    assert 40 * 100 <= FAST_MATMUL_MAX_ELEMENTS < 41 * 100
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, 100, generator=gen, dtype=torch.float64) * 3
+    x = x.to(dtype)
+    expected = lml_bisect(x.double().numpy(), 10, 0.5)
+    assert np.abs(lml(x, 10, 0.5).double().numpy() - expected).max() <= ACCURACY[dtype]
