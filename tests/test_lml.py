@@ -10,7 +10,15 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from impl.lml import MAX_STEPS, lml, solve_lml
+from impl.lml import (
+    FAST_MATMUL_MAX_ELEMENTS,
+    FAST_STEPS,
+    MAX_STEPS,
+    STEP_TOLERANCE,
+    lml,
+    newton_from_midpoint,
+    solve_lml,
+)
 from reference.lml import (
     hard_topk_indicator,
     lml_bisect,
@@ -606,3 +614,93 @@ def test_compiles_with_a_learnable_temperature() -> None:
     expected = torch.autograd.grad((fn(x, t) ** 2).sum(), (x, t))
     for got, want in zip(grads, expected, strict=True):
         torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-10)
+
+
+# --- The fast path (LML-23) ---
+
+
+@pytest.mark.spec("LML-23")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("by_product", [True, False])
+@given(problem=lml_problems(max_n=300))
+def test_rows_the_fast_path_accepts_match_the_reference(
+    problem: LMLProblem, dtype: torch.dtype, by_product: bool
+) -> None:
+    # Both ways of summing (matrix products for small inputs, reductions
+    # above FAST_MATMUL_MAX_ELEMENTS), forced on the same problems.
+    x = torch.from_numpy(problem.x).to(dtype)
+    steps = FAST_STEPS[dtype]
+    y, change = newton_from_midpoint(x, problem.k, problem.tau, steps, by_product=by_product)
+    accepted = (change <= STEP_TOLERANCE[dtype]).squeeze(1).numpy()
+    error = np.abs(y.double().numpy() - ref(problem)).max(axis=1)
+    assert (error[accepted] <= ACCURACY[dtype]).all(), error[accepted].max()
+
+
+@pytest.mark.spec("LML-23")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("n", "k"), [(100, 10), (100, 90), (1000, 100), (7, 3), (50, 25)])
+@pytest.mark.parametrize("tau", [0.1, 1.0, 10.0])
+def test_the_fast_path_accepts_gaussian_rows(
+    n: int, k: int, tau: float, dtype: torch.dtype
+) -> None:
+    # The schedule of FAST_STEPS is enough for N(0, 1) scores at these τ
+    # (the benchmark's rows), so the fast path is what they run.
+    x = torch.randn(64, n, generator=torch.Generator().manual_seed(n + k), dtype=dtype)
+    for by_product in (True, False):
+        change = newton_from_midpoint(x, k, tau, FAST_STEPS[dtype], by_product=by_product)[1]
+        assert (change <= STEP_TOLERANCE[dtype]).all()
+
+
+@pytest.mark.spec("LML-23")
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(problem=lml_problems(max_batch=4), data=st.data())
+def test_rows_the_fast_path_leaves_go_to_the_guarded_solver(
+    problem: LMLProblem, dtype: torch.dtype, data: st.DataObject
+) -> None:
+    # A batch mixing accepted rows and rows the fast path cannot finish (a
+    # tiny τ puts every entry deep in the sigmoid's tails, a NaN poisons a
+    # row): each row is its own projection (LML-4, LML-15).
+    x = torch.from_numpy(problem.x).to(dtype)
+    # The smallest τ that keeps the row within LML-4's |x|/τ ≤ 1e4.
+    tiny = [max(float(np.abs(row).max()) / 1e4, problem.tau * 1e-6) for row in problem.x]
+    taus = [data.draw(st.sampled_from([problem.tau, t])) for t in tiny]
+    if data.draw(st.booleans()):
+        x[0, 0] = math.nan
+    tau = torch.tensor(taus, dtype=dtype).unsqueeze(1)
+    y = lml(x, problem.k, tau).double().numpy()
+    for i, t in enumerate(taus):
+        t_rounded = float(torch.tensor(t, dtype=dtype))
+        expected = lml_bisect(x[i : i + 1].double().numpy(), problem.k, t_rounded)
+        assert np.array_equal(np.isnan(y[i]), np.isnan(expected[0]))
+        assert np.nan_to_num(np.abs(y[i] - expected[0])).max() <= ACCURACY[dtype]
+
+
+@pytest.mark.spec("LML-23")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_batch_with_rows_for_both_solvers(dtype: torch.dtype) -> None:
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    # Row 1: a gap of 1519 τ after the top two; every sum underflows (saturated).
+    x[1] = torch.tensor([74.81, -68.62, -67.6, 59.62, -59.84, 76.71], dtype=dtype)
+    x[3, 5] = math.nan
+    tau = torch.tensor([[1.0], [0.01], [0.3], [1.0]], dtype=dtype)
+    change = newton_from_midpoint(x, 2, tau, FAST_STEPS[dtype])[1].squeeze(1)
+    fast = change <= STEP_TOLERANCE[dtype]
+    assert fast.tolist() == [True, False, True, False]  # both paths are taken
+    y = lml(x, 2, tau).double().numpy()
+    for i in range(4):
+        expected = lml_bisect(x[i : i + 1].double().numpy(), 2, float(tau[i]))[0]
+        assert np.array_equal(np.isnan(y[i]), np.isnan(expected))
+        assert np.nan_to_num(np.abs(y[i] - expected)).max() <= ACCURACY[dtype]
+
+
+@pytest.mark.spec("LML-4", "LML-23")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [1, 40, 41, 300])
+def test_lml_on_both_sides_of_the_matmul_threshold(batch: int, dtype: torch.dtype) -> None:
+    # n = 100: 40 rows are at most FAST_MATMUL_MAX_ELEMENTS, 41 are not.
+    assert 40 * 100 <= FAST_MATMUL_MAX_ELEMENTS < 41 * 100
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, 100, generator=gen, dtype=torch.float64) * 3
+    x = x.to(dtype)
+    expected = lml_bisect(x.double().numpy(), 10, 0.5)
+    assert np.abs(lml(x, 10, 0.5).double().numpy() - expected).max() <= ACCURACY[dtype]
