@@ -34,6 +34,7 @@ from tests.objectives import objectives
 ref_cem = importlib.import_module("reference.cem")
 
 FIELDS = ("x", "mean", "std", "best_x", "best_value", "n_iter", "converged")
+STATE_FIELDS = ("mean", "std", "best_x", "best_value", "n_iter", "converged", "active")
 
 
 def assert_same(a: DCEMResult, b: DCEMResult) -> None:
@@ -90,7 +91,11 @@ def test_solve_is_a_fold_of_step(options: CEMOptions, seed: int, data: st.DataOb
     )
     state = initial_state(mean0, std0, box)
     for t in range(options.n_iter):
-        state = step(problem, state, noise[t]).state
+        before = [getattr(state, name).clone() for name in STATE_FIELDS]
+        following = step(problem, state, noise[t]).state
+        for name, kept in zip(STATE_FIELDS, before, strict=True):  # step changes no input
+            assert torch.equal(getattr(state, name), kept), name
+        state = following
     point = state.mean if options.output == "mean" else state.best_x
     folded = DCEMResult(
         point, state.mean, state.std, state.best_x, state.best_value, state.n_iter, state.converged
