@@ -1,9 +1,12 @@
-"""Before/after of ``impl.dcem.dcem``: ``python -m benchmarks.compare --against REV``.
+"""Before/after: ``python -m benchmarks.compare --against REV [--module dcem|lml]``.
 
-Loads ``impl/dcem.py`` as it was at git revision ``REV`` next to the current
-one and times whole solves of both in the same process (interleaved repeats,
-medians), on a quadratic ``f``, with and without a backward pass. Writes
-``<out>/before-after-<device>.json``; ``new_over_old < 1`` is faster.
+Loads ``impl/dcem.py`` (or ``impl/lml.py``) as it was at git revision ``REV``
+next to the current one and times both in the same process (interleaved
+repeats, medians): whole solves on a quadratic ``f``, with and without a
+backward pass, written to ``<out>/before-after-<device>.json``; or the LML
+forward and forward + backward at the shapes of ``benchmarks.run.LML_SHAPES``
+with the operations each forward dispatches, written to
+``<out>/before-after-lml-<device>.json``. ``new_over_old < 1`` is faster.
 """
 
 from __future__ import annotations
@@ -17,22 +20,27 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import torch
 
+from benchmarks.op_count import count_ops
 from benchmarks.run import (
     DIM,
     DTYPE,
+    LML_SHAPES,
     MIN_SAMPLE_SECONDS,
+    TAU,
     Timing,
     make_quadratic,
     median,
     time_interleaved,
 )
 from impl.dcem import dcem
+from impl.lml import lml
 
 CASES: tuple[tuple[int, int, int, int], ...] = (
     (1, 100, 10, 10),
@@ -44,21 +52,21 @@ GRAD_MAX_SAMPLES = 200_000
 """Largest ``B·n`` also timed with a backward pass."""
 
 
-def load_old(revision: str) -> ModuleType:
-    """``impl/dcem.py`` at ``revision``, as the module ``dcem_at_<revision>``."""
+def load_old(revision: str, module: str = "dcem") -> ModuleType:
+    """``impl/<module>.py`` at ``revision``, as the module ``<module>_at_<revision>``."""
     source = subprocess.run(
-        ["git", "show", f"{revision}:impl/dcem.py"], check=True, capture_output=True, text=True
+        ["git", "show", f"{revision}:impl/{module}.py"], check=True, capture_output=True, text=True
     ).stdout
-    name = f"dcem_at_{revision.replace('-', '_').replace('~', '_')}"
+    name = f"{module}_at_{revision.replace('-', '_').replace('~', '_')}"
     path = Path(tempfile.mkdtemp()) / f"{name}.py"
     path.write_text(source, encoding="utf-8")
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[name] = loaded
+    spec.loader.exec_module(loaded)
+    return loaded
 
 
 def make_solve(
@@ -87,6 +95,44 @@ def make_solve(
     return go
 
 
+def lml_forward(impl: Callable[..., Any], x: torch.Tensor, k: int) -> object:
+    with torch.no_grad():
+        return impl(x, k, TAU)
+
+
+def lml_forward_backward(impl: Callable[..., Any], x: torch.Tensor, k: int) -> object:
+    return torch.autograd.grad(impl(x, k, TAU).square().sum(), x)
+
+
+def compare_lml(
+    old: Callable[..., Any], repeats: int, device: torch.device
+) -> list[dict[str, Any]]:
+    """Old against new ``lml``: forward, forward + backward, and dispatched ops per forward."""
+    rows: list[dict[str, Any]] = []
+    for batch, n, k in LML_SHAPES:
+        gen = torch.Generator(device=device).manual_seed(0)
+        x = torch.randn(batch, n, generator=gen, device=device, dtype=DTYPE)
+        x_grad = x.clone().requires_grad_(True)
+
+        fns: dict[str, Callable[[], object]] = {
+            "old forward": partial(lml_forward, old, x, k),
+            "new forward": partial(lml_forward, lml, x, k),
+            "old forward+backward": partial(lml_forward_backward, old, x_grad, k),
+            "new forward+backward": partial(lml_forward_backward, lml, x_grad, k),
+        }
+        times = time_interleaved(fns, Timing(repeats, MIN_SAMPLE_SECONDS[False]), device)
+        for kind in ("forward", "forward+backward"):
+            a, b = median(times[f"old {kind}"]), median(times[f"new {kind}"])
+            row = {"B": batch, "n": n, "k": k, "pass": kind, "old_s": a, "new_s": b,
+                   "new_over_old": b / a}  # fmt: skip
+            if kind == "forward":
+                row["old_ops"] = count_ops(fns["old forward"]).total
+                row["new_ops"] = count_ops(fns["new forward"]).total
+            print(row, flush=True)
+            rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", required=True, help="git revision of the old impl/dcem.py")
@@ -94,10 +140,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--module", choices=("dcem", "lml"), default="dcem")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.module == "lml":
+        lml_report: dict[str, Any] = {
+            "what": (
+                f"impl.lml.lml at {args.against} (old) against the working tree (new), same "
+                f"process, interleaved, {args.repeats} repeats, medians; x ~ N(0, 1), "
+                f"tau={TAU}; forward under no_grad; forward+backward of (y*y).sum(); ops: "
+                "ATen operations one forward dispatches; new_over_old < 1 is faster"
+            ),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "device": str(device),
+            "dtype": str(DTYPE).removeprefix("torch."),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "load_average_before": list(os.getloadavg()),
+        }
+        lml_report["rows"] = compare_lml(load_old(args.against, "lml").lml, args.repeats, device)
+        lml_report["load_average_after"] = list(os.getloadavg())
+        args.out.mkdir(parents=True, exist_ok=True)
+        out = args.out / f"before-after-lml-{device.type}.json"
+        out.write_text(json.dumps(lml_report, indent=1) + "\n", encoding="utf-8")
+        return 0
     old: Callable[..., Any] = load_old(args.against).dcem
     report: dict[str, Any] = {
         "what": (

@@ -9,7 +9,10 @@ recorded with the results in ``<out>/<device>.json`` and ``<out>/<device>.md``.
 Benchmarks (float32, ``(B, n, k)`` = problems, samples, elites):
 
 - ``lml``: the LML forward against ``torch.topk`` on the same tensor, and
-  forward + backward against the same ``topk``.
+  forward + backward against the same ``topk``; the authors' LML forward
+  (``benchmarks.authors_lml``, written from its description) against the
+  LML forward; and the operations one forward dispatches (``ops`` rows,
+  counted by ``benchmarks.op_count``), the project's against the authors'.
 - ``iteration``: one hard-CEM iteration against one DCEM iteration.
 - ``loop``: one hard-CEM iteration against the same iteration building the
   elite mask with a per-problem Python loop (as the authors' release does).
@@ -48,6 +51,8 @@ import torch
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks.authors_lml import authors_lml
+from benchmarks.op_count import count_ops
 from impl.dcem import DCEMResult, DCEMStep, dcem, hard_selection
 from impl.gaussian import weighted_gaussian_fit
 from impl.lml import lml
@@ -57,6 +62,16 @@ SHAPES: tuple[tuple[int, int, int], ...] = ((1, 100, 10), (1024, 100, 10), (4096
 """``(B, n, k)`` of the issue."""
 QUICK_SHAPES: tuple[tuple[int, int, int], ...] = ((1, 20, 4), (8, 50, 5))
 """Tiny shapes of ``--quick`` (a structural check, not a measurement)."""
+LML_SHAPES: tuple[tuple[int, int, int], ...] = (
+    (1, 100, 10),
+    (64, 100, 10),
+    (1024, 100, 10),
+    (4096, 1000, 100),
+)
+"""``(B, n, k)`` of the LML benchmark (issue 12 adds B = 64)."""
+AUTHORS_MAX_ELEMENTS = 200_000
+"""Largest ``B·n`` at which the authors' LML is timed (at (4096, 1000) each
+of its steps builds a (B, 10, n) tensor; seconds per call on the CPU)."""
 DIM = 10
 """``d``, the dimension of a candidate (e.g. 10 steps of a 1-D action)."""
 HIDDEN = 200
@@ -93,7 +108,12 @@ MIN_SAMPLE_SECONDS = {False: 0.02, True: 0.0}
 DEFAULT_REPEATS = 7
 QUICK_REPEATS = 2
 
-TARGET_LML_FORWARD = 3.0
+TARGET_LML_FORWARD = {(1, 100, 10): 15.0, (64, 100, 10): 5.0, (1024, 100, 10): 2.5}
+"""LML forward / ``topk`` (issue 12); other shapes: ``TARGET_LML_FORWARD_LARGE``."""
+TARGET_LML_FORWARD_LARGE = 3.0
+"""LML forward / ``topk`` at ``LML_TARGET_SHAPES`` not in ``TARGET_LML_FORWARD``."""
+TARGET_AUTHORS_SPEEDUP = {(1, 100, 10): 5.0, (1024, 100, 10): 8.0}
+"""Authors' LML forward / LML forward, at least (issue 12)."""
 TARGET_LML_FORWARD_BACKWARD = 5.0
 TARGET_SOLVE_MLP = 1.3
 TARGET_HARD_OVER_SOFT = 1.0
@@ -129,7 +149,7 @@ class Row:
     baseline: str
     candidate_value: float | None  # median seconds, or bytes
     baseline_value: float | None
-    unit: Literal["s", "bytes"]
+    unit: Literal["s", "bytes", "ops"]
     ratio: float | None
     target: float | None = None
     sense: Sense = "max"  # "max": ratio ≤ target; "min": ratio ≥ target
@@ -314,7 +334,8 @@ def shape_dict(batch: int, n: int, k: int, **extra: int) -> dict[str, int]:
 
 
 def bench_lml(shape: tuple[int, int, int], timing: Timing, device: torch.device) -> list[Row]:
-    """LML forward, and forward + backward, against ``torch.topk`` forward."""
+    """LML forward, and forward + backward, against ``torch.topk`` forward; the
+    authors' LML forward against the LML forward; dispatched operations."""
     batch, n, k = shape
     gen = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(batch, n, generator=gen, device=device, dtype=DTYPE)
@@ -331,11 +352,20 @@ def bench_lml(shape: tuple[int, int, int], timing: Timing, device: torch.device)
     def forward_backward() -> object:
         return torch.autograd.grad(lml(x_grad, k, TAU), x_grad, cotangent)
 
+    def authors() -> object:
+        with torch.no_grad():
+            return authors_lml(x, k, TAU)
+
     fns = {"torch.topk": topk, "lml forward": forward, "lml forward+backward": forward_backward}
+    with_authors = batch * n <= AUTHORS_MAX_ELEMENTS
+    if with_authors:
+        fns["authors' lml forward"] = authors
     times = time_interleaved(fns, timing, device)
-    targeted = shape in LML_TARGET_SHAPES
     dims = shape_dict(batch, n, k)
-    return [
+    forward_target = TARGET_LML_FORWARD.get(
+        shape, TARGET_LML_FORWARD_LARGE if shape in LML_TARGET_SHAPES else None
+    )
+    rows = [
         ratio_row(
             "lml",
             "LML forward / topk",
@@ -343,7 +373,7 @@ def bench_lml(shape: tuple[int, int, int], timing: Timing, device: torch.device)
             times,
             "lml forward",
             "torch.topk",
-            target=TARGET_LML_FORWARD if targeted else None,
+            target=forward_target,
         ),
         ratio_row(
             "lml",
@@ -352,9 +382,35 @@ def bench_lml(shape: tuple[int, int, int], timing: Timing, device: torch.device)
             times,
             "lml forward+backward",
             "torch.topk",
-            target=TARGET_LML_FORWARD_BACKWARD if targeted else None,
+            target=TARGET_LML_FORWARD_BACKWARD if shape in LML_TARGET_SHAPES else None,
         ),
     ]
+    ours = count_ops(forward).total
+    if with_authors:
+        rows.append(
+            ratio_row(
+                "lml",
+                "authors' LML forward / LML forward (speed-up)",
+                dims,
+                times,
+                "authors' lml forward",
+                "lml forward",
+                target=TARGET_AUTHORS_SPEEDUP.get(shape),
+                sense="min",
+            )
+        )
+        theirs = count_ops(authors).total
+        rows.append(
+            Row("lml", "dispatched ops per forward: LML / authors' LML", dims, "lml forward",
+                "authors' lml forward", ours, theirs, "ops", ours / theirs)
+        )  # fmt: skip
+    else:
+        rows.append(
+            Row("lml", "dispatched ops per forward: LML / authors' LML", dims, "lml forward",
+                "authors' lml forward", ours, None, "ops", None,
+                note=f"authors' LML not run above B·n = {AUTHORS_MAX_ELEMENTS}")
+        )  # fmt: skip
+    return rows
 
 
 def bench_iteration(shape: tuple[int, int, int], timing: Timing, device: torch.device) -> list[Row]:
@@ -778,8 +834,14 @@ def check_syncs(device: torch.device) -> list[Row]:
 
 
 def run(
-    quick: bool, repeats: int, device: torch.device, full: bool, compile_solve: bool
+    quick: bool,
+    repeats: int,
+    device: torch.device,
+    full: bool,
+    compile_solve: bool,
+    only: str | None = None,
 ) -> list[Row]:
+    """Every benchmark, or only the group ``only`` (``lml``)."""
     shapes = QUICK_SHAPES if quick else SHAPES
     timing = Timing(repeats, MIN_SAMPLE_SECONDS[quick])
     rows: list[Row] = []
@@ -795,8 +857,10 @@ def run(
                     status="error", note=f"{type(error).__name__}: {error}"[:200])
             )  # fmt: skip
 
-    for shape in shapes:
+    for shape in QUICK_SHAPES if quick else LML_SHAPES:
         attempt(f"lml {shape}", partial(bench_lml, shape, timing, device))
+    if only == "lml":
+        return rows
     for shape in shapes:
         attempt(f"iteration {shape}", partial(bench_iteration, shape, timing, device))
     loop_shape = QUICK_LOOP_SHAPE if quick else LOOP_SHAPE
@@ -869,6 +933,8 @@ def format_value(value: float | None, unit: str) -> str:
         return "—"
     if unit == "bytes":
         return f"{value / 2**20:.1f} MiB"
+    if unit == "ops":
+        return f"{value:.0f} ops"
     return f"{value * 1e3:.3g} ms" if value < 1 else f"{value:.3g} s"
 
 
@@ -915,6 +981,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's own)"
     )
+    parser.add_argument(
+        "--only", choices=("lml",), default=None, help="one group, to <device>-<group>.*"
+    )
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = QUICK_REPEATS if args.quick else DEFAULT_REPEATS
@@ -924,10 +993,10 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cpu" if name == "auto" else name)
     load_before = list(os.getloadavg())
     torch.manual_seed(0)
-    rows = run(args.quick, args.repeats, device, args.full, args.compile)
+    rows = run(args.quick, args.repeats, device, args.full, args.compile, args.only)
     meta = metadata(args, device, load_before)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / device.type
+    stem = args.out / (device.type if args.only is None else f"{device.type}-{args.only}")
     payload = {"meta": meta, "results": [dataclasses.asdict(row) for row in rows]}
     stem.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     stem.with_suffix(".md").write_text(markdown(meta, rows), encoding="utf-8")

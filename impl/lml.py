@@ -19,7 +19,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from impl._checks import require_finite_real, require_floating_tensor, require_int
+from impl._checks import (
+    require_broadcastable,
+    require_finite_real,
+    require_floating_tensor,
+    require_int,
+)
+
+FAST_STEPS = {torch.float32: 3, torch.float64: 4}
+"""Unguarded Newton steps of the fast path (LML-23), per compute dtype."""
+
+FAST_MATMUL_MAX_ELEMENTS = 2**12
+"""Largest ``x.numel()`` whose fast-path sums are float64 matrix products;
+larger inputs use reductions (LML-23; an implementation choice, measured:
+the products win while dispatch dominates, the reductions once memory
+traffic does)."""
 
 MAX_STEPS = {torch.float32: 6, torch.float64: 8}
 """Newton steps of the solver (LML-19), per compute dtype: all of them run on
@@ -45,7 +59,11 @@ _NATIVE_DTYPES = (torch.float32, torch.float64)
 """Dtypes computed as they are; every other floating dtype is computed in float32."""
 
 
-def lml(x: Tensor, k: int, tau: float = 1.0, *, max_steps: int | None = None) -> Tensor:
+Temperature = float | Tensor
+"""A temperature: a Python number, or a tensor τ (0-dim, or one τ per row, LML-22)."""
+
+
+def lml(x: Tensor, k: int, tau: Temperature = 1.0, *, max_steps: int | None = None) -> Tensor:
     """Soft top-k: project each row of ``x / tau`` onto the LML polytope (eq. 4).
 
     Args:
@@ -54,7 +72,11 @@ def lml(x: Tensor, k: int, tau: float = 1.0, *, max_steps: int | None = None) ->
             (float16, bfloat16) are computed in float32 (LML-16).
         k: the number of entries selected, ``0 < k < n`` (LML-17).
         tau: the temperature ``τ > 0``; ``τ → 0⁺`` gives the hard top-k
-            indicator (Prop. 2, LML-11).
+            indicator (Prop. 2, LML-11). A Python number, or a floating
+            tensor whose shape broadcasts to ``x.shape[:-1] + (1,)`` (a 0-dim
+            τ, or one τ per row), which may require grad (LML-20, LML-22).
+            A tensor's values are not checked (that would synchronize):
+            rows whose τ is not a positive finite number are NaN.
         max_steps: Newton steps of the solver (LML-19), ≥ 1; ``None`` takes
             ``MAX_STEPS`` of the compute dtype.
 
@@ -62,7 +84,8 @@ def lml(x: Tensor, k: int, tau: float = 1.0, *, max_steps: int | None = None) ->
         ``y`` of the shape, dtype and device of ``x``, with ``0 ≤ y ≤ 1`` and
         rows summing to ``k`` (LML-3). ``−∞`` scores get exactly 0 and ``+∞``
         exactly 1; rows with NaN, or with too few finite scores, are NaN
-        (LML-15).
+        (LML-15). Differentiable in ``x`` and a tensor ``tau``, under autograd
+        and the ``torch.func`` transforms (LML-21).
     """
     require_floating_tensor("x", x)
     if x.dim() == 0:
@@ -71,32 +94,123 @@ def lml(x: Tensor, k: int, tau: float = 1.0, *, max_steps: int | None = None) ->
     k = require_int("k", k)
     if not 0 < k < n:
         raise ValueError(f"k must satisfy 0 < k < n; got k={k} with n={n}")
-    tau = require_finite_real("tau", tau, minimum=0.0, strict=True)
     compute = x if x.dtype in _NATIVE_DTYPES else x.float()
+    temperature = _check_temperature(tau, compute)
     if max_steps is None:
         max_steps = MAX_STEPS[compute.dtype]
     max_steps = require_int("max_steps", max_steps)
     if max_steps < 1:
         raise ValueError(f"max_steps must be at least 1; got max_steps={max_steps}")
-    y: Tensor = _LMLFunction.apply(compute, k, tau, max_steps)  # type: ignore[no-untyped-call]
-    return y.to(x.dtype)
+    if _untracked(compute, temperature):  # (not compiling, so the CPU may stop early)
+        y = _solve(compute, temperature, k, max_steps, compute.device.type == "cpu")
+    else:
+        y = _apply(compute, temperature, k, max_steps)
+    return y if y.dtype == x.dtype else y.to(x.dtype)
+
+
+def _untracked(x: Tensor, tau: Temperature) -> bool:
+    """Whether no derivative, transform or trace can observe this call.
+
+    Then ``lml`` calls the solver directly: the autograd.Function would give
+    the same output, but its ``apply`` costs several times a small solve on
+    the CPU. Checked: ``torch.compile`` tracing, ``torch.func`` transforms,
+    an open forward-AD level, and whether autograd would record a graph (if
+    not, the solver's operations record nothing either).
+    """
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return False
+    if torch.autograd.forward_ad._current_level >= 0:  # dual tensors may be about
+        return False
+    tracked = x.requires_grad or (isinstance(tau, Tensor) and tau.requires_grad)
+    return not (torch.is_grad_enabled() and tracked)
+
+
+def _solve(x: Tensor, tau: Temperature, k: int, max_steps: int, early: bool) -> Tensor:
+    """The forward of ``lml`` (no autograd): LML-23 where ``early`` (``can_stop_early``),
+    else LML-19."""
+    if early:
+        return solve_lml_with_fast_path(x, k, tau, max_steps)
+    return solve_lml(x, k, tau, max_steps, early_exit=False)
+
+
+def _check_temperature(tau: object, x: Tensor) -> Temperature:
+    """``tau`` as a float checked for ``τ > 0`` finite, or as a tensor in ``x``'s dtype."""
+    if not isinstance(tau, Tensor):
+        return require_finite_real("tau", tau, minimum=0.0, strict=True)
+    if not tau.dtype.is_floating_point:
+        raise TypeError(f"tau must have a floating-point dtype, got {tau.dtype}")
+    require_broadcastable("tau", tau.shape, torch.Size((*x.shape[:-1], 1)))
+    return tau.to(x.dtype)
 
 
 class _LMLFunction(torch.autograd.Function):
-    """Forward: the solver of LML-19. Backward: the VJP of LML-12."""
+    """Forward: the solver of LML-19. Backward: the VJPs of LML-12 and LML-20;
+    ``vmap``: one batched call (LML-21). Forward mode is added by
+    ``_LMLForwardFunction`` (Dynamo cannot trace a custom ``jvp``, so
+    ``torch.compile`` traces this class)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, k: int, tau: float, max_steps: int) -> Tensor:
+    def forward(x: Tensor, tau: Temperature, k: int, max_steps: int) -> Tensor:
         with torch.no_grad():
-            y = solve_lml(x, k, tau, max_steps, early_exit=can_stop_early(x))
-        ctx.save_for_backward(y)
-        ctx.tau = tau
-        return y
+            return _solve(x, tau, k, max_steps, can_stop_early(x))
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        (y,) = ctx.saved_tensors
-        return lml_vjp(y, grad, ctx.tau), None, None, None
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        tau = inputs[1]
+        if isinstance(tau, Tensor):
+            ctx.save_for_backward(output, tau)
+            ctx.save_for_forward(output, tau)
+        else:
+            ctx.save_for_backward(output)
+            ctx.save_for_forward(output)
+            ctx.tau = tau
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        y, tau = _saved(ctx)
+        grad_x = lml_vjp(y, grad, tau) if ctx.needs_input_grad[0] else None
+        grad_tau = None
+        if isinstance(tau, Tensor) and ctx.needs_input_grad[1]:
+            grad_tau = lml_tau_vjp(y, grad, tau).sum_to_size(tau.shape)
+        return grad_x, grad_tau, None, None
+
+    @staticmethod
+    def vmap(
+        info: Any, in_dims: tuple[int | None, ...], x: Tensor, tau: Temperature, k: int, steps: int
+    ) -> tuple[Tensor, int]:
+        # Every leading dimension of x is a batch dimension already: move the
+        # mapped one to the front (a per-sample τ becomes one τ per row).
+        x_dim, tau_dim = in_dims[0], in_dims[1]
+        x = x.expand(info.batch_size, *x.shape) if x_dim is None else x.movedim(x_dim, 0)
+        if isinstance(tau, Tensor) and tau_dim is not None:
+            tau = tau.movedim(tau_dim, 0)
+            ones = (1,) * (x.dim() - tau.dim())
+            tau = tau.reshape(info.batch_size, *ones, *tau.shape[1:])
+        return _apply(x, tau, k, steps), 0
+
+
+class _LMLForwardFunction(_LMLFunction):
+    """``_LMLFunction`` with forward-mode AD: ``ẏ = J ẋ + (∂y/∂τ) τ̇`` (LML-21)."""
+
+    @staticmethod
+    def jvp(ctx: Any, x_dot: Tensor | None, tau_dot: Tensor | None, *_: None) -> Tensor:
+        y, tau = _saved(ctx)
+        out = lml_vjp(y, x_dot, tau) if x_dot is not None else torch.zeros_like(y)
+        if tau_dot is not None:
+            out = out + lml_tau_jvp(y, tau_dot, tau)
+        return out
+
+
+def _apply(x: Tensor, tau: Temperature, k: int, max_steps: int) -> Tensor:
+    """The autograd.Function of ``lml``: with forward mode, except under ``torch.compile``."""
+    function = _LMLFunction if torch.compiler.is_compiling() else _LMLForwardFunction
+    y: Tensor = function.apply(x, tau, k, max_steps)  # type: ignore[no-untyped-call]
+    return y
+
+
+def _saved(ctx: Any) -> tuple[Tensor, Temperature]:
+    saved = ctx.saved_tensors
+    return (saved[0], saved[1]) if len(saved) == 2 else (saved[0], ctx.tau)
 
 
 def can_stop_early(x: Tensor) -> bool:
@@ -109,26 +223,168 @@ def can_stop_early(x: Tensor) -> bool:
     return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
-def lml_vjp(y: Tensor, grad: Tensor, tau: float) -> Tensor:
+def lml_vjp(y: Tensor, grad: Tensor, tau: Temperature) -> Tensor:
     """The vector-Jacobian product of LML-12, from the output alone.
 
     ``vjp(g) = (1/τ) h ⊙ (g − (hᵀg) / 1ᵀh)`` with ``h = y ⊙ (1 − y)``; the
-    Jacobian ``(1/τ)[diag(h) − h hᵀ/1ᵀh]`` is never formed. Rows where
-    ``1ᵀh`` underflows to 0 get a zero product. Shapes: ``y, grad (..., n)``.
-    Written with differentiable operations on ``y`` so that double backward
-    is exact (LML-14); the last two steps run in place when no graph is
-    recorded.
+    Jacobian ``(1/τ)[diag(h) − h hᵀ/1ᵀh]`` is never formed. It is symmetric,
+    so this is also the Jacobian-vector product. Rows where ``1ᵀh``
+    underflows to 0 get a zero product. Shapes: ``y, grad (..., n)``, ``tau``
+    a number or a tensor broadcasting to ``(..., 1)``. Written with
+    differentiable operations on ``y`` so that double backward is exact
+    (LML-14); the last two steps run in place when no graph is recorded.
     """
     h = torch.addcmul(y, y, y, value=-1)
     h_sum = h.sum(-1, keepdim=True).clamp_min_(torch.finfo(y.dtype).tiny)
     h_dot_g = (h * grad).sum(-1, keepdim=True)
     centred = grad - h_dot_g / h_sum
-    if torch.is_grad_enabled():  # a graph is recorded (double backward): no in-place steps
+    if torch.is_grad_enabled() or isinstance(tau, Tensor):  # a graph may be recorded
         return centred * h / tau
     return centred.mul_(h).div_(tau)
 
 
-def solve_lml(x: Tensor, k: int, tau: float, max_steps: int, *, early_exit: bool) -> Tensor:
+def _h_and_hs(y: Tensor) -> tuple[Tensor, Tensor]:
+    """``h = y(1 − y)`` and ``h ⊙ s`` with ``s = logit(y) = (x − t)/τ`` (LML-20).
+
+    ``h s = (1 − y)·y log y − y·(1 − y) log(1 − y)`` is finite for every
+    ``y ∈ [0, 1]`` (0 at both ends, where ``s`` is infinite) and has an error
+    of a few ε per entry whatever the rounding of ``y`` near 0 or 1.
+    """
+    one_minus = 1 - y
+    h = y * one_minus
+    hs = one_minus * torch.xlogy(y, y) - y * torch.xlogy(one_minus, one_minus)
+    return h, hs
+
+
+def lml_tau_vjp(y: Tensor, grad: Tensor, tau: Tensor) -> Tensor:
+    """``gᵀ ∂y/∂τ`` per row, shape ``(..., 1)``, from the output alone (LML-20).
+
+    ``∂y/∂τ = −(1/τ)[h ⊙ s − h (hᵀs)/1ᵀh]`` with ``s = logit(y)``, so
+    ``gᵀ ∂y/∂τ = −(1/τ) Σ_i (g_i − ḡ) h_i s_i`` with ``ḡ = hᵀg / 1ᵀh``.
+    """
+    h, hs = _h_and_hs(y)
+    h_sum = h.sum(-1, keepdim=True).clamp_min(torch.finfo(y.dtype).tiny)
+    g_bar = (h * grad).sum(-1, keepdim=True) / h_sum
+    return -((grad - g_bar) * hs).sum(-1, keepdim=True) / tau
+
+
+def lml_tau_jvp(y: Tensor, tau_dot: Tensor, tau: Temperature) -> Tensor:
+    """``∂y/∂τ · τ̇`` of LML-20, shape ``(..., n)``; ``tau_dot`` broadcasts to ``(..., 1)``."""
+    h, hs = _h_and_hs(y)
+    h_sum = h.sum(-1, keepdim=True).clamp_min(torch.finfo(y.dtype).tiny)
+    s_bar = hs.sum(-1, keepdim=True) / h_sum
+    return (hs - h * s_bar) * (-tau_dot / tau)
+
+
+def solve_lml_with_fast_path(x: Tensor, k: int, tau: Temperature, max_steps: int) -> Tensor:
+    """The CPU forward of LML-23: the fast path, then LML-19 for the rows it left.
+
+    Reads on the host whether the fast path accepted every row (free on the
+    CPU) and solves only the others with the guarded solver, whose
+    ``max_steps`` this is. Shapes: ``x (..., n)`` to ``y (..., n)``.
+    """
+    n = x.shape[-1]
+    rows = x.reshape(-1, n)
+    if isinstance(tau, Tensor) and tau.dim() > 0:  # one τ per row of ``rows``
+        tau = tau.expand(*x.shape[:-1], 1).reshape(-1, 1)
+    y, change = newton_from_midpoint(rows, k, tau, FAST_STEPS[x.dtype])
+    tolerance = STEP_TOLERANCE[x.dtype]
+    if not float(change.max()) <= tolerance:  # also when NaN
+        redo = ~(change <= tolerance).squeeze(1)
+        if isinstance(tau, Tensor) and tau.dim() > 0:
+            tau = tau[redo]
+        y[redo] = solve_lml(rows[redo], k, tau, max_steps, early_exit=True)
+    return y.view(x.shape)
+
+
+def newton_from_midpoint(
+    x: Tensor, k: int, tau: Temperature, steps: int, *, by_product: bool | None = None
+) -> tuple[Tensor, Tensor]:
+    """The fast path of LML-23 (no autograd) for ``x (B, n)``: ``(y (B, n), change (B, 1))``.
+
+    With ``m``, ``P``, ``Q``, the centre ``c``, ``z = (x − c)/τ`` and the
+    log-ratio ``h(u) = log R(u) − log T(u)`` of LML-19: ``steps`` Newton
+    steps on ``h`` from the midpoint ``u = 0``, with no bracket and no branch
+    on values,
+
+        u ← u + log(R/T) / (H_R/R + H_T/T),   H_R = Σ_Q a(1 − a),  H_T = Σ_P a(1 − a),
+
+    for the small sides ``a`` (``−h′ = H_R/R + H_T/T``). ``change`` is the
+    size of the last step: a row is accepted when it is at most
+    ``STEP_TOLERANCE`` (the criterion of LML-19, step 4); rows with NaN,
+    saturated rows (the sums underflow) and rows still far from the root
+    are not.
+
+    The small sides live in one buffer ``[z with P masked to −∞ | −z_P]`` as
+    in LML-19. Up to ``FAST_MATMUL_MAX_ELEMENTS`` elements of ``x`` every sum
+    is a matrix product with the indicator columns of ``Q`` and ``P`` (on the
+    CPU, cheaper than reductions for short rows), in float64: a matrix
+    product adds in sequence, whose rounding error grows with ``n`` (in
+    float32 it cost 1e-6 on rows of 1000 near-ties), where a reduction adds
+    pairwise. Above it the sums are reductions in the compute dtype, which
+    read half the bytes. ``by_product`` forces one or the other.
+    """
+    n = x.shape[1]
+    flip = 2 * k > n
+    m = n - k if flip else k
+    top, top_index = torch.topk(x, m + 1, dim=1, largest=not flip, sorted=True)
+    centre = torch.lerp(top[:, m - 1 : m], top[:, m : m + 1], 0.5)
+    if isinstance(tau, Tensor):  # a τ that is not positive and finite: NaN, not accepted
+        centre = centre + torch.where((tau > 0) & (tau < math.inf), 0.0, math.nan)
+    scale = -tau if flip else tau
+    zs = torch.cat([x, top[:, :m]], dim=1).sub_(centre).div_(scale)
+    z = zs[:, :n].clone()
+    zs[:, n:].neg_()
+    zs.scatter_(1, top_index[:, :m], -math.inf)
+    # Sums as matrix products (cheap for short rows) in float64, or as
+    # reductions in the compute dtype (they add pairwise) for large inputs.
+    if by_product is None:
+        by_product = x.numel() <= FAST_MATMUL_MAX_ELEMENTS
+    accumulate = torch.float64 if by_product else x.dtype
+    indicators = x.new_zeros(n + m, 2, dtype=accumulate)  # columns: Q, P
+    indicators[:n, 0] = 1.0
+    indicators[n:, 1] = 1.0
+    side = (indicators[:, 0] - indicators[:, 1]).to(x.dtype)  # +1 on Q, −1 on P
+    difference = indicators[n - 1 : n + 1, :1] - indicators[n - 1 : n + 1, 1:]  # (1, −1)ᵀ
+    ones = indicators.new_ones(2, 1)
+    work = x.new_empty((0,) if by_product else (2, x.shape[0], n + m))  # [a; a(1 − a)]
+    u = step = centre  # (replaced by the first step)
+    for i in range(steps):
+        if by_product:
+            if i == 0:
+                small = torch.sigmoid(zs)
+            else:
+                small = torch.addcmul(zs, side, u.to(x.dtype), value=-1).sigmoid_()
+            small = small.double()  # BLAS adds in sequence: accumulate in float64
+            spread = torch.addcmul(small, small, small, value=-1)
+            sums = torch.mm(small, indicators)  # [R, T]
+            spreads = torch.mm(spread, indicators)  # [H_R, H_T]
+        else:
+            small, spread = work.unbind(0)
+            if i == 0:
+                torch.sigmoid(zs, out=small)
+            else:
+                torch.addcmul(zs, side, u, value=-1, out=small).sigmoid_()
+            torch.addcmul(small, small, small, value=-1, out=spread)
+            both = torch.stack([work[:, :, :n].sum(-1), work[:, :, n:].sum(-1)], -1)
+            sums, spreads = both.unbind(0)
+        numerator = torch.mm(sums.log(), difference)  # log R − log T
+        slope = torch.mm(spreads.div_(sums), ones)  # H_R/R + H_T/T
+        if i == 0:
+            u = step = numerator.div_(slope)
+        elif i < steps - 1:
+            u = torch.addcdiv(u, numerator, slope)
+        else:
+            step = numerator.div_(slope)
+            u = u + step
+    change = step.abs()
+    u = u.to(x.dtype)
+    if flip:
+        return torch.sub(u, z, out=z).sigmoid_(), change  # 1 − σ(z − u)
+    return torch.sub(z, u, out=z).sigmoid_(), change
+
+
+def solve_lml(x: Tensor, k: int, tau: Temperature, max_steps: int, *, early_exit: bool) -> Tensor:
     """The forward solver of LML-19 (no autograd), for ``x (..., n)``.
 
     Let ``m = min(k, n − k)`` be the minority side (rows with ``k > n/2`` are
@@ -174,6 +430,8 @@ def solve_lml(x: Tensor, k: int, tau: float, max_steps: int, *, early_exit: bool
     hi = ((inner - centre) / scale + math.log(n - m)).clamp_(max=big)
     # NaN (for the whole row) when the m-th or (m+1)-th entry is not finite.
     poison = (inner - inner) + (outer - outer)
+    if isinstance(tau, Tensor):  # NaN rows for a τ that is not positive and finite (LML-22)
+        poison = poison + torch.where((tau > 0) & (tau < math.inf), 0.0, math.nan)
 
     def constant(value: float) -> Tensor:  # 0-dim: cheaper in operations than a Python float
         return torch.full((), value, dtype=x.dtype, device=x.device)

@@ -1,4 +1,4 @@
-"""The one options type of the solver (spec/cem.md, CEM-22).
+"""The one options type of the solver (spec/cem.md, CEM-22, CEM-32).
 
 ``CEMOptions`` holds every scalar setting of a CEM/DCEM solve. It is the only
 place the option set is written out: ``impl.dcem.dcem`` builds one from its
@@ -36,7 +36,7 @@ class CEMOptions:
         n_iter: ``T ≥ 1``, iterations.
         tau: LML temperature ``τ``: ``None`` or ``0`` is hard CEM (CEM-4);
             ``τ > 0`` a Python number or a scalar tensor (which may require
-            grad, CEM-5 and LML-20) is DCEM.
+            grad, CEM-5, CEM-36 and LML-20) is DCEM.
         normalize: standardize the values per problem and iteration (CEM-3).
         std_min: the σ floor ``σ_min ≥ 0`` (CEM-11).
         tol: per-problem convergence threshold (CEM-13); ``None`` runs all
@@ -49,6 +49,12 @@ class CEMOptions:
             each update keeps (CEM-29).
         elite_temperature: ``λ > 0``, exponentially weighted hard elites
             (CEM-30); needs hard selection. ``None``: equal weights.
+        reuse_buffers: opt-in work buffers (CEM-28): iterations that record
+            no graph write their noise, samples and centred samples into
+            ``(B, N, d)`` buffers allocated once, so ``f`` receives a buffer
+            the next iteration overwrites. Off by default; incompatible with
+            ``checkpoint`` (and, in ``impl.cem.solve``, with a callback).
+            Only ``impl.cem.solve`` reads it: ``dcem`` keeps its signature.
     """
 
     n_sample: int = 100
@@ -63,6 +69,7 @@ class CEMOptions:
     grad_iters: int | None = None
     smoothing: float = 0.0
     elite_temperature: float | None = None
+    reuse_buffers: bool = False
 
     def __post_init__(self) -> None:
         n_sample = require_int("n_sample", self.n_sample)
@@ -93,14 +100,20 @@ class CEMOptions:
         if alpha >= 1:
             raise ValueError(f"smoothing must satisfy 0 <= smoothing < 1, got smoothing={alpha}")
         if self.elite_temperature is not None:
-            require_finite_real(
-                "elite_temperature", self.elite_temperature, minimum=0, strict=True
-            )
+            require_finite_real("elite_temperature", self.elite_temperature, minimum=0, strict=True)
             if not self.hard:
                 raise ValueError(
                     "elite_temperature weights the elites of hard selection: it needs "
                     f"tau=None or tau=0, got tau={self.tau}"
                 )
+        if not isinstance(self.reuse_buffers, bool):
+            raise TypeError(f"reuse_buffers must be a bool, got {self.reuse_buffers!r}")
+        if self.reuse_buffers and self.checkpoint:
+            raise ValueError(
+                "reuse_buffers=True cannot be combined with checkpoint=True: a checkpointed "
+                "iteration recomputes its samples in the backward pass, so they cannot live "
+                "in a buffer the next iteration overwrites"
+            )
 
     @property
     def hard(self) -> bool:
@@ -119,8 +132,17 @@ class CEMOptions:
         return replace(self, **changes)
 
     def as_kwargs(self) -> dict[str, Any]:
-        """The fields as keyword arguments of ``impl.dcem.dcem``."""
-        return {field.name: getattr(self, field.name) for field in fields(self)}
+        """The fields that are keyword arguments of ``impl.dcem.dcem`` (all but
+        ``reuse_buffers``, which only ``impl.cem.solve`` reads)."""
+        return {
+            field.name: getattr(self, field.name)
+            for field in fields(self)
+            if field.name not in SOLVE_ONLY_FIELDS
+        }
+
+
+SOLVE_ONLY_FIELDS = ("reuse_buffers",)
+"""``CEMOptions`` fields that ``impl.dcem.dcem`` does not take."""
 
 
 def _check_tau(tau: object) -> None:

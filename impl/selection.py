@@ -55,8 +55,11 @@ def normalize_values(values: Tensor, finite: Tensor) -> Tensor:
     mean = unit.sum(-1, keepdim=True) / count.clamp_min(1)
     deviation = torch.where(finite, unit - mean, 0)
     variance = (deviation * deviation).sum(-1, keepdim=True) / (count - 1).clamp_min(1)
-    positive = variance > 0
-    std = torch.where(positive, torch.sqrt(torch.where(positive, variance, 1)), 0)
+    # + tiny: a finite gradient when the row is constant (variance 0). No other
+    # variance changes: one |u| is 1, so a row that is not constant has entries
+    # near ±1 at least one ulp(1) apart, a variance ≥ ulp(1)²/(2N), far above
+    # the 2·tiny/ε below which adding tiny rounds to a change.
+    std = torch.sqrt(variance + torch.finfo(values.dtype).tiny)
     return deviation / (std + VALUE_NORM_EPS / magnitude)
 
 
@@ -71,6 +74,18 @@ def hard_weights(values: Tensor, finite: Tensor, k: int) -> Selection:
     weights = torch.zeros_like(values).scatter_(-1, index, 1.0)
     valid = finite.sum(-1) >= k
     return Selection(weights=weights, valid=valid)
+
+
+def hard_selection(ranked: Tensor, k: int) -> Selection:
+    """``hard_weights`` in fewer passes, for ``(B, N)`` values whose non-finite
+    entries are already ``+∞`` (CEM-4, CEM-12): one unsorted ``topk`` and one
+    ``scatter``; a row is valid when its ``k`` lowest entries are finite (it
+    then has at least ``k`` finite values), read off the ``(B, k)`` top values
+    instead of counting the finite entries of the row: as ``ranked`` holds no
+    NaN and no ``−∞``, "finite" is "``< +∞``" (one comparison)."""
+    top = torch.topk(ranked, k, dim=-1, largest=False, sorted=False)
+    weights = torch.zeros_like(ranked).scatter_(-1, top.indices, 1.0)
+    return Selection(weights=weights, valid=top.values.amax(-1) < torch.inf)
 
 
 def exponential_elite_weights(
@@ -97,13 +112,16 @@ def exponential_elite_weights(
     return torch.softmax(logits, dim=-1) * k
 
 
-def soft_weights(values: Tensor, finite: Tensor, k: int, tau: float, normalize: bool) -> Selection:
+def soft_weights(
+    values: Tensor, finite: Tensor, k: int, tau: float | Tensor, normalize: bool
+) -> Selection:
     """The soft top-k of the lowest values, ``Π_L(−ṽ/τ)`` (CEM-5, eq. 5).
 
     Non-finite values enter the projection as ``−∞`` and get weight exactly 0
     (LML-15). Rows with at most ``k`` finite values cannot be projected; they
     are marked invalid and their scores replaced by zeros so that neither the
-    forward nor the backward pass produces NaN (CEM-12).
+    forward nor the backward pass produces NaN (CEM-12). ``tau`` may be a
+    tensor (0-dim, LML-22), which may require grad (LML-20).
     """
     scores = -(normalize_values(values, finite) if normalize else torch.where(finite, values, 0))
     valid = finite.sum(-1) > k

@@ -273,9 +273,10 @@ class CEMTrace:
     ----------
     means : (T+1, d)    means[0] = mean0, means[t+1] = mean after iteration t
     stds : (T+1, d)     stds[0] = std0, stds[t+1] = std after iteration t
-    samples : (T, N, d) the clipped samples X_t of each iteration
-    values : (T, N)     f(X_t)
-    weights : (T, N)    the hard or soft weights I_t
+    samples : (T, M, d) the clipped candidates X_t of each iteration: the N
+                        Gaussian samples, then the P proposals (M = N + P)
+    values : (T, M)     f(X_t)
+    weights : (T, M)    the hard or soft weights I_t
     best_x : (d,)       the sample with the lowest finite value (CEM-16)
     best_value : float  its value, +inf if no value was ever finite
     n_iter : int        iterations run, <= T (CEM-13)
@@ -415,13 +416,15 @@ def cem(
     tol: float | None = None,
     smoothing: float = 0.0,
     elite_temperature: float | None = None,
+    proposals: FloatArray | None = None,
 ) -> CEMTrace:
     """Run CEM (tau None or 0) or DCEM (tau > 0) on one problem (Algorithm 1).
 
     For t = 0, ..., T-1 (with k = n_elite):
 
     1. X_t = clip(mu_t + std_t * noise[t], lb, ub)                (CEM-2, CEM-10)
-    2. v_t = f(X_t), which must have shape (N,)
+       followed by the P rows of clip(proposals, lb, ub), if given  (CEM-34)
+    2. v_t = f(X_t), which must have shape (M,), M = N + P
     3. I_t = hard_weights(v_t, k)                      if tau is None or 0 (CEM-4)
        I_t = exponential_elite_weights(v_t, k, elite_temperature, normalize)
                                             if, besides, elite_temperature is set (CEM-30)
@@ -455,6 +458,8 @@ def cem(
         each update (CEM-29); 0 is the plain update
     elite_temperature : None, or lambda > 0 for exponentially weighted hard
         elites (CEM-30; needs tau None or 0)
+    proposals : None, or (P, d) candidates joined to the N samples of every
+        iteration, clipped to the box and ranked with them (CEM-34)
 
     Returns
     -------
@@ -463,7 +468,14 @@ def cem(
     mu, std, eps, k, tau_f, lower, upper, floor, tol_f, alpha, lam = _check_cem_args(
         mean0, std0, noise, n_elite, tau, lb, ub, std_min, tol, smoothing, elite_temperature
     )
-    n_iter_max, n_sample, d = eps.shape
+    n_iter_max, n_gauss, d = eps.shape
+    extra = np.zeros((0, d))
+    if proposals is not None:
+        extra = np.asarray(proposals, dtype=np.float64)
+        if extra.ndim != 2 or extra.shape[1] != d or extra.shape[0] < 1:
+            raise ValueError(f"proposals must have shape (P, {d}) with P >= 1, got {extra.shape}")
+        extra = np.clip(extra, lower, upper)
+    n_sample = n_gauss + extra.shape[0]
     # Soft selection needs a finite (k+1)-th largest score (LML-15).
     min_finite = k if tau_f is None or tau_f == 0.0 else k + 1
 
@@ -477,7 +489,7 @@ def cem(
     n_iter, converged = 0, False
 
     for t in range(n_iter_max):
-        X = np.clip(mu + std * eps[t], lower, upper)
+        X = np.concatenate([np.clip(mu + std * eps[t], lower, upper), extra])
         v = np.asarray(f(X.copy()), dtype=np.float64)
         if v.shape != (n_sample,):
             raise ValueError(f"f must return values of shape ({n_sample},), got shape {v.shape}")

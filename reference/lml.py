@@ -47,6 +47,7 @@ __all__ = [
     "lml_bisect",
     "lml_cvxpy",
     "lml_jacobian",
+    "lml_tau_derivative",
     "lml_threshold",
     "lml_vjp",
 ]
@@ -458,6 +459,46 @@ def lml_vjp(y: FloatArray, g: FloatArray, tau: float) -> FloatArray:
         if h_sum != 0.0:
             out[index] = (h * g_arr[index] - h * float(np.dot(h, g_arr[index])) / h_sum) / tau_f
     return out
+
+
+def lml_tau_derivative(x: FloatArray, k: int, tau: float) -> FloatArray:
+    """Closed-form derivative dy/dtau of the LML projection, rowwise (LML-20).
+
+    Differentiating the constraint sum_i sigmoid((x_i - t)/tau) = k in tau
+    gives dt/dtau = (h . s) / sum(h) with s = (x - t)/tau, h = y * (1 - y), so
+
+        dy/dtau = -(1/tau) [h * s - h (h . s) / sum(h)],
+
+    and 0 for a row whose sum(h) == 0.  Entries with infinite x (h = 0) get 0.
+    The threshold t comes from the bisection of :func:`lml_threshold`.
+
+    Parameters
+    ----------
+    x : float64 array of shape (..., n)
+    k : int, 0 < k < n
+    tau : float > 0
+
+    Returns
+    -------
+    float64 array of shape (..., n)
+    """
+    x_arr = _as_float_array(x)
+    tau_f = _check_tau(tau)
+    rows = np.atleast_2d(x_arr).reshape(-1, x_arr.shape[-1])
+    y = lml_bisect(rows, k, tau_f)
+    t = lml_threshold(rows, k, tau_f)
+    out = np.zeros_like(rows)
+    for i in range(rows.shape[0]):
+        h = y[i] * (1.0 - y[i])
+        h_sum = float(np.sum(h))
+        if h_sum == 0.0 or not np.isfinite(t[i]):
+            out[i] = np.nan if not np.isfinite(t[i]) else 0.0
+            continue
+        finite = np.isfinite(rows[i])
+        s = np.where(finite, (np.where(finite, rows[i], 0.0) - t[i]) / tau_f, 0.0)
+        out[i] = -(h * s - h * float(np.dot(h, s)) / h_sum) / tau_f
+    result: FloatArray = out.reshape(x_arr.shape)
+    return result
 
 
 # ---------------------------------------------------------------------------

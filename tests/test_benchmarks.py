@@ -6,10 +6,17 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
+from hypothesis import given
 
 from benchmarks import lml_accuracy
+from benchmarks.authors_lml import EPS, authors_lml
+from benchmarks.op_count import count_ops
 from benchmarks.run import main
+from impl.lml import lml
+from reference.lml import lml_bisect
+from tests.strategies import LMLProblem, lml_problems
 
 GROUPS = {"lml", "iteration", "loop", "solve", "memory", "sync"}
 STATUSES = {"pass", "miss", "info", "skipped"}
@@ -51,8 +58,12 @@ def test_quick_run_writes_the_json_and_the_table(tmp_path: Path) -> None:
         if row["unit"] == "s" and row["ratio"] is not None:
             assert set(row["samples"]) == {row["candidate"], row["baseline"]}
             assert all(len(times) >= 2 for times in row["samples"].values())
+        if row["unit"] == "ops" and row["ratio"] is not None:
+            assert row["candidate_value"] == int(row["candidate_value"]) > 0, row["name"]
     names = {row["name"] for row in rows}
     assert "LML forward / topk" in names and "hard-CEM iteration / DCEM iteration" in names
+    assert "authors' LML forward / LML forward (speed-up)" in names
+    assert "dispatched ops per forward: LML / authors' LML" in names
     assert any(name.startswith("peak memory checkpoint=True") for name in names)
     assert any(name.startswith("peak memory grad_iters=") for name in names)
     table = (tmp_path / "cpu.md").read_text(encoding="utf-8")
@@ -69,3 +80,21 @@ def test_lml_accuracy_script_checks_the_bound(tmp_path: Path) -> None:
         counts = {int(s): c for s, c in result["stopping_steps"][dtype].items()}
         assert sum(counts.values()) == 18
         assert max(counts) <= result["max_steps"][dtype]  # every row stopped in the schedule
+
+
+@given(problem=lml_problems(max_n=60, max_batch=3, max_scaled=50.0))
+def test_authors_baseline_solves_the_projection(problem: LMLProblem) -> None:
+    # A bracket of width EPS (scaled units) around ν = −t/τ: each output is
+    # within h_max · EPS/2 = EPS/8 of the projection (LML-12's bound on |∂y/∂t|).
+    x = torch.from_numpy(problem.x)
+    y = authors_lml(x, problem.k, problem.tau).numpy()
+    expected = lml_bisect(problem.x, problem.k, problem.tau)
+    assert np.abs(y - expected).max() <= EPS / 8 + 1e-12
+
+
+def test_op_counter_counts_what_runs() -> None:
+    x = torch.randn(2, 5)
+    counter = count_ops(lambda: (x + 1).sigmoid_())
+    assert counter.counts == {"aten.add.Tensor": 1, "aten.sigmoid_.default": 1}
+    assert counter.total == 2
+    assert count_ops(lambda: lml(x, 2, 1.0)).total > 2

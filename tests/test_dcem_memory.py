@@ -9,7 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks.run import peak_memory
-from impl.dcem import MATMUL_MIN_ELEMENTS, DCEMResult, DCEMStep, dcem
+from impl.cem import solve
+from impl.dcem import MATMUL_MIN_ELEMENTS, DCEMResult, dcem
+from impl.options import CEMOptions
 
 FIELDS = ("x", "mean", "std", "best_x", "best_value", "n_iter", "converged")
 
@@ -248,27 +250,32 @@ def test_buffers_change_no_result(batch: int, tau: float | None) -> None:
     d, n = 6, 100
     assert (batch * n * d >= MATMUL_MIN_ELEMENTS) == (batch == 64)
     centre = torch.linspace(-1, 1, batch * d).reshape(batch, 1, d)
+    inputs: list[Tensor] = []
 
     def f(x: Tensor) -> Tensor:
+        inputs.append(x)
         return ((x - centre) ** 2).sum(-1)
 
     def go(mode: str) -> DCEMResult:
+        inputs.clear()
         mean0 = torch.zeros(batch, d, requires_grad=mode == "graph")
-        steps: list[DCEMStep] = []
+        options = CEMOptions(
+            n_sample=n, n_elite=10, n_iter=4, tau=tau, reuse_buffers=mode != "plain"
+        )
         kwargs: dict[str, object] = {
-            "n_sample": n, "n_elite": 10, "n_iter": 4, "tau": tau, "lb": -1.5, "ub": 1.5,
-            "generator": torch.Generator().manual_seed(2),
+            "lb": -1.5, "ub": 1.5, "generator": torch.Generator().manual_seed(2),
         }  # fmt: skip
-        if mode == "callback":
-            kwargs["callback"] = steps.append
         if mode == "no_grad":
             with torch.no_grad():
-                return dcem(f, mean0, 0.9, **kwargs)  # type: ignore[arg-type]
-        return dcem(f, mean0, 0.9, **kwargs)  # type: ignore[arg-type]
+                return solve(f, mean0, 0.9, options, **kwargs)  # type: ignore[arg-type]
+        return solve(f, mean0, 0.9, options, **kwargs)  # type: ignore[arg-type]
 
-    reference = go("callback")
-    for mode in ("no_grad", "graph", "plain"):
+    reference = go("plain")  # buffer reuse off (the default): f sees fresh tensors
+    assert len({x.data_ptr() for x in inputs}) == 4
+    for mode in ("no_grad", "graph", "reuse"):
         result = go(mode)
+        # With reuse on and no graph, f sees the same buffer every iteration.
+        assert len({x.data_ptr() for x in inputs}) == (4 if mode == "graph" else 1), mode
         for name in FIELDS:
             assert torch.equal(getattr(result, name).detach(), getattr(reference, name)), (
                 mode,
@@ -279,21 +286,34 @@ def test_buffers_change_no_result(batch: int, tau: float | None) -> None:
 @pytest.mark.spec("CEM-28", "CEM-17")
 def test_gradients_to_f_are_right_when_the_first_iteration_used_buffers() -> None:
     # μ_0 requires no grad, so iteration 0 writes into the buffers; f's
-    # parameters require grad, so the graph then holds them and the call must
-    # stop reusing them (a reuse would fail the backward pass or corrupt it).
+    # parameters require grad, so the graph then holds them and the solve
+    # must stop reusing them (a reuse would fail the backward pass or corrupt it).
     batch, d = 64, 6
     centre = torch.zeros(batch, 1, d, requires_grad=True)
 
     def f(x: Tensor) -> Tensor:
         return ((x - centre) ** 2).sum(-1)
 
-    def go(with_callback: bool) -> Tensor:
+    def go(reuse: bool) -> Tensor:
         centre.grad = None
-        result = dcem(f, torch.full((batch, d), 0.5), 1.0, n_iter=4,
-                      generator=torch.Generator().manual_seed(4),
-                      callback=(lambda step: None) if with_callback else None)  # fmt: skip
+        result = solve(f, torch.full((batch, d), 0.5), 1.0,
+                       CEMOptions(n_iter=4, reuse_buffers=reuse),
+                       generator=torch.Generator().manual_seed(4))  # fmt: skip
         result.mean.square().sum().backward()  # type: ignore[no-untyped-call]
         assert centre.grad is not None
         return centre.grad.clone()
 
-    torch.testing.assert_close(go(False), go(True), rtol=0, atol=0)
+    torch.testing.assert_close(go(True), go(False), rtol=0, atol=0)
+
+
+@pytest.mark.spec("CEM-28", "CEM-22")
+def test_buffer_reuse_is_opt_in_and_refuses_invalid_combinations() -> None:
+    assert CEMOptions().reuse_buffers is False
+    assert "reuse_buffers" not in CEMOptions().as_kwargs()  # dcem keeps its signature
+    with pytest.raises(ValueError, match="checkpoint"):
+        CEMOptions(reuse_buffers=True, checkpoint=True)
+    with pytest.raises(TypeError, match="reuse_buffers"):
+        CEMOptions(reuse_buffers=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="callback"):
+        solve(lambda x: x.sum(-1), torch.zeros(2), 1.0, CEMOptions(reuse_buffers=True),
+              callback=lambda step: None)  # fmt: skip

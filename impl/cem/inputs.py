@@ -1,0 +1,113 @@
+"""Checking and shaping the tensor arguments of a solve (spec/cem.md, CEM-1, CEM-22).
+
+Every check here reads metadata only (shape, dtype, device), except
+``validate_values``, which reads tensor values and runs only when asked to
+(or on the CPU, where it costs no device synchronization).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from impl._checks import require_broadcastable, require_floating_tensor, require_real
+
+
+def batched_mean(init_mean: object) -> tuple[Tensor, bool, torch.dtype]:
+    """``init_mean`` as the ``(B, d)`` state mean, whether it was a single
+    ``(d,)`` problem, and the dtype ``f`` sees. Half-precision inputs get a
+    float32 state (CEM-24)."""
+    tensor = require_floating_tensor("init_mean", init_mean)
+    if tensor.dim() not in (1, 2) or tensor.shape[-1] == 0:
+        raise ValueError(
+            f"init_mean must have shape (B, d) or (d,) with d >= 1, got {tuple(tensor.shape)}"
+        )
+    single = tensor.dim() == 1
+    dtype = torch.promote_types(tensor.dtype, torch.float32)
+    mean = (tensor.unsqueeze(0) if single else tensor).to(dtype)
+    return mean, single, tensor.dtype
+
+
+def broadcast_operand(name: str, value: Tensor | float, target: torch.Size, mean: Tensor) -> Tensor:
+    """A number or tensor broadcastable to ``init_mean``'s shape ``target``,
+    as a ``(B, d)`` tensor of the state's dtype (``mean (B, d)``)."""
+    if isinstance(value, Tensor):
+        require_floating_tensor(name, value)
+        require_broadcastable(name, value.shape, target)
+        if value.device != mean.device:
+            raise ValueError(f"{name} is on {value.device}, init_mean on {mean.device}")
+        tensor = value.to(mean.dtype)
+    else:
+        number = require_real(name, value)
+        # A fill, not torch.tensor: no host-to-device copy (CEM-23).
+        tensor = torch.full((), number, dtype=mean.dtype, device=mean.device)
+    return tensor.expand(target).reshape(mean.shape)
+
+
+def batched_noise(noise: object, single: bool, shape: tuple[int, int, int], n_iter: int) -> Tensor:
+    """``noise`` as ``(T, B, N, d)``; a single problem may give ``(T, N, d)``."""
+    tensor = require_floating_tensor("noise", noise)
+    if single and tensor.dim() == 3:
+        if tuple(tensor.shape) != (n_iter, *shape[1:]):
+            raise ValueError(
+                f"noise has shape {tuple(tensor.shape)}, expected {(n_iter, *shape[1:])}"
+            )
+        return tensor.unsqueeze(1)
+    if tuple(tensor.shape) != (n_iter, *shape):
+        wanted = (n_iter, *shape[1:]) if single else (n_iter, *shape)
+        raise ValueError(f"noise has shape {tuple(tensor.shape)}, expected {wanted}")
+    return tensor
+
+
+def batched_proposals(
+    proposals: object, single: bool, batch: int, dim: int, device: torch.device
+) -> Tensor:
+    """``proposals`` as ``(B, P, d)`` with ``P ≥ 1``; a single problem may give
+    ``(P, d)`` (CEM-34)."""
+    tensor = require_floating_tensor("proposals", proposals)
+    if single and tensor.dim() == 2:
+        tensor = tensor.unsqueeze(0)
+    if (
+        tensor.dim() != 3
+        or tensor.shape[0] != batch
+        or tensor.shape[2] != dim
+        or not (tensor.shape[1] >= 1)
+    ):
+        wanted = f"(P, {dim})" if single else f"({batch}, P, {dim})"
+        raise ValueError(
+            f"proposals has shape {tuple(tensor.shape)}, expected {wanted} with P >= 1"
+        )
+    if tensor.device != device:
+        raise ValueError(f"proposals is on {tensor.device}, init_mean on {device}")
+    return tensor
+
+
+def check_generator(generator: object, device: torch.device) -> torch.Generator | None:
+    """The generator must be ``None`` or draw on ``init_mean``'s device (CEM-20)."""
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    source = torch.device(generator.device)
+    if source.type != device.type or (
+        source.index is not None and device.index is not None and source.index != device.index
+    ):
+        raise ValueError(f"generator is on {source}, init_mean on {device}")
+    return generator
+
+
+def validate_values(mean: Tensor, std: Tensor, lower: Tensor | None, upper: Tensor | None) -> None:
+    """Value checks of CEM-22: one host synchronization (an accelerator's), and
+    the details only when a check fails."""
+    ok = torch.isfinite(mean).all() & torch.isfinite(std).all() & (std >= 0).all()
+    if lower is not None and upper is not None:
+        ok = ok & (lower < upper).all()
+    if bool(ok):
+        return
+    if not bool(torch.isfinite(mean).all()):
+        raise ValueError("init_mean contains non-finite values")
+    if not bool(torch.isfinite(std).all()) or bool((std < 0).any()):
+        raise ValueError(f"init_std must be finite and >= 0; its minimum is {std.min().item()}")
+    if lower is not None and upper is not None and not bool((lower < upper).all()):
+        gap = (upper - lower).min().item()
+        raise ValueError(f"the bounds must satisfy lb < ub elementwise; min(ub - lb) = {gap}")
