@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from impl.control import (
     rollout_cost,
 )
 from impl.control.planner import INIT_STD_SCALE, shift_warm_start
+from impl.cem import solve
 from impl.dcem import DCEMStep, dcem
 from impl.options import CEMOptions
 
@@ -195,34 +197,34 @@ ALL_OPTIONS_SET = CEMOptions(
 )
 """Every field away from its default, so a planner that drops one is seen."""
 
+REUSE_OPTIONS = CEMOptions(n_sample=12, n_elite=3, n_iter=2, tau=None, reuse_buffers=True)
+"""The one field ``ALL_OPTIONS_SET`` cannot hold with ``checkpoint=True`` (CEM-28)."""
+
 
 @pytest.mark.spec("CTL-16")
-def test_planners_pass_every_solver_option_to_dcem(monkeypatch: pytest.MonkeyPatch) -> None:
-    defaults = CEMOptions()  # what dcem does with an option left out
-    for field in dataclasses.fields(CEMOptions):
-        assert getattr(ALL_OPTIONS_SET, field.name) != getattr(defaults, field.name), field.name
-    seen: list[dict[str, object]] = []
+def test_planners_pass_their_solver_options_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[object] = []
 
-    def recording_dcem(*args: object, **kwargs: object) -> object:
-        seen.append(kwargs)
-        return dcem(*args, **kwargs)  # type: ignore[arg-type]
+    def recording_solve(f: Any, mean: Any, std: Any, options: CEMOptions, **kwargs: Any) -> Any:
+        seen.append(options)
+        return solve(f, mean, std, options, **kwargs)
 
     import impl.control.embedding as embedding_module
     import impl.control.planner as planner_module
 
-    monkeypatch.setattr(planner_module, "dcem", recording_dcem)
-    monkeypatch.setattr(embedding_module, "dcem", recording_dcem)
+    monkeypatch.setattr(planner_module, "solve", recording_solve)
+    monkeypatch.setattr(embedding_module, "solve", recording_solve)
     system = Cartpole()
     cost_fn = rollout_cost(system.step, system.cost, system.sample_initial(2))
-    config = PlannerConfig(horizon=3, action_lb=-5.0, action_ub=5.0, solver=ALL_OPTIONS_SET)
-    plan(cost_fn, config, 2)
-    MPC(config, 2, seed=0).act(cost_fn)
-    decoder = ActionDecoder(2, 3, 1, -5.0, 5.0, hidden=4, n_hidden=1)
-    latent_plan(cost_fn, decoder, LatentPlannerConfig(latent_dim=2, solver=ALL_OPTIONS_SET), 2)
-    assert len(seen) == 3
-    for kwargs in seen:
-        for field in dataclasses.fields(CEMOptions):
-            assert kwargs[field.name] == getattr(ALL_OPTIONS_SET, field.name), field.name
+    for options in (ALL_OPTIONS_SET, REUSE_OPTIONS):
+        seen.clear()
+        config = PlannerConfig(horizon=3, action_lb=-5.0, action_ub=5.0, solver=options)
+        plan(cost_fn, config, 2)
+        MPC(config, 2, seed=0).act(cost_fn)
+        decoder = ActionDecoder(2, 3, 1, -5.0, 5.0, hidden=4, n_hidden=1)
+        latent_plan(cost_fn, decoder, LatentPlannerConfig(latent_dim=2, solver=options), 2)
+        # The very object: no field can be dropped or rewritten on the way.
+        assert len(seen) == 3 and all(passed is options for passed in seen)
 
 
 @pytest.mark.spec("CTL-16")

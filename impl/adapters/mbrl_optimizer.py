@@ -35,7 +35,7 @@ from mbrl.planning.trajectory_opt import (  # type: ignore[import-untyped, impor
 from torch import Tensor
 
 from impl.control.planner import INIT_STD_SCALE, PLANNER_SOLVER
-from impl.dcem import DCEMStep, dcem
+from impl.cem import DCEMStep, solve
 from impl.options import CEMOptions
 
 MbrlCallback = Callable[[Tensor, Tensor, int], Any]
@@ -106,15 +106,15 @@ class DCEMOptimizer(Optimizer):  # type: ignore[misc, unused-ignore]
             return -obj_fun(population).reshape(1, flat.shape[1])
 
         with torch.no_grad():
-            result = dcem(
+            result = solve(
                 negated,
                 x0.reshape(1, -1),
                 self.init_std.reshape(1, -1),
+                self.solver,
                 lb=self.lower_bound.reshape(1, -1),
                 ub=self.upper_bound.reshape(1, -1),
                 generator=self.generator,
                 callback=None if callback is None else _reporter(callback, shape),
-                **self.solver.as_kwargs(),
             )
         return result.x.reshape(shape)
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from impl._checks import require_finite_real, require_int, require_positive_int
 from impl.control.planner import ActionCost, check_costs, require_options, vector
-from impl.dcem import DCEMStep, dcem
+from impl.cem import DCEMStep, solve
 from impl.options import CEMOptions
 
 DECODER_HIDDEN = 256
@@ -201,15 +201,15 @@ def latent_plan(
         return values
 
     with torch.set_grad_enabled(torch.is_grad_enabled() and not hard):
-        result = dcem(
+        result = solve(
             latent_cost,
             init_mean,
             config.init_std,
+            config.solver,
             lb=-bound,
             ub=bound,
             generator=generator,
             noise=noise,
-            **config.solver.as_kwargs(),
             callback=callback,
         )
     latent = result.x

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from impl._checks import require_finite_real, require_int, require_positive_int
-from impl.dcem import DCEMStep, dcem
+from impl.cem import DCEMStep, solve
 from impl.options import CEMOptions
 
 Dynamics = Callable[[Tensor, Tensor], Tensor]
@@ -88,7 +88,7 @@ class PlannerConfig:
             ``None`` takes ``INIT_STD_SCALE · (ub − lb)`` (the paper's expert).
         solver: every scalar option of the solve (``N``, ``k``, ``T``, ``τ``,
             normalization, σ floor, ``tol``, output, differentiation,
-            smoothing, elite weights), passed whole to ``impl.dcem.dcem``.
+            smoothing, elite weights), passed whole to ``impl.cem.solve``.
             Default ``PLANNER_SOLVER`` (hard CEM). Note that ``CEMOptions()``
             alone is DCEM with ``τ = 1``: write ``tau=None`` for hard CEM.
     """
@@ -200,15 +200,15 @@ def plan(
         check_costs(values, (batch, flat.shape[1]))
         return values
 
-    result = dcem(
+    result = solve(
         flat_cost,
         init_mean.reshape(batch, horizon * n_u),
         std.expand(horizon, n_u).reshape(1, horizon * n_u),
+        config.solver,
         lb=lower.expand(horizon, n_u).reshape(1, horizon * n_u),
         ub=upper.expand(horizon, n_u).reshape(1, horizon * n_u),
         generator=generator,
         noise=noise,
-        **config.solver.as_kwargs(),
         callback=callback,
     )
     actions = result.x.reshape(shape)

@@ -1,8 +1,7 @@
 """Controllers on the learned model and the episode loop (Alg. 3).
 
-Both controllers solve with ``impl.dcem.dcem`` and pass the run's
-``CEMOptions`` to it whole (``**options.as_kwargs()``), so every solver
-option of the configuration (``normalize``, ``std_min``, ``output``,
+Both controllers solve with ``impl.cem.solve`` and pass the run's
+``CEMOptions`` to it whole, so every solver option of the configuration (``normalize``, ``std_min``, ``output``,
 ``smoothing``, ``elite_temperature``, ``grad_iters``, …) reaches the solve.
 Full-space CEM is a receding-horizon planner over ``H × n_u`` with the warm
 start of ``impl.control`` (``shift_warm_start``, CTL-5); latent DCEM solves
@@ -22,9 +21,9 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from impl.cem import solve
 from impl.control import ActionDecoder
 from impl.control.planner import INIT_STD_SCALE, shift_warm_start
-from impl.dcem import dcem
 from validation.dmc.config import CEMConfig, LatentConfig
 from validation.dmc.envs import DMCEnv
 from validation.dmc.rssm import RSSM, Belief
@@ -88,7 +87,7 @@ def full_plan(
     warm_start: Tensor,
     generator: torch.Generator,
 ) -> Solution:
-    """Eq. 7 over ``(H, n_u)`` from ``warm_start (B, H, n_u)``: ``impl.dcem.dcem``
+    """Eq. 7 over ``(H, n_u)`` from ``warm_start (B, H, n_u)``: ``impl.cem.solve``
     with ``config.solver`` whole, ``σ₀ = INIT_STD_SCALE · (ub − lb)`` (the
     paper's expert), samples clipped to the bounds ``(n_u,)``."""
     batch, horizon, n_u = warm_start.shape
@@ -99,14 +98,14 @@ def full_plan(
 
     flat_lb = lb.expand(horizon, n_u).reshape(1, horizon * n_u)
     flat_ub = ub.expand(horizon, n_u).reshape(1, horizon * n_u)
-    result = dcem(
+    result = solve(
         flat_cost,
         warm_start.reshape(batch, horizon * n_u),
         (INIT_STD_SCALE * (flat_ub - flat_lb)),
+        config.solver,
         lb=flat_lb,
         ub=flat_ub,
         generator=generator,
-        **config.solver.as_kwargs(),
     )
     cost = result.best_value if config.solver.output == "best" else flat_cost(result.x[:, None])
     return Solution(result.x.reshape(batch, horizon, n_u), cost.reshape(batch))
@@ -157,7 +156,7 @@ def latent_solve(
     belief: Belief,
     generator: torch.Generator,
 ) -> Solution:
-    """Eq. 8 for beliefs ``(B, ·)``: ``impl.dcem.dcem`` over the latent box
+    """Eq. 8 for beliefs ``(B, ·)``: ``impl.cem.solve`` over the latent box
     ``[−b, b]^m`` from its centre with ``σ₀ = init_std`` and ``config.solver``
     whole, then the decoded plan and its cost. With ``τ > 0`` and grad enabled
     the cost is differentiable in the decoder and the model through the
@@ -172,14 +171,14 @@ def latent_solve(
     init = torch.zeros(batch, config.latent_dim, device=belief.h.device)
     bound = config.latent_bound
     with torch.set_grad_enabled(torch.is_grad_enabled() and not config.solver.hard):
-        result = dcem(
+        result = solve(
             latent_cost,
             init,
             config.init_std,
+            config.solver,
             lb=-bound,
             ub=bound,
             generator=generator,
-            **config.solver.as_kwargs(),
         )
     actions = decoder(result.x)
     return Solution(actions, cost_fn(actions[:, None])[:, 0], result.x)
