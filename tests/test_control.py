@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
+from impl.cem import solve
 from impl.control import (
     MPC,
     ActionDecoder,
@@ -29,7 +30,6 @@ from impl.control import (
     rollout_cost,
 )
 from impl.control.planner import INIT_STD_SCALE, shift_warm_start
-from impl.cem import solve
 from impl.dcem import DCEMStep, dcem
 from impl.options import CEMOptions
 

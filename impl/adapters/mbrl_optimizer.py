@@ -34,8 +34,8 @@ from mbrl.planning.trajectory_opt import (  # type: ignore[import-untyped, impor
 )
 from torch import Tensor
 
-from impl.control.planner import INIT_STD_SCALE, PLANNER_SOLVER
 from impl.cem import DCEMStep, solve
+from impl.control.planner import INIT_STD_SCALE, PLANNER_SOLVER
 from impl.options import CEMOptions
 
 MbrlCallback = Callable[[Tensor, Tensor, int], Any]

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from impl._checks import require_finite_real, require_int, require_positive_int
-from impl.control.planner import ActionCost, check_costs, require_options, vector
 from impl.cem import DCEMStep, solve
+from impl.control.planner import ActionCost, check_costs, require_options, vector
 from impl.options import CEMOptions
 
 DECODER_HIDDEN = 256

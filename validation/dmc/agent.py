@@ -1,8 +1,9 @@
 """Controllers on the learned model and the episode loop (Alg. 3).
 
 Both controllers solve with ``impl.cem.solve`` and pass the run's
-``CEMOptions`` to it whole, so every solver option of the configuration (``normalize``, ``std_min``, ``output``,
-``smoothing``, ``elite_temperature``, ``grad_iters``, …) reaches the solve.
+``CEMOptions`` to it whole, so every solver option of the configuration
+(``normalize``, ``std_min``, ``output``, ``smoothing``, ``elite_temperature``,
+``grad_iters``, …) reaches the solve.
 Full-space CEM is a receding-horizon planner over ``H × n_u`` with the warm
 start of ``impl.control`` (``shift_warm_start``, CTL-5); latent DCEM solves
 eq. 8 over the latent box with an ``impl.control.ActionDecoder``. Their
