@@ -284,7 +284,7 @@ def solve_lml_with_fast_path(x: Tensor, k: int, tau: Temperature, max_steps: int
     ``max_steps`` this is. Shapes: ``x (..., n)`` to ``y (..., n)``.
     """
     n = x.shape[-1]
-    rows = x.reshape(-1, n)
+    rows = x if x.dim() == 2 else x.reshape(-1, n)
     if isinstance(tau, Tensor) and tau.dim() > 0:  # one τ per row of ``rows``
         tau = tau.expand(*x.shape[:-1], 1).reshape(-1, 1)
     y, change = newton_from_midpoint(rows, k, tau, FAST_STEPS[x.dtype])
@@ -294,7 +294,7 @@ def solve_lml_with_fast_path(x: Tensor, k: int, tau: Temperature, max_steps: int
         if isinstance(tau, Tensor) and tau.dim() > 0:
             tau = tau[redo]
         y[redo] = solve_lml(rows[redo], k, tau, max_steps, early_exit=True)
-    return y.view(x.shape)
+    return y if x.dim() == 2 else y.view(x.shape)
 
 
 def newton_from_midpoint(
@@ -344,9 +344,11 @@ def newton_from_midpoint(
     indicators = x.new_zeros(n + m, 2, dtype=accumulate)  # columns: Q, P
     indicators[:n, 0] = 1.0
     indicators[n:, 1] = 1.0
-    side = (indicators[:, 0] - indicators[:, 1]).to(x.dtype)  # +1 on Q, −1 on P
-    difference = indicators[n - 1 : n + 1, :1] - indicators[n - 1 : n + 1, 1:]  # (1, −1)ᵀ
-    ones = indicators.new_ones(2, 1)
+    side = indicators[:, 0] - indicators[:, 1]  # +1 on Q, −1 on P
+    combine = torch.tensor([[1.0, 1.0], [-1.0, 1.0]], dtype=accumulate, device=x.device)
+    difference, ones = combine[:, :1], combine[:, 1:]  # (1, −1)ᵀ and (1, 1)ᵀ
+    if by_product:  # the sigmoids in float64 too: no conversion in the loop
+        zs = zs.to(accumulate)
     work = x.new_empty((0,) if by_product else (2, x.shape[0], n + m))  # [a; a(1 − a)]
     u = step = centre  # (replaced by the first step)
     for i in range(steps):
@@ -354,8 +356,7 @@ def newton_from_midpoint(
             if i == 0:
                 small = torch.sigmoid(zs)
             else:
-                small = torch.addcmul(zs, side, u.to(x.dtype), value=-1).sigmoid_()
-            small = small.double()  # BLAS adds in sequence: accumulate in float64
+                small = torch.addcmul(zs, side, u, value=-1).sigmoid_()
             spread = torch.addcmul(small, small, small, value=-1)
             sums = torch.mm(small, indicators)  # [R, T]
             spreads = torch.mm(spread, indicators)  # [H_R, H_T]
@@ -378,7 +379,7 @@ def newton_from_midpoint(
             step = numerator.div_(slope)
             u = u + step
     change = step.abs()
-    u = u.to(x.dtype)
+    u = u if u.dtype == x.dtype else u.to(x.dtype)
     if flip:
         return torch.sub(u, z, out=z).sigmoid_(), change  # 1 − σ(z − u)
     return torch.sub(z, u, out=z).sigmoid_(), change
