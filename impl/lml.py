@@ -341,22 +341,22 @@ def newton_from_midpoint(
     if by_product is None:
         by_product = x.numel() <= FAST_MATMUL_MAX_ELEMENTS
     accumulate = torch.float64 if by_product else x.dtype
+    # Constants made by fill (a Python scalar assigned by indexing is first
+    # copied into a tensor, which costs several times more on the CPU).
     indicators = x.new_zeros(n + m, 2, dtype=accumulate)  # columns: Q, P
-    indicators[:n, 0] = 1.0
-    indicators[n:, 1] = 1.0
+    indicators[:n, 0].fill_(1.0)
+    indicators[n:, 1].fill_(1.0)
     side = indicators[:, 0] - indicators[:, 1]  # +1 on Q, −1 on P
-    combine = torch.tensor([[1.0, 1.0], [-1.0, 1.0]], dtype=accumulate, device=x.device)
-    difference, ones = combine[:, :1], combine[:, 1:]  # (1, −1)ᵀ and (1, 1)ᵀ
+    difference = side[n - 1 : n + 1].unsqueeze(1)  # (1, −1)ᵀ
+    ones = indicators.new_ones(2, 1)
     if by_product:  # the sigmoids in float64 too: no conversion in the loop
         zs = zs.to(accumulate)
     work = x.new_empty((0,) if by_product else (2, x.shape[0], n + m))  # [a; a(1 − a)]
     u = step = centre  # (replaced by the first step)
     for i in range(steps):
         if by_product:
-            if i == 0:
-                small = torch.sigmoid(zs)
-            else:
-                small = torch.addcmul(zs, side, u, value=-1).sigmoid_()
+            first = i == 0
+            small = torch.sigmoid(zs) if first else torch.addcmul(zs, side, u, value=-1).sigmoid_()
             spread = torch.addcmul(small, small, small, value=-1)
             sums = torch.mm(small, indicators)  # [R, T]
             spreads = torch.mm(spread, indicators)  # [H_R, H_T]
