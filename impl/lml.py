@@ -30,8 +30,9 @@ FAST_STEPS = {torch.float32: 3, torch.float64: 4}
 """Unguarded Newton steps of the fast path (LML-23), per compute dtype."""
 
 FAST_MATMUL_MAX_ELEMENTS = 2**12
-"""Largest ``x.numel()`` whose fast-path sums are float64 matrix products;
-larger inputs use reductions (LML-23; an implementation choice, measured:
+"""Largest ``x.numel()`` of a float32 input whose fast-path sums are float64
+matrix products; larger inputs, and float64 ones (which no wider dtype can
+accumulate), use reductions (LML-23; an implementation choice, measured:
 the products win while dispatch dominates, the reductions once memory
 traffic does)."""
 
@@ -316,13 +317,14 @@ def newton_from_midpoint(
     are not.
 
     The small sides live in one buffer ``[z with P masked to −∞ | −z_P]`` as
-    in LML-19. Up to ``FAST_MATMUL_MAX_ELEMENTS`` elements of ``x`` every sum
-    is a matrix product with the indicator columns of ``Q`` and ``P`` (on the
-    CPU, cheaper than reductions for short rows), in float64: a matrix
-    product adds in sequence, whose rounding error grows with ``n`` (in
-    float32 it cost 1e-6 on rows of 1000 near-ties), where a reduction adds
-    pairwise. Above it the sums are reductions in the compute dtype, which
-    read half the bytes. ``by_product`` forces one or the other.
+    in LML-19. For float32 inputs of up to ``FAST_MATMUL_MAX_ELEMENTS``
+    elements every sum is a matrix product with the indicator columns of
+    ``Q`` and ``P`` (on the CPU, cheaper than reductions for short rows), in
+    float64: a matrix product adds in sequence, whose rounding error grows
+    with ``n`` (in float32 it cost 1e-6 on rows of 1000 near-ties; in float64
+    it broke LML-3's ``n ε`` on rows of ties), where a reduction adds
+    pairwise. Larger and float64 inputs use reductions in the compute dtype.
+    ``by_product`` forces one or the other.
     """
     n = x.shape[1]
     flip = 2 * k > n
@@ -338,8 +340,8 @@ def newton_from_midpoint(
     zs.scatter_(1, top_index[:, :m], -math.inf)
     # Sums as matrix products (cheap for short rows) in float64, or as
     # reductions in the compute dtype (they add pairwise) for large inputs.
-    if by_product is None:
-        by_product = x.numel() <= FAST_MATMUL_MAX_ELEMENTS
+    if by_product is None:  # products only where they can add in a wider dtype
+        by_product = x.dtype == torch.float32 and x.numel() <= FAST_MATMUL_MAX_ELEMENTS
     accumulate = torch.float64 if by_product else x.dtype
     # Constants made by fill (a Python scalar assigned by indexing is first
     # copied into a tensor, which costs several times more on the CPU).
