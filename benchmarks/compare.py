@@ -105,7 +105,7 @@ def lml_forward_backward(impl: Callable[..., Any], x: torch.Tensor, k: int) -> o
 
 
 def compare_lml(
-    old: Callable[..., Any], repeats: int, device: torch.device
+    old: Callable[..., Any], timing: Timing, device: torch.device
 ) -> list[dict[str, Any]]:
     """Old against new ``lml``: forward, forward + backward, and dispatched ops per forward."""
     rows: list[dict[str, Any]] = []
@@ -120,7 +120,7 @@ def compare_lml(
             "old forward+backward": partial(lml_forward_backward, old, x_grad, k),
             "new forward+backward": partial(lml_forward_backward, lml, x_grad, k),
         }
-        times = time_interleaved(fns, Timing(repeats, MIN_SAMPLE_SECONDS[False]), device)
+        times = time_interleaved(fns, timing, device)
         for kind in ("forward", "forward+backward"):
             a, b = median(times[f"old {kind}"]), median(times[f"new {kind}"])
             row = {"B": batch, "n": n, "k": k, "pass": kind, "old_s": a, "new_s": b,
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--module", choices=("dcem", "lml"), default="dcem")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -160,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
             "threads": torch.get_num_threads(),
             "load_average_before": list(os.getloadavg()),
         }
-        lml_report["rows"] = compare_lml(load_old(args.against, "lml").lml, args.repeats, device)
+        timing = Timing(args.repeats, MIN_SAMPLE_SECONDS[False], args.clock)
+        lml_report["clock"] = args.clock
+        lml_report["rows"] = compare_lml(load_old(args.against, "lml").lml, timing, device)
         lml_report["load_average_after"] = list(os.getloadavg())
         args.out.mkdir(parents=True, exist_ok=True)
         out = args.out / f"before-after-lml-{device.type}.json"
@@ -195,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                         name: make_solve(impl, f, init, (n, k, iters), tau, grad)
                         for name, impl in (("old", old), ("new", dcem))
                     },
-                    Timing(args.repeats, MIN_SAMPLE_SECONDS[False]),
+                    Timing(args.repeats, MIN_SAMPLE_SECONDS[False], args.clock),
                     device,
                 )
                 row = {

@@ -128,6 +128,8 @@ def measure(rows: int, seed: int) -> Accuracy:
             error = float(np.abs(y.double().numpy() - reference).max())
             key = str(dtype)
             errors[key].append(error)
+            if error >= worst[key].error:
+                worst[key] = Worst(error, family, n, k, tau)
             guarded = solve_lml(row, k, tau, MAX_STEPS[dtype], early_exit=False)
             steps[key][stopping_step(row, k, tau, guarded)] += 1
             change = newton_from_midpoint(row, k, tau, FAST_STEPS[dtype])[1]
@@ -135,10 +137,8 @@ def measure(rows: int, seed: int) -> Accuracy:
             # The fast path with the sums of large inputs (reductions), forced.
             y_red, change = newton_from_midpoint(row, k, tau, FAST_STEPS[dtype], by_product=False)
             if bool(change.max() <= STEP_TOLERANCE[dtype]):
-                error = float(np.abs(y_red.double().numpy() - reference).max())
-                reduction_worst[key] = max(reduction_worst[key], error)
-            if error >= worst[key].error:
-                worst[key] = Worst(error, family, n, k, tau)
+                reduction_error = float(np.abs(y_red.double().numpy() - reference).max())
+                reduction_worst[key] = max(reduction_worst[key], reduction_error)
     return Accuracy(
         rows=rows,
         seed=seed,

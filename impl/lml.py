@@ -30,8 +30,9 @@ FAST_STEPS = {torch.float32: 3, torch.float64: 4}
 """Unguarded Newton steps of the fast path (LML-23), per compute dtype."""
 
 FAST_MATMUL_MAX_ELEMENTS = 2**12
-"""Largest ``x.numel()`` whose fast-path sums are float64 matrix products;
-larger inputs use reductions (LML-23; an implementation choice, measured:
+"""Largest ``x.numel()`` of a float32 input whose fast-path sums are float64
+matrix products; larger inputs, and float64 ones (which no wider dtype can
+accumulate), use reductions (LML-23; an implementation choice, measured:
 the products win while dispatch dominates, the reductions once memory
 traffic does)."""
 
@@ -284,7 +285,7 @@ def solve_lml_with_fast_path(x: Tensor, k: int, tau: Temperature, max_steps: int
     ``max_steps`` this is. Shapes: ``x (..., n)`` to ``y (..., n)``.
     """
     n = x.shape[-1]
-    rows = x.reshape(-1, n)
+    rows = x if x.dim() == 2 else x.reshape(-1, n)
     if isinstance(tau, Tensor) and tau.dim() > 0:  # one τ per row of ``rows``
         tau = tau.expand(*x.shape[:-1], 1).reshape(-1, 1)
     y, change = newton_from_midpoint(rows, k, tau, FAST_STEPS[x.dtype])
@@ -294,7 +295,7 @@ def solve_lml_with_fast_path(x: Tensor, k: int, tau: Temperature, max_steps: int
         if isinstance(tau, Tensor) and tau.dim() > 0:
             tau = tau[redo]
         y[redo] = solve_lml(rows[redo], k, tau, max_steps, early_exit=True)
-    return y.view(x.shape)
+    return y if x.dim() == 2 else y.view(x.shape)
 
 
 def newton_from_midpoint(
@@ -316,13 +317,14 @@ def newton_from_midpoint(
     are not.
 
     The small sides live in one buffer ``[z with P masked to −∞ | −z_P]`` as
-    in LML-19. Up to ``FAST_MATMUL_MAX_ELEMENTS`` elements of ``x`` every sum
-    is a matrix product with the indicator columns of ``Q`` and ``P`` (on the
-    CPU, cheaper than reductions for short rows), in float64: a matrix
-    product adds in sequence, whose rounding error grows with ``n`` (in
-    float32 it cost 1e-6 on rows of 1000 near-ties), where a reduction adds
-    pairwise. Above it the sums are reductions in the compute dtype, which
-    read half the bytes. ``by_product`` forces one or the other.
+    in LML-19. For float32 inputs of up to ``FAST_MATMUL_MAX_ELEMENTS``
+    elements every sum is a matrix product with the indicator columns of
+    ``Q`` and ``P`` (on the CPU, cheaper than reductions for short rows), in
+    float64: a matrix product adds in sequence, whose rounding error grows
+    with ``n`` (in float32 it cost 1e-6 on rows of 1000 near-ties; in float64
+    it broke LML-3's ``n ε`` on rows of ties), where a reduction adds
+    pairwise. Larger and float64 inputs use reductions in the compute dtype.
+    ``by_product`` forces one or the other.
     """
     n = x.shape[1]
     flip = 2 * k > n
@@ -338,24 +340,25 @@ def newton_from_midpoint(
     zs.scatter_(1, top_index[:, :m], -math.inf)
     # Sums as matrix products (cheap for short rows) in float64, or as
     # reductions in the compute dtype (they add pairwise) for large inputs.
-    if by_product is None:
-        by_product = x.numel() <= FAST_MATMUL_MAX_ELEMENTS
+    if by_product is None:  # products only where they can add in a wider dtype
+        by_product = x.dtype == torch.float32 and x.numel() <= FAST_MATMUL_MAX_ELEMENTS
     accumulate = torch.float64 if by_product else x.dtype
+    # Constants made by fill (a Python scalar assigned by indexing is first
+    # copied into a tensor, which costs several times more on the CPU).
     indicators = x.new_zeros(n + m, 2, dtype=accumulate)  # columns: Q, P
-    indicators[:n, 0] = 1.0
-    indicators[n:, 1] = 1.0
-    side = (indicators[:, 0] - indicators[:, 1]).to(x.dtype)  # +1 on Q, −1 on P
-    difference = indicators[n - 1 : n + 1, :1] - indicators[n - 1 : n + 1, 1:]  # (1, −1)ᵀ
+    indicators[:n, 0].fill_(1.0)
+    indicators[n:, 1].fill_(1.0)
+    side = indicators[:, 0] - indicators[:, 1]  # +1 on Q, −1 on P
+    difference = side[n - 1 : n + 1].unsqueeze(1)  # (1, −1)ᵀ
     ones = indicators.new_ones(2, 1)
+    if by_product:  # the sigmoids in float64 too: no conversion in the loop
+        zs = zs.to(accumulate)
     work = x.new_empty((0,) if by_product else (2, x.shape[0], n + m))  # [a; a(1 − a)]
     u = step = centre  # (replaced by the first step)
     for i in range(steps):
         if by_product:
-            if i == 0:
-                small = torch.sigmoid(zs)
-            else:
-                small = torch.addcmul(zs, side, u.to(x.dtype), value=-1).sigmoid_()
-            small = small.double()  # BLAS adds in sequence: accumulate in float64
+            first = i == 0
+            small = torch.sigmoid(zs) if first else torch.addcmul(zs, side, u, value=-1).sigmoid_()
             spread = torch.addcmul(small, small, small, value=-1)
             sums = torch.mm(small, indicators)  # [R, T]
             spreads = torch.mm(spread, indicators)  # [H_R, H_T]
@@ -378,7 +381,7 @@ def newton_from_midpoint(
             step = numerator.div_(slope)
             u = u + step
     change = step.abs()
-    u = u.to(x.dtype)
+    u = u if u.dtype == x.dtype else u.to(x.dtype)
     if flip:
         return torch.sub(u, z, out=z).sigmoid_(), change  # 1 − σ(z − u)
     return torch.sub(z, u, out=z).sigmoid_(), change

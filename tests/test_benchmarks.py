@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given
 
@@ -30,10 +31,12 @@ ROW_KEYS = {
 }  # fmt: skip
 
 
-def test_quick_run_writes_the_json_and_the_table(tmp_path: Path) -> None:
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_quick_run_writes_the_json_and_the_table(tmp_path: Path, clock: str) -> None:
     threads = torch.get_num_threads()
+    args = ["--quick", "--out", str(tmp_path), "--device", "cpu", "--threads", "1"]
     try:
-        assert main(["--quick", "--out", str(tmp_path), "--device", "cpu", "--threads", "1"]) == 0
+        assert main([*args, "--clock", clock]) == 0
     finally:
         torch.set_num_threads(threads)
     payload = json.loads((tmp_path / "cpu.json").read_text(encoding="utf-8"))
@@ -41,6 +44,7 @@ def test_quick_run_writes_the_json_and_the_table(tmp_path: Path) -> None:
     assert set(meta) >= META_KEYS
     assert meta["device"] == "cpu" and meta["dtype"] == "float32" and meta["threads"] == 1
     assert meta["quick"] is True and len(meta["load_average_before"]) == 3
+    assert meta["timing"].endswith(f"clock: {clock}")
     assert {row["group"] for row in rows} == GROUPS
     for row in rows:
         assert set(row) == ROW_KEYS, row["name"]
