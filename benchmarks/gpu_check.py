@@ -327,7 +327,7 @@ def bench_stage(
     out.mkdir(parents=True, exist_ok=True)
 
     def write(rows: list[Any], stages: list[dict[str, Any]]) -> None:
-        namespace = argparse.Namespace(quick=quick, repeats=repeats)
+        namespace = argparse.Namespace(quick=quick, repeats=repeats, clock=timing.clock)
         meta = suite.metadata(namespace, device, load_before)
         meta["command"] = "python -m benchmarks.gpu_check " + " ".join(sys.argv[1:])
         meta["stages"] = stages
