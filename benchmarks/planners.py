@@ -16,6 +16,17 @@ Two tables, written to ``benchmarks/results/planners.md`` (``--out``):
    ``f`` at the returned point, the share solved (``f < 0.5``) and the wall
    time per batch of 64 (mbrl-lib: 64 calls).
 
+Our rows: ``MPC`` with its defaults (``PLANNER_SOLVER``, CTL-23) and single
+changes to them (colored noise, truncated sampling, population decay,
+TD-MPC2's sampled execution with a σ cap), the paper's solver
+(``PAPER_PLANNER_SOLVER``) with and without smoothing, and the hand-kept
+colored-noise ``plan()`` of before CTL-20; on Rastrigin the three
+``sampling`` modes (CEM-37) and the caller-drawn truncated noise of before.
+Two interleaved measurements follow, so that the machine's load hits the
+compared rows alike: the Rastrigin solve of each ``sampling`` mode (9
+repeats), and ``MPC``'s defaults against mbrl-lib's iCEM in chunks of 10
+control steps (3 repeats); the "Targets" lines report their ratios.
+
 The peers' planners are driven as peers.md describes: mbrl-lib's
 ``CEMOptimizer`` and ``ICEMOptimizer`` under its ``TrajectoryOptimizer``
 (warm start by shifting; iCEM's kept elites cleared between episodes);

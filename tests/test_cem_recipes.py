@@ -267,3 +267,24 @@ def test_bad_recipe_options_are_named(changes: dict[str, object], error: type, m
 def test_bad_initial_elites_are_named() -> None:
     with pytest.raises(ValueError, match="elites has shape"):
         solve(f_torch, torch.zeros(2, 3), 1.0, CEMOptions(tau=None), elites=torch.zeros(2, 4, 2))
+
+
+@pytest.mark.spec("CEM-37", "CEM-28")
+@pytest.mark.parametrize("sampling", ["truncated", "variance_constrained"])
+def test_truncation_in_the_noise_buffer_is_the_truncation_of_the_same_draws(
+    sampling: str,
+) -> None:
+    """Without a graph the white noise lives in a work buffer that the truncation
+    overwrites in place; the result is that of the same draws passed as noise."""
+    options = CEMOptions(n_sample=40, n_elite=5, n_iter=3, tau=None, sampling=sampling)  # type: ignore[arg-type]
+    source = torch.Generator().manual_seed(9)
+    drawn = torch.stack([torch.randn((2, 40, 3), generator=source) for _ in range(3)])
+    with torch.no_grad():
+        buffered = solve(f_torch, torch.zeros(2, 3), 1.5, options, lb=-1.0, ub=2.0,
+                         generator=torch.Generator().manual_seed(9))  # fmt: skip
+        given = solve(f_torch, torch.zeros(2, 3), 1.5, options, lb=-1.0, ub=2.0, noise=drawn)
+    assert torch.equal(buffered.mean, given.mean) and torch.equal(buffered.std, given.std)
+    again = torch.Generator().manual_seed(9)  # the caller's noise was not truncated in place
+    assert torch.equal(
+        drawn, torch.stack([torch.randn((2, 40, 3), generator=again) for _ in "abc"])
+    )

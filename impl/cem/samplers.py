@@ -93,14 +93,17 @@ TRUNCATION = 2.0
 _ERF_C = math.erf(TRUNCATION / math.sqrt(2.0))
 
 
-def truncate_noise(eps: Tensor) -> Tensor:
+def truncate_noise(eps: Tensor, inplace: bool = False) -> Tensor:
     """Standard-normal noise mapped to the normal truncated to ``[−c, c]`` (CEM-37).
 
     ``ε' = Φ⁻¹(Φ(−c) + Φ(ε)(Φ(c) − Φ(−c))) = √2 erfinv(erf(c/√2) · erf(ε/√2))``:
     ``Φ(ε)`` is uniform, so ``ε'`` has the truncated law exactly (inverse
     CDF, no resampling), is monotone and differentiable in ``ε``, and any
     noise source (white, pre-drawn, colored) can be truncated. Same shape.
+    ``inplace``: overwrite ``eps`` (a work buffer no graph holds, CEM-28).
     """
+    if inplace:
+        return eps.mul_(1 / math.sqrt(2.0)).erf_().mul_(_ERF_C).erfinv_().mul_(math.sqrt(2.0))
     return torch.erfinv(torch.erf(eps * (1 / math.sqrt(2.0))) * _ERF_C) * math.sqrt(2.0)
 
 
@@ -133,11 +136,19 @@ class GaussianSampler:
         return torch.minimum(std, room.clamp_min(0) / TRUNCATION)
 
     def __call__(
-        self, mean: Tensor, std: Tensor, eps: Tensor, box: Box, out: Tensor | None = None
+        self,
+        mean: Tensor,
+        std: Tensor,
+        eps: Tensor,
+        box: Box,
+        out: Tensor | None = None,
+        noise_is_scratch: bool = False,
     ) -> Tensor:
-        """``mean, std (B, d)``, ``eps (B, N, d)`` → ``(B, N, d)`` (into ``out`` if given)."""
+        """``mean, std (B, d)``, ``eps (B, N, d)`` → ``(B, N, d)`` (into ``out`` if
+        given); ``noise_is_scratch``: ``eps`` is a work buffer the truncation may
+        overwrite (CEM-28)."""
         if self.sampling != "clip":
-            eps = truncate_noise(eps)
+            eps = truncate_noise(eps, inplace=noise_is_scratch)
         return gaussian_samples(mean, self.effective_std(mean, std, box), eps, box, out)
 
 

@@ -118,7 +118,12 @@ def step(
     """
     mean, std, active = state.mean, state.std, state.active
     gaussian = problem.sampler(
-        mean, std, eps, problem.box, out=None if work is None else work.samples
+        mean,
+        std,
+        eps,
+        problem.box,
+        out=None if work is None else work.samples,
+        noise_is_scratch=work is not None and eps is work.noise,
     )
     samples = join_proposals(gaussian, problem.proposals)
     if state.kept is not None:

@@ -10,6 +10,10 @@
 - ``MPC`` runs it in a receding horizon with warm starts; its whole state,
   warm start and random state, is the explicit, resettable ``MPCState``
   (CTL-5 … CTL-7, CTL-17): restoring it reproduces the controller.
+- The peers' recipes reach both: colored noise (``PlannerConfig.noise_beta``,
+  CTL-20), policy-prior proposals (``proposals=``, CTL-21), and iCEM's kept
+  elites shifted into the next control step (CTL-22); the defaults
+  (``PLANNER_SOLVER``) were chosen from measurements (CTL-23).
 """
 
 from __future__ import annotations
