@@ -16,6 +16,17 @@ Two tables, written to ``benchmarks/results/planners.md`` (``--out``):
    ``f`` at the returned point, the share solved (``f < 0.5``) and the wall
    time per batch of 64 (mbrl-lib: 64 calls).
 
+Our rows: ``MPC`` with its defaults (``PLANNER_SOLVER``, CTL-23) and single
+changes to them (colored noise, truncated sampling, population decay,
+TD-MPC2's sampled execution with a σ cap), the paper's solver
+(``PAPER_PLANNER_SOLVER``) with and without smoothing, and the hand-kept
+colored-noise ``plan()`` of before CTL-20; on Rastrigin the three
+``sampling`` modes (CEM-37) and the caller-drawn truncated noise of before.
+Two interleaved measurements follow, so that the machine's load hits the
+compared rows alike: the Rastrigin solve of each ``sampling`` mode (9
+repeats), and ``MPC``'s defaults against mbrl-lib's iCEM in chunks of 10
+control steps (3 repeats); the "Targets" lines report their ratios.
+
 The peers' planners are driven as peers.md describes: mbrl-lib's
 ``CEMOptimizer`` and ``ICEMOptimizer`` under its ``TrajectoryOptimizer``
 (warm start by shifting; iCEM's kept elites cleared between episodes);
@@ -47,10 +58,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from impl.cem import solve
 from impl.control import MPC, Cartpole, PlannerConfig, colored_noise, plan, rollout_cost
-from impl.control.planner import shift_warm_start
+from impl.control.planner import PAPER_PLANNER_SOLVER, PLANNER_SOLVER, shift_warm_start
 from impl.dcem import dcem
-from impl.options import CEMOptions
+from impl.options import CEMOptions, Sampling
 
 RESULTS = Path(__file__).resolve().parent / "results" / "planners.md"
 
@@ -111,13 +123,16 @@ SYSTEM = Cartpole()
 class OurMPC:
     """``impl.control.MPC`` with a given solver (warm start, σ reset, seeded state)."""
 
-    def __init__(self, setup: CartpoleSetup, solver: CEMOptions, seed: int) -> None:
+    def __init__(
+        self, setup: CartpoleSetup, solver: CEMOptions, seed: int, noise_beta: float = 0.0
+    ) -> None:
         config = PlannerConfig(
             horizon=setup.horizon,
             action_lb=-FORCE,
             action_ub=FORCE,
             init_std=SIGMA0,
             solver=solver,
+            noise_beta=noise_beta,
         )
         self.config, self.seed = config, seed
         self.mpc: MPC | None = None
@@ -338,6 +353,7 @@ class Row:
         return statistics.median(self.times)
 
 
+DEFAULTS = "this project, `MPC` defaults (hard CEM with iCEM's recipe, CTL-23)"
 MBRL_CEM = "mbrl-lib CEM (α=0.1, truncated normal, returns the best)"
 MBRL_ICEM = "mbrl-lib iCEM (β=2, keep 0.3, decay 1)"
 ONE_PROBLEM_PER_CALL = (MBRL_CEM, MBRL_ICEM)
@@ -350,10 +366,10 @@ CartpoleFactory = Callable[[int, int], Controller]
 def cartpole_rows(setup: CartpoleSetup) -> dict[str, CartpoleFactory]:
     """The planners of table 1, by label."""
 
-    def ours(**options: Any) -> CartpoleFactory:
+    def ours(base: CEMOptions, noise_beta: float = 0.0, **options: Any) -> CartpoleFactory:
         def make(n: int, seed: int) -> Controller:
-            solver = CEMOptions(n_sample=n, n_elite=max(n // 10, 1), n_iter=setup.n_iter, **options)
-            return OurMPC(setup, solver, seed)
+            sizes = {"n_sample": n, "n_elite": max(n // 10, 1), "n_iter": setup.n_iter}
+            return OurMPC(setup, base.replace(**sizes, **options), seed, noise_beta)
 
         return make
 
@@ -362,9 +378,19 @@ def cartpole_rows(setup: CartpoleSetup) -> dict[str, CartpoleFactory]:
         return OurColoredPlan(setup, solver, seed, beta=2.0)
 
     return {
-        "this project, `MPC` defaults (hard CEM, returns the mean)": ours(tau=None),
-        '… `smoothing=0.1, output="best"`': ours(tau=None, smoothing=0.1, output="best"),
-        "… `elite_temperature=0.5`": ours(tau=None, elite_temperature=0.5),
+        DEFAULTS: ours(PLANNER_SOLVER),
+        "… `noise_beta=1` (colored noise)": ours(PLANNER_SOLVER, noise_beta=1.0),
+        '… `sampling="truncated"`': ours(PLANNER_SOLVER, sampling="truncated"),
+        "… `population_decay=1.25`": ours(PLANNER_SOLVER, population_decay=1.25),
+        '… `output="sample"`, `std_max=25` (TD-MPC2\'s execution)': ours(
+            PLANNER_SOLVER, output="sample", std_max=25.0
+        ),
+        "the paper's solver (`PAPER_PLANNER_SOLVER`: hard CEM, returns the mean)": ours(
+            PAPER_PLANNER_SOLVER
+        ),
+        '… `smoothing=0.1, output="best"`': ours(
+            PAPER_PLANNER_SOLVER, smoothing=0.1, output="best"
+        ),
         "… `plan()` with colored noise β=2 (hand-kept warm start)": colored,
         MBRL_CEM: lambda n, seed: MbrlController(setup, mbrl_cem(setup, n)),
         MBRL_ICEM: lambda n, seed: MbrlController(setup, mbrl_icem(setup, n)),
@@ -430,7 +456,8 @@ def ours_clipped(setup: RastriginSetup, shifts: Tensor, seed: int) -> Tensor:
     ).x
 
 
-def ours_truncated(setup: RastriginSetup, shifts: Tensor, seed: int) -> Tensor:
+def ours_noise_arg(setup: RastriginSetup, shifts: Tensor, seed: int) -> Tensor:
+    """The workaround before CEM-37: truncated noise drawn by the caller (resampling)."""
     shape = (setup.n_iter, shifts.shape[0], setup.n_sample, shifts.shape[1])
     generator = torch.Generator().manual_seed(seed)
     noise = torch.nn.init.trunc_normal_(torch.empty(shape), 0.0, 1.0, -2.0, 2.0, generator)
@@ -446,6 +473,30 @@ def ours_truncated(setup: RastriginSetup, shifts: Tensor, seed: int) -> Tensor:
         ub=setup.bound,
         noise=noise,
     ).x
+
+
+def ours_sampling(sampling: Sampling) -> RastriginSolver:
+    """``impl.cem.solve`` with ``CEMOptions(sampling=...)`` (CEM-37)."""
+
+    def run(setup: RastriginSetup, shifts: Tensor, seed: int) -> Tensor:
+        options = CEMOptions(
+            n_sample=setup.n_sample,
+            n_elite=setup.n_elite,
+            n_iter=setup.n_iter,
+            tau=None,
+            sampling=sampling,
+        )
+        return solve(
+            lambda x: rastrigin(x, shifts),
+            torch.zeros_like(shifts),
+            setup.sigma0,
+            options,
+            lb=-setup.bound,
+            ub=setup.bound,
+            generator=torch.Generator().manual_seed(seed),
+        ).x
+
+    return run
 
 
 def mbrl_rastrigin(setup: RastriginSetup, shifts: Tensor, seed: int) -> Tensor:
@@ -514,7 +565,9 @@ def torchrl_rastrigin(setup: RastriginSetup, shifts: Tensor, seed: int) -> Tenso
 def rastrigin_rows() -> dict[str, RastriginSolver]:
     return {
         "this project, hard CEM (samples clipped to the box)": ours_clipped,
-        "… with truncated-normal noise passed as `noise=`": ours_truncated,
+        '… `sampling="truncated"` (CEM-37)': ours_sampling("truncated"),
+        '… `sampling="variance_constrained"` (CEM-37)': ours_sampling("variance_constrained"),
+        "… truncated noise drawn by the caller, passed as `noise=`": ours_noise_arg,
         "mbrl-lib CEM (truncated normal)": mbrl_rastrigin,
         "TorchRL CEMPlanner": torchrl_rastrigin,
     }
@@ -555,6 +608,98 @@ def rastrigin_table(setup: RastriginSetup, log: Callable[[str], None]) -> dict[s
     return table
 
 
+def interleaved_speed(setup: CartpoleSetup, n: int, repeats: int) -> dict[str, float]:
+    """Median ms per env step of ``MPC``'s defaults and of mbrl-lib's iCEM, the two
+    alternating in chunks of 10 control steps from the same starts (so a change of
+    machine load hits both alike)."""
+    rows = cartpole_rows(setup)
+    starts = SYSTEM.sample_initial(setup.starts, torch.Generator().manual_seed(0))
+    chunk = min(10, setup.steps)
+    times: dict[str, list[float]] = {DEFAULTS: [], MBRL_ICEM: []}
+    for repeat in range(repeats):
+        for label in times:
+            groups = (
+                [starts[i : i + 1] for i in range(setup.starts)]
+                if label in ONE_PROBLEM_PER_CALL
+                else [starts]
+            )
+            for i, group in enumerate(groups):
+                torch.manual_seed(1000 * repeat + i)
+                times[label].extend(episode(rows[label](n, 1000 * repeat + i), group, chunk)[1])
+    return {label: statistics.median(ms) for label, ms in times.items()}
+
+
+SAMPLINGS: tuple[Sampling, ...] = ("clip", "truncated", "variance_constrained")
+
+
+def sampler_costs(setup: RastriginSetup, repeats: int) -> dict[str, float]:
+    """Median ms per Rastrigin batch of each ``sampling`` mode, the modes interleaved
+    within every repeat (so a change of machine load hits all of them alike)."""
+    times: dict[str, list[float]] = {mode: [] for mode in SAMPLINGS}
+    g = torch.Generator().manual_seed(10_000)
+    shifts = (2 * torch.rand(setup.problems, setup.dim, generator=g) - 1) * setup.shift
+    with torch.no_grad():
+        for repeat in range(repeats):
+            for mode in SAMPLINGS:
+                began = time.perf_counter()
+                ours_sampling(mode)(setup, shifts, repeat)
+                times[mode].append(1e3 * (time.perf_counter() - began))
+    return {mode: statistics.median(ms) for mode, ms in times.items()}
+
+
+def targets(
+    cartpole: dict[str, dict[int, Row]],
+    rastrigin_results: dict[str, RastriginRow],
+    samplers: dict[str, float],
+    speed: dict[int, dict[str, float]],
+) -> list[str]:
+    """The issue's targets, as measured in this run (lines of markdown)."""
+    lines = []
+    for n, by_label in speed.items():
+        ratio = by_label[MBRL_ICEM] / by_label[DEFAULTS]
+        lines.append(
+            f"- Speed, interleaved (N={n}): `MPC` defaults {by_label[DEFAULTS]:.1f} ms, "
+            f"mbrl-lib iCEM {by_label[MBRL_ICEM]:.1f} ms per env step: {ratio:.1f}×."
+        )
+    ours, icem = cartpole.get(DEFAULTS, {}), cartpole.get(MBRL_ICEM, {})
+    if 100 in ours and 100 in icem:
+        lines.append(
+            f"- cartpole N=100: `MPC` defaults {ours[100].mean_cost:.1f} against mbrl-lib "
+            f"iCEM {icem[100].mean_cost:.1f}, {icem[100].ms / ours[100].ms:.1f}× its speed "
+            "per env step (target: cost at most iCEM's, ≥ 5× its speed)."
+        )
+    if 500 in ours:
+        peers = [
+            by_n[500].mean_cost
+            for label, by_n in cartpole.items()
+            if 500 in by_n and ("mbrl-lib" in label or "TorchRL" in label)
+        ]
+        if peers:
+            lines.append(
+                f"- cartpole N=500: `MPC` defaults {ours[500].mean_cost:.1f} against the "
+                f"best peer {min(peers):.1f} (target: at most the best peer's)."
+            )
+    truncated = rastrigin_results.get('… `sampling="truncated"` (CEM-37)')
+    mbrl = rastrigin_results.get("mbrl-lib CEM (truncated normal)")
+    if truncated is not None and mbrl is not None:
+        faster = statistics.median(mbrl.ms) / statistics.median(truncated.ms)
+        lines.append(
+            f'- Rastrigin: `sampling="truncated"` solves {100 * truncated.solved:.0f} % '
+            f"against mbrl-lib's {100 * mbrl.solved:.0f} %, at {faster:.1f}× its speed "
+            "(target: at least its solved share, ≥ 1.5× its speed)."
+        )
+    if samplers:
+        clip = samplers["clip"]
+        ratios = ", ".join(
+            f"`{mode}` {ms:.0f} ms ({ms / clip:.2f}×)" for mode, ms in samplers.items()
+        )
+        lines.append(
+            f"- Sampler cost, Rastrigin batch, modes interleaved: {ratios} "
+            "(target: truncated modes ≤ 1.5× the clipped Gaussian)."
+        )
+    return lines
+
+
 # -- report ------------------------------------------------------------------------------------
 
 
@@ -564,6 +709,8 @@ def markdown(
     csetup: CartpoleSetup,
     rsetup: RastriginSetup,
     seconds: float,
+    samplers: dict[str, float] | None = None,
+    speed: dict[int, dict[str, float]] | None = None,
 ) -> str:
     import mbrl  # type: ignore[import-untyped, import-not-found, unused-ignore]
     import torchrl  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -606,6 +753,10 @@ def markdown(
             "",
             *lines,
             "",
+            "Targets of issue 15 in this run:",
+            "",
+            *targets(cartpole, rastrigin_results, samplers or {}, speed or {}),
+            "",
         ]
     )
 
@@ -637,7 +788,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     cartpole = cartpole_table(csetup, log)
     log("Rastrigin (median f, solved, ms per batch):")
     rastrigin_results = rastrigin_table(rsetup, log)
-    text = markdown(cartpole, rastrigin_results, csetup, rsetup, time.perf_counter() - began)
+    log("sampler cost (interleaved):")
+    samplers = sampler_costs(rsetup, 2 if args.quick else 9)
+    log("  " + ", ".join(f"{mode} {ms:.0f} ms" for mode, ms in samplers.items()))
+    log("speed, MPC defaults and mbrl-lib iCEM interleaved (ms per env step):")
+    speed = {}
+    for n in csetup.samples:
+        speed[n] = interleaved_speed(csetup, n, 1 if args.quick else 3)
+        log(f"  N={n}: " + ", ".join(f"{ms:.1f} ms {label}" for label, ms in speed[n].items()))
+    seconds = time.perf_counter() - began
+    text = markdown(cartpole, rastrigin_results, csetup, rsetup, seconds, samplers, speed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
     print(text)

@@ -17,7 +17,6 @@ policies). Backward memory is bounded by ``checkpoint=True`` (CEM-26) or
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -26,7 +25,7 @@ from impl.cem.result import DCEMResult, DCEMStep
 from impl.cem.solver import solve
 from impl.cem.step import Objective
 from impl.gaussian import MATMUL_MIN_ELEMENTS
-from impl.options import DEFAULT_STD_MIN, CEMOptions
+from impl.options import DEFAULT_STD_MIN, CEMOptions, Output
 from impl.selection import hard_selection
 
 __all__ = [
@@ -54,7 +53,7 @@ def dcem(
     normalize: bool = True,
     std_min: float = DEFAULT_STD_MIN,
     tol: float | None = None,
-    output: Literal["mean", "best"] = "mean",
+    output: Output = "mean",
     generator: torch.Generator | None = None,
     noise: Tensor | None = None,
     callback: Callable[[DCEMStep], None] | None = None,
@@ -83,7 +82,8 @@ def dcem(
         std_min: the σ floor (CEM-11).
         tol: per-problem convergence threshold (CEM-13); ``None`` runs all
             ``T`` iterations.
-        output: ``"mean"`` returns the final mean, ``"best"`` the best sample.
+        output: ``"mean"`` returns the final mean, ``"best"`` the best sample,
+            ``"sample"`` a draw of the final distribution (CEM-42).
         generator: source of the sampling noise.
         noise: pre-drawn standard-normal noise ``(T, B, N, d)`` (``(T, N, d)``
             for a single problem), cast to the state's dtype (CEM-24);

@@ -12,6 +12,7 @@ selection, ``0 < n_elite < n_sample`` violated) cannot be constructed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
@@ -23,7 +24,12 @@ DEFAULT_STD_MIN = 1e-6
 """Default σ floor (CEM-11): below it a float32 sample of magnitude up to 8
 (ulp 9.5e-7) no longer moves, so the distribution has collapsed anyway."""
 
-Output = Literal["mean", "best"]
+Output = Literal["mean", "best", "sample"]
+
+Sampling = Literal["clip", "truncated", "variance_constrained"]
+"""How the Gaussian candidates meet the box (CEM-37): clipped (the paper's
+choice), truncated at ``±TRUNCATION σ`` then clipped, or truncated with ``σ``
+limited by the distance to the bounds (PETS, mbrl-lib's ``CEMOptimizer``)."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,8 @@ class CEMOptions:
         std_min: the σ floor ``σ_min ≥ 0`` (CEM-11).
         tol: per-problem convergence threshold (CEM-13); ``None`` runs all
             ``T`` iterations.
-        output: return the final ``"mean"`` or the ``"best"`` sample (CEM-16).
+        output: return the final ``"mean"``, the ``"best"`` sample (CEM-16),
+            or ``"sample"``, one draw from the final distribution (CEM-42).
         checkpoint: recompute each iteration in the backward pass (CEM-26).
         grad_iters: ``K ≥ 1``: differentiate only the last ``K`` iterations
             (CEM-27); ``None`` differentiates all of them.
@@ -55,6 +62,18 @@ class CEMOptions:
             the next iteration overwrites. Off by default; incompatible with
             ``checkpoint`` (and, in ``impl.cem.solve``, with a callback).
             Only ``impl.cem.solve`` reads it: ``dcem`` keeps its signature.
+        sampling: ``"clip"`` (default), ``"truncated"`` or
+            ``"variance_constrained"`` (CEM-37).
+        std_max: ``σ_max ≥ σ_min``, a cap on every updated ``σ`` (CEM-38);
+            ``None``: no cap.
+        keep_elites: ``ρ ∈ [0, 1]``: the ``⌊ρ k⌋`` lowest-valued candidates of
+            an iteration join the next iteration's candidates (CEM-39, iCEM).
+        population_decay: ``γ ≥ 1``: iteration ``t`` draws
+            ``N_t = min(N, max(⌊N γ^{−t}⌋, 2k))`` Gaussian candidates (CEM-40).
+        mean_candidate: add the mean ``μ_t`` as a candidate in the last
+            iteration (CEM-41, iCEM).
+
+        The last five are read by ``impl.cem.solve`` only (``SOLVE_ONLY_FIELDS``).
     """
 
     n_sample: int = 100
@@ -70,6 +89,11 @@ class CEMOptions:
     smoothing: float = 0.0
     elite_temperature: float | None = None
     reuse_buffers: bool = False
+    sampling: Sampling = "clip"
+    std_max: float | None = None
+    keep_elites: float = 0.0
+    population_decay: float = 1.0
+    mean_candidate: bool = False
 
     def __post_init__(self) -> None:
         n_sample = require_int("n_sample", self.n_sample)
@@ -88,8 +112,8 @@ class CEMOptions:
         require_finite_real("std_min", self.std_min, minimum=0, strict=False)
         if self.tol is not None:
             require_finite_real("tol", self.tol, minimum=0, strict=False)
-        if self.output not in ("mean", "best"):
-            raise ValueError(f'output must be "mean" or "best", got {self.output!r}')
+        if self.output not in ("mean", "best", "sample"):
+            raise ValueError(f'output must be "mean", "best" or "sample", got {self.output!r}')
         if not isinstance(self.checkpoint, bool):
             raise TypeError(f"checkpoint must be a bool, got {self.checkpoint!r}")
         if self.grad_iters is not None:
@@ -114,6 +138,27 @@ class CEMOptions:
                 "iteration recomputes its samples in the backward pass, so they cannot live "
                 "in a buffer the next iteration overwrites"
             )
+        if self.sampling not in ("clip", "truncated", "variance_constrained"):
+            raise ValueError(
+                'sampling must be "clip", "truncated" or "variance_constrained", '
+                f"got {self.sampling!r}"
+            )
+        if self.std_max is not None:
+            cap = require_finite_real("std_max", self.std_max, minimum=0, strict=True)
+            if cap < self.std_min:
+                raise ValueError(
+                    f"std_max must be >= std_min, got std_max={cap}, std_min={self.std_min}"
+                )
+        rho = require_finite_real("keep_elites", self.keep_elites, minimum=0, strict=False)
+        if rho > 1:
+            raise ValueError(f"keep_elites must satisfy 0 <= keep_elites <= 1, got {rho}")
+        gamma = require_finite_real(
+            "population_decay", self.population_decay, minimum=0, strict=True
+        )
+        if gamma < 1:
+            raise ValueError(f"population_decay must be >= 1, got population_decay={gamma}")
+        if not isinstance(self.mean_candidate, bool):
+            raise TypeError(f"mean_candidate must be a bool, got {self.mean_candidate!r}")
 
     @property
     def hard(self) -> bool:
@@ -127,13 +172,25 @@ class CEMOptions:
             return 0
         return self.n_iter - self.grad_iters
 
+    @property
+    def n_kept(self) -> int:
+        """``⌊ρ k⌋``, the elites kept into the next iteration (CEM-39)."""
+        return math.floor(self.keep_elites * self.n_elite)
+
+    def population(self, iteration: int) -> int:
+        """``N_t = min(N, max(⌊N γ^{−t}⌋, 2k))`` (CEM-40); ``N`` when ``γ = 1``."""
+        if self.population_decay == 1:
+            return self.n_sample
+        decayed = math.floor(self.n_sample * self.population_decay ** (-iteration))
+        return min(self.n_sample, max(decayed, 2 * self.n_elite))
+
     def replace(self, **changes: Any) -> CEMOptions:
         """A copy with ``changes`` applied (and validated)."""
         return replace(self, **changes)
 
     def as_kwargs(self) -> dict[str, Any]:
         """The fields that are keyword arguments of ``impl.dcem.dcem`` (all but
-        ``reuse_buffers``, which only ``impl.cem.solve`` reads)."""
+        ``SOLVE_ONLY_FIELDS``, which only ``impl.cem.solve`` reads)."""
         return {
             field.name: getattr(self, field.name)
             for field in fields(self)
@@ -141,7 +198,14 @@ class CEMOptions:
         }
 
 
-SOLVE_ONLY_FIELDS = ("reuse_buffers",)
+SOLVE_ONLY_FIELDS = (
+    "reuse_buffers",
+    "sampling",
+    "std_max",
+    "keep_elites",
+    "population_decay",
+    "mean_candidate",
+)
 """``CEMOptions`` fields that ``impl.dcem.dcem`` does not take."""
 
 

@@ -23,21 +23,50 @@ from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy.stats import norm, truncnorm
 
 from reference.lml import FloatArray, lml_bisect
 
 __all__ = [
     "DEFAULT_STD_MIN",
     "LOG_2PI",
+    "TRUNCATION",
     "VALUE_NORM_EPS",
     "CEMTrace",
     "cem",
+    "constrained_std",
     "gaussian_fit",
     "gaussian_loglik",
     "hard_weights",
     "normalize_values",
+    "population",
     "soft_weights",
+    "truncated_noise",
 ]
+
+# Truncated sampling keeps |eps| <= TRUNCATION (CEM-37).
+TRUNCATION: float = 2.0
+
+
+def truncated_noise(eps: ArrayLike) -> FloatArray:
+    """Standard-normal draws mapped through their CDF to the normal truncated
+    to [-c, c] (CEM-37): F_trunc^{-1}(Phi(eps)), by scipy's truncnorm."""
+    u = norm.cdf(np.asarray(eps, dtype=np.float64))
+    return np.asarray(truncnorm.ppf(u, -TRUNCATION, TRUNCATION), dtype=np.float64)
+
+
+def constrained_std(mu: FloatArray, std: FloatArray, lb: FloatArray, ub: FloatArray) -> FloatArray:
+    """PETS's sampling std (CEM-37): min(std, max(min(mu - lb, ub - mu), 0) / c)."""
+    room = np.maximum(np.minimum(mu - lb, ub - mu), 0.0)
+    return np.asarray(np.minimum(std, room / TRUNCATION), dtype=np.float64)
+
+
+def population(n: int, k: int, decay: float, t: int) -> int:
+    """N_t = min(N, max(floor(N decay^-t), 2k)) (CEM-40)."""
+    if decay == 1.0:
+        return n
+    return min(n, max(math.floor(n * decay ** (-t)), 2 * k))
+
 
 # The constant added to the standard deviation when normalizing the values
 # (CEM-3): the paper's (and the authors' code's) 1e-6.
@@ -281,6 +310,12 @@ class CEMTrace:
     best_value : float  its value, +inf if no value was ever finite
     n_iter : int        iterations run, <= T (CEM-13)
     converged : bool    whether the run stopped by the tolerance (CEM-13)
+    kept : (K, d)       the elites kept from the last iteration run (CEM-39)
+    sample : (d,)|None  the draw from the final distribution (CEM-42)
+
+    With a population decay, kept elites or the mean candidate (CEM-39 -
+    CEM-41) the iterations have different candidate counts M_t; samples,
+    values and weights are padded with NaN to the largest.
 
     After a convergence at iteration n_iter - 1, the rows means[n_iter + 1:]
     and stds[n_iter + 1:] repeat the final state and the rows of samples,
@@ -297,6 +332,8 @@ class CEMTrace:
     best_value: float
     n_iter: int
     converged: bool
+    kept: FloatArray | None = None
+    sample: FloatArray | None = None
 
     @property
     def mean(self) -> FloatArray:
@@ -417,13 +454,26 @@ def cem(
     smoothing: float = 0.0,
     elite_temperature: float | None = None,
     proposals: FloatArray | None = None,
+    sampling: str = "clip",
+    std_max: float | None = None,
+    keep_elites: float = 0.0,
+    population_decay: float = 1.0,
+    mean_candidate: bool = False,
+    elites: FloatArray | None = None,
+    sample_noise: FloatArray | None = None,
 ) -> CEMTrace:
     """Run CEM (tau None or 0) or DCEM (tau > 0) on one problem (Algorithm 1).
 
     For t = 0, ..., T-1 (with k = n_elite):
 
-    1. X_t = clip(mu_t + std_t * noise[t], lb, ub)                (CEM-2, CEM-10)
-       followed by the P rows of clip(proposals, lb, ub), if given  (CEM-34)
+    1. X_t = clip(mu_t + s_t * e_t, lb, ub)                      (CEM-2, CEM-10)
+       with e_t = noise[t, :N_t] (N_t = population(N, k, decay, t), CEM-40),
+       truncated by truncated_noise unless sampling == "clip", and
+       s_t = constrained_std(mu_t, std_t, lb, ub) for "variance_constrained",
+       else std_t                                                  (CEM-37);
+       followed by the P rows of clip(proposals, lb, ub), if given  (CEM-34),
+       the kept elites of the previous iteration (at t = 0: clip(elites))
+       (CEM-39), and clip(mu_t) at t = T - 1 if mean_candidate      (CEM-41)
     2. v_t = f(X_t), which must have shape (M,), M = N + P
     3. I_t = hard_weights(v_t, k)                      if tau is None or 0 (CEM-4)
        I_t = exponential_elite_weights(v_t, k, elite_temperature, normalize)
@@ -432,11 +482,14 @@ def cem(
     4. if v_t has at least k (hard) or k + 1 (soft) finite entries,
        (mu_hat, std_hat) = gaussian_fit(X_t, I_t, k, std_min)    (CEM-6, CEM-11),
        mu_{t+1}  = a * mu_t  + (1 - a) * mu_hat                    (CEM-29)
-       std_{t+1} = max(a * std_t + (1 - a) * std_hat, std_min)     with a = smoothing;
+       std_{t+1} = max(a * std_t + (1 - a) * std_hat, std_min)     with a = smoothing,
+       then min(std_{t+1}, std_max) if std_max is given            (CEM-38);
        otherwise the distribution is left unchanged                (CEM-12)
     5. best_x / best_value: replaced by a sample whose finite value is
        strictly lower than the best so far, scanning samples in index order,
-       so the earliest wins ties                                    (CEM-16)
+       so the earliest wins ties                                    (CEM-16);
+       kept: the floor(keep_elites * k) candidates of X_t with the lowest
+       values (non-finite last), lowest first                      (CEM-39)
     6. if tol is given and the update of step 4 was applied and moved no
        coordinate of mu or std (after smoothing) by more than tol, the run has converged and
        stops after this iteration                                   (CEM-13)
@@ -461,6 +514,12 @@ def cem(
     proposals : None, or (P, d) candidates joined to the N samples of every
         iteration, clipped to the box and ranked with them (CEM-34)
 
+    sampling, std_max, keep_elites, population_decay, mean_candidate :
+        as ``impl.options.CEMOptions`` (CEM-37 - CEM-41)
+    elites : None, or (K, d) candidates of the first iteration (CEM-39)
+    sample_noise : None, or (d,) standard-normal noise: ``sample`` is then
+        the final distribution's draw on it, sampled as in step 1 (CEM-42)
+
     Returns
     -------
     CEMTrace
@@ -469,47 +528,68 @@ def cem(
         mean0, std0, noise, n_elite, tau, lb, ub, std_min, tol, smoothing, elite_temperature
     )
     n_iter_max, n_gauss, d = eps.shape
+    if sampling not in ("clip", "truncated", "variance_constrained"):
+        raise ValueError(f"unknown sampling {sampling!r}")
     extra = np.zeros((0, d))
     if proposals is not None:
         extra = np.asarray(proposals, dtype=np.float64)
         if extra.ndim != 2 or extra.shape[1] != d or extra.shape[0] < 1:
             raise ValueError(f"proposals must have shape (P, {d}) with P >= 1, got {extra.shape}")
         extra = np.clip(extra, lower, upper)
-    n_sample = n_gauss + extra.shape[0]
+    kept = np.zeros((0, d))
+    if elites is not None:
+        kept = np.clip(np.asarray(elites, dtype=np.float64).reshape(-1, d), lower, upper)
+    n_kept = math.floor(keep_elites * k)
+    n_max = n_gauss + extra.shape[0] + max(kept.shape[0], n_kept) + int(mean_candidate)
     # Soft selection needs a finite (k+1)-th largest score (LML-15).
     min_finite = k if tau_f is None or tau_f == 0.0 else k + 1
 
+    def draw(mu: FloatArray, std: FloatArray, e: FloatArray) -> FloatArray:
+        if sampling != "clip":
+            e = truncated_noise(e)
+        s = constrained_std(mu, std, lower, upper) if sampling == "variance_constrained" else std
+        return np.asarray(np.clip(mu + s * e, lower, upper), dtype=np.float64)
+
     means = np.empty((n_iter_max + 1, d))
     stds = np.empty((n_iter_max + 1, d))
-    samples = np.full((n_iter_max, n_sample, d), np.nan)
-    values = np.full((n_iter_max, n_sample), np.nan)
-    weights = np.full((n_iter_max, n_sample), np.nan)
+    samples = np.full((n_iter_max, n_max, d), np.nan)
+    values = np.full((n_iter_max, n_max), np.nan)
+    weights = np.full((n_iter_max, n_max), np.nan)
     means[0], stds[0] = mu, std
     best_x, best_value = np.clip(mu, lower, upper), math.inf  # CEM-16: none seen yet
     n_iter, converged = 0, False
 
     for t in range(n_iter_max):
-        X = np.concatenate([np.clip(mu + std * eps[t], lower, upper), extra])
+        n_t = population(n_gauss, k, population_decay, t)
+        parts = [draw(mu, std, eps[t, :n_t]), extra, kept]
+        if mean_candidate and t == n_iter_max - 1:
+            parts.append(np.clip(mu, lower, upper)[None])
+        X = np.concatenate(parts)
+        m_t = X.shape[0]
         v = np.asarray(f(X.copy()), dtype=np.float64)
-        if v.shape != (n_sample,):
-            raise ValueError(f"f must return values of shape ({n_sample},), got shape {v.shape}")
+        if v.shape != (m_t,):
+            raise ValueError(f"f must return values of shape ({m_t},), got shape {v.shape}")
         if (tau_f is None or tau_f == 0.0) and lam is not None:
             w = exponential_elite_weights(v, k, lam, normalize)
         elif tau_f is None or tau_f == 0.0:
             w = hard_weights(v, k)
         else:
             w = soft_weights(v, k, tau_f, normalize)
-        samples[t], values[t], weights[t] = X, v, w
+        samples[t, :m_t], values[t, :m_t], weights[t, :m_t] = X, v, w
         n_iter = t + 1
 
-        for i in range(n_sample):
+        for i in range(m_t):
             if math.isfinite(v[i]) and v[i] < best_value:
                 best_x, best_value = X[i].copy(), float(v[i])
+        ranked = np.where(np.isfinite(v), v, np.inf)
+        kept = X[np.argsort(ranked, kind="stable")[:n_kept]].copy()
 
         if np.count_nonzero(np.isfinite(v)) >= min_finite:
             fit_mu, fit_std = gaussian_fit(X, w, k, floor)
             new_mu = alpha * mu + (1.0 - alpha) * fit_mu
             new_std = np.maximum(alpha * std + (1.0 - alpha) * fit_std, floor)
+            if std_max is not None:
+                new_std = np.minimum(new_std, std_max)
             change = max(float(np.max(np.abs(new_mu - mu))), float(np.max(np.abs(new_std - std))))
             mu, std = new_mu, new_std
             converged = tol_f is not None and change <= tol_f
@@ -517,6 +597,9 @@ def cem(
         if converged:
             break
 
+    sample = None
+    if sample_noise is not None:
+        sample = draw(mu, std, np.asarray(sample_noise, dtype=np.float64)[None])[0]
     means[n_iter + 1 :], stds[n_iter + 1 :] = mu, std
     for array in (means, stds, samples, values, weights, best_x):
         array.setflags(write=False)
@@ -530,4 +613,6 @@ def cem(
         best_value=best_value,
         n_iter=n_iter,
         converged=converged,
+        kept=kept,
+        sample=sample,
     )

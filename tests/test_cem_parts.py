@@ -98,8 +98,9 @@ def test_solve_is_a_fold_of_step(options: CEMOptions, seed: int, data: st.DataOb
         state = following
     point = state.mean if options.output == "mean" else state.best_x
     folded = DCEMResult(
-        point, state.mean, state.std, state.best_x, state.best_value, state.n_iter, state.converged
-    )
+        point, state.mean, state.std, state.best_x, state.best_value, state.n_iter,
+        state.converged, state.mean.unsqueeze(1)[:, :0],
+    )  # fmt: skip
     assert_same(result, folded)
     assert torch.equal(state.active, ~state.converged)
 

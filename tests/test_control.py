@@ -29,7 +29,12 @@ from impl.control import (
     rollout,
     rollout_cost,
 )
-from impl.control.planner import INIT_STD_SCALE, shift_warm_start
+from impl.control.planner import (
+    INIT_STD_SCALE,
+    PAPER_PLANNER_SOLVER,
+    PLANNER_SOLVER,
+    shift_warm_start,
+)
 from impl.dcem import DCEMStep, dcem
 from impl.options import CEMOptions
 
@@ -227,15 +232,95 @@ def test_planners_pass_their_solver_options_whole(monkeypatch: pytest.MonkeyPatc
         assert len(seen) == 3 and all(passed is options for passed in seen)
 
 
-@pytest.mark.spec("CTL-16")
-def test_planner_defaults_are_the_papers() -> None:
-    full = PlannerConfig(horizon=3, action_lb=-1.0, action_ub=1.0).solver
+@pytest.mark.spec("CTL-16", "CTL-23")
+def test_planner_defaults_are_the_measured_recipe_and_the_paper_is_one_config_away() -> None:
+    config = PlannerConfig(horizon=3, action_lb=-1.0, action_ub=1.0)
+    full = config.solver
     latent = LatentPlannerConfig(latent_dim=2)
+    assert full is PLANNER_SOLVER and config.noise_beta == 0.0
     assert (full.n_sample, full.n_elite, full.n_iter, full.tau) == (100, 10, 10, None)
+    assert (full.smoothing, full.output, full.keep_elites, full.mean_candidate) == (
+        0.1, "best", 0.3, True,
+    )  # fmt: skip
+    plain = full.replace(smoothing=0.0, output="mean", keep_elites=0.0, mean_candidate=False)
+    assert plain == PAPER_PLANNER_SOLVER == CEMOptions(tau=None)
     assert (latent.solver.n_sample, latent.solver.n_elite, latent.solver.n_iter) == (100, 10, 10)
     assert (latent.solver.tau, latent.init_std, latent.latent_bound) == (1.0, 0.5, 1.0)
-    for options in (full, latent.solver):
-        assert dataclasses.replace(options, tau=None) == CEMOptions(tau=None)
+    assert dataclasses.replace(latent.solver, tau=None) == CEMOptions(tau=None)
+
+
+@pytest.mark.spec("CTL-20")
+@given(beta=st.sampled_from([0.5, 1.0, 2.5]), seed=st.integers(0, 2**16))
+def test_noise_beta_draws_colored_noise_each_iteration(beta: float, seed: int) -> None:
+    config, x0, system = _mpc_setup(None)
+    colored = dataclasses.replace(config, noise_beta=beta)
+    cost = rollout_cost(system.step, system.cost, x0)
+    got = plan(cost, colored, 3, generator=torch.Generator().manual_seed(seed))
+    source = torch.Generator().manual_seed(seed)  # one colored draw per iteration, in order
+    noise = torch.cat([colored_noise(1, 3, 20, 5, 1, beta, generator=source) for _ in range(3)])
+    want = plan(cost, config, 3, noise=noise)
+    assert torch.equal(got.actions, want.actions) and torch.equal(got.std, want.std)
+    mpc, seen = MPC(colored, 3, seed=seed), list[DCEMStep]()
+    mpc.act(cost, callback=seen.append)
+    replay = torch.Generator().manual_seed(seed)
+    first = colored_noise(1, 3, 20, 5, 1, beta, generator=replay)[0]
+    expected = (-10.0 + 20.0 * first).clamp(-30.0, 10.0)  # σ_0 = 0.5 (ub − lb) = 20
+    torch.testing.assert_close(seen[0].samples, expected)
+
+
+@pytest.mark.spec("CTL-13", "CTL-20")
+@pytest.mark.parametrize("beta", [-1.0, math.inf, "2"])
+def test_bad_noise_beta_is_named(beta: Any) -> None:
+    with pytest.raises((ValueError, TypeError), match="noise_beta"):
+        PlannerConfig(horizon=3, action_lb=-1.0, action_ub=1.0, noise_beta=beta)
+
+
+@pytest.mark.spec("CTL-21")
+def test_proposals_reach_every_iteration_from_plan_and_mpc() -> None:
+    config, x0, system = _mpc_setup(None)
+    cost = rollout_cost(system.step, system.cost, x0)
+    prior = torch.linspace(-29.0, 9.0, 3 * 2 * 5).reshape(3, 2, 5, 1)
+    noise = torch.randn(3, 3, 20, 5, generator=torch.Generator().manual_seed(2))
+    got = plan(cost, config, 3, noise=noise, proposals=prior)
+    flat_cost = lambda x: cost(x.reshape(3, x.shape[1], 5, 1))  # noqa: E731
+    want = solve(flat_cost, torch.full((3, 5), -10.0), 20.0, config.solver, lb=-30.0, ub=10.0,
+                 noise=noise, proposals=prior.reshape(3, 2, 5))  # fmt: skip
+    assert torch.equal(got.actions.reshape(3, 5), want.x)
+    seen: list[DCEMStep] = []
+    MPC(config, 3, seed=0).act(cost, callback=seen.append, proposals=prior)
+    for step in seen:
+        assert torch.equal(step.samples[:, 20:], prior.reshape(3, 2, 5))
+    with pytest.raises(ValueError, match="proposals has shape"):
+        plan(cost, config, 3, proposals=prior[:, :, :4])
+
+
+@pytest.mark.spec("CTL-22", "CTL-7", "CTL-17")
+def test_kept_elites_are_shifted_into_the_next_step_and_reset() -> None:
+    config, x0, system = _mpc_setup(None)
+    config = dataclasses.replace(config, solver=config.solver.replace(keep_elites=0.5))
+    cost = rollout_cost(system.step, system.cost, x0)
+    mpc = MPC(config, 3, seed=1)
+    assert mpc.state.elites is not None and mpc.state.elites.shape == (3, 0, 5, 1)
+    first = mpc.act(cost)
+    assert first.elites.shape == (3, 2, 5, 1)  # ⌊0.5 · 4⌋
+    fill = torch.tensor([-10.0])
+    assert torch.equal(mpc.state.elites, shift_warm_start(first.elites, fill))
+    carried = mpc.state.elites.clone()
+    seen: list[DCEMStep] = []
+    mpc.act(cost, callback=seen.append)
+    assert torch.equal(seen[0].samples[:, 20:], carried.reshape(3, 2, 5))  # first iteration
+    saved = io.BytesIO()
+    torch.save(dataclasses.asdict(mpc.state), saved)
+    saved.seek(0)
+    twin = MPC(config, 3, seed=7)
+    twin.state = MPCState(**torch.load(saved, weights_only=True))
+    assert torch.equal(twin.act(cost).actions, mpc.act(cost).actions)
+    before = mpc.state.elites.clone()
+    mpc.reset(torch.tensor([True, False, False]))
+    assert torch.equal(mpc.state.elites[1:], before[1:])
+    assert torch.equal(mpc.state.elites[0], torch.full((2, 5, 1), -10.0))
+    mpc.reset()
+    assert mpc.state.elites.shape == (3, 0, 5, 1)
 
 
 @pytest.mark.spec("CTL-3")
@@ -625,7 +710,9 @@ def test_latent_plan_gradient_in_decoder_parameters(seed: int) -> None:
         latent_dim=2, init_std=0.3, solver=CEMOptions(n_sample=12, n_elite=3, n_iter=3, tau=1.0)
     )
     noise = _noise(3, 2, 12, 2, seed)
-    weight = decoder.net[0].weight
+    first = decoder.net[0]
+    assert isinstance(first, torch.nn.Linear)
+    weight = first.weight
 
     def loss() -> Tensor:
         result = latent_plan(

@@ -52,7 +52,7 @@ class DCEMOptimizer(Optimizer):  # type: ignore[misc, unused-ignore]
         solver: the solver's options, a ``CEMOptions`` or a mapping of its
             fields (OmegaConf passes a nested config as a mapping, or as a
             ``CEMOptions`` when it has ``_target_: impl.options.CEMOptions``).
-            Default ``PLANNER_SOLVER`` (hard CEM, N=100, k=10, T=10).
+            Default ``PLANNER_SOLVER`` (hard CEM, N=100, k=10, T=10, iCEM's recipe, CTL-23).
         init_std: ``σ_0``; None takes ``INIT_STD_SCALE · (ub − lb)``.
         seed: seeds the optimizer's own generator; None uses PyTorch's
             global one, as mbrl-lib's optimizers do.

@@ -49,7 +49,7 @@ class DCEMPlanner(MPCPlannerBase):  # type: ignore[misc, unused-ignore]
         env: a batch-unlocked TorchRL environment (e.g. a ``ModelBasedEnvBase``)
             with a bounded 1-D action spec ``(n_u,)``.
         horizon: ``H``, the planning horizon.
-        solver: the solver's options (default ``PLANNER_SOLVER``: hard CEM,
+        solver: the solver's options (default ``PLANNER_SOLVER``: hard CEM with iCEM's recipe,
             N=100, k=10, T=10).
         init_std: ``σ_0``, a number or ``(n_u,)`` tensor; None takes
             ``INIT_STD_SCALE · (ub − lb)``.

@@ -5,7 +5,8 @@
 | ``impl.cem.solver`` | ``solve(f, init_mean, init_std, options, ...)``: the loop |
 | ``impl.cem.state`` | ``CEMState``, the explicit state between iterations |
 | ``impl.cem.step`` | ``step``, one pure iteration, and its ``Problem`` |
-| ``impl.cem.samplers`` | the box, noise sources (white, pre-drawn, colored), proposals |
+| ``impl.cem.samplers`` | the box, noise sources (white, pre-drawn, colored), truncated |
+| | and variance-constrained sampling, proposals |
 | ``impl.cem.selectors`` | hard top-k, soft LML top-k, exponentially weighted elites |
 | ``impl.cem.updates`` | the weighted Gaussian MLE with the σ floor, smoothing |
 | ``impl.cem.differentiation`` | truncated and checkpointed differentiation |
@@ -17,7 +18,15 @@ The options of a solve are one ``impl.options.CEMOptions``.
 """
 
 from impl.cem.result import DCEMResult, DCEMStep
-from impl.cem.samplers import Box, ColoredNoise, NoiseSource, PreDrawnNoise, WhiteNoise
+from impl.cem.samplers import (
+    Box,
+    ColoredNoise,
+    GaussianSampler,
+    NoiseSource,
+    PreDrawnNoise,
+    WhiteNoise,
+    truncate_noise,
+)
 from impl.cem.selectors import HardTopK, Selector, SoftTopK, WeightedElites, selector_for
 from impl.cem.solver import solve
 from impl.cem.state import CEMState, initial_state
@@ -32,6 +41,7 @@ __all__ = [
     "ColoredNoise",
     "DCEMResult",
     "DCEMStep",
+    "GaussianSampler",
     "GaussianUpdate",
     "HardTopK",
     "NoiseSource",
@@ -46,4 +56,5 @@ __all__ = [
     "selector_for",
     "solve",
     "step",
+    "truncate_noise",
 ]

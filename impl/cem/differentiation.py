@@ -48,14 +48,18 @@ def run_checkpointed(
     after: list[torch.Tensor] = []
 
     def run(
-        mean: torch.Tensor, std: torch.Tensor, best_x: torch.Tensor, best_value: torch.Tensor
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        best_x: torch.Tensor,
+        best_value: torch.Tensor,
+        kept: torch.Tensor | None,
     ) -> StepOutcome:
         source = generator
         if saved is not None:
             source = torch.Generator(device=mean.device)
             source.set_state(saved)
         inputs = CEMState(
-            mean, std, best_x, best_value, state.n_iter, state.converged, state.active
+            mean, std, best_x, best_value, state.n_iter, state.converged, state.active, kept
         )
         outcome = iterate(inputs, source)
         if saved is not None and source is not None:
@@ -68,6 +72,7 @@ def run_checkpointed(
         state.std,
         state.best_x,
         state.best_value,
+        state.kept,
         use_reentrant=False,
         preserve_rng_state=True,
     )

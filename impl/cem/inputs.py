@@ -60,11 +60,16 @@ def batched_noise(noise: object, single: bool, shape: tuple[int, int, int], n_it
 
 
 def batched_proposals(
-    proposals: object, single: bool, batch: int, dim: int, device: torch.device
+    proposals: object,
+    single: bool,
+    batch: int,
+    dim: int,
+    device: torch.device,
+    name: str = "proposals",
 ) -> Tensor:
-    """``proposals`` as ``(B, P, d)`` with ``P ≥ 1``; a single problem may give
-    ``(P, d)`` (CEM-34)."""
-    tensor = require_floating_tensor("proposals", proposals)
+    """``proposals`` (or initial ``elites``, CEM-39) as ``(B, P, d)`` with
+    ``P ≥ 1``; a single problem may give ``(P, d)`` (CEM-34)."""
+    tensor = require_floating_tensor(name, proposals)
     if single and tensor.dim() == 2:
         tensor = tensor.unsqueeze(0)
     if (
@@ -74,11 +79,9 @@ def batched_proposals(
         or not (tensor.shape[1] >= 1)
     ):
         wanted = f"(P, {dim})" if single else f"({batch}, P, {dim})"
-        raise ValueError(
-            f"proposals has shape {tuple(tensor.shape)}, expected {wanted} with P >= 1"
-        )
+        raise ValueError(f"{name} has shape {tuple(tensor.shape)}, expected {wanted} with P >= 1")
     if tensor.device != device:
-        raise ValueError(f"proposals is on {tensor.device}, init_mean on {device}")
+        raise ValueError(f"{name} is on {tensor.device}, init_mean on {device}")
     return tensor
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from torch import Tensor
 
@@ -21,6 +21,9 @@ class DCEMResult:
         best_value: ``(B,)`` its value (``+∞`` if no finite value was seen).
         n_iter: ``(B,)`` int64, iterations run per problem (CEM-13).
         converged: ``(B,)`` bool, whether the problem met ``tol`` (CEM-13).
+        elites: ``(B, K, d)`` the ``K = ⌊ρ k⌋`` kept elites of the last
+            iteration, lowest value first (CEM-39); ``K = 0`` without them.
+            A solve always sets it; ``None`` only for results built by hand.
     """
 
     x: Tensor
@@ -30,10 +33,20 @@ class DCEMResult:
     best_value: Tensor
     n_iter: Tensor
     converged: Tensor
+    elites: Tensor | None = None
 
     def squeezed(self) -> DCEMResult:
         """The result of a single problem: every field without its batch dimension."""
-        return DCEMResult(*(getattr(self, field.name).squeeze(0) for field in fields(self)))
+        return DCEMResult(
+            x=self.x.squeeze(0),
+            mean=self.mean.squeeze(0),
+            std=self.std.squeeze(0),
+            best_x=self.best_x.squeeze(0),
+            best_value=self.best_value.squeeze(0),
+            n_iter=self.n_iter.squeeze(0),
+            converged=self.converged.squeeze(0),
+            elites=None if self.elites is None else self.elites.squeeze(0),
+        )
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,17 @@ An iteration's ``N`` Gaussian candidates are ``X = clip(μ + σ ⊙ ε, lb, ub)`
 - ``ColoredNoise``: noise whose spectrum along a planning horizon falls as
   ``1/f^β`` (``impl.control.noise.colored_noise``, iCEM), CEM-33.
 
+The samples meet the box as ``CEMOptions.sampling`` says (CEM-37,
+``GaussianSampler``): clipped, truncated at ``±TRUNCATION`` standard
+deviations, or truncated with the variance constrained by the bounds.
+
 Injected proposals (CEM-34) are ``P`` caller-supplied candidates per problem
 that join the ``N`` Gaussian ones at every iteration (``join_proposals``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,6 +28,7 @@ import torch
 from torch import Tensor
 
 from impl._checks import require_finite_real, require_floating_tensor, require_positive_int
+from impl.options import Sampling
 
 Shape3 = tuple[int, int, int]
 
@@ -79,6 +85,71 @@ def gaussian_samples(
     if out is None:
         return box.clip(torch.addcmul(mean.unsqueeze(1), std.unsqueeze(1), eps))
     return box.clip_(torch.addcmul(mean.unsqueeze(1), std.unsqueeze(1), eps, out=out))
+
+
+TRUNCATION = 2.0
+"""``c``: truncated sampling keeps ``|ε| ≤ c`` (mbrl-lib's and PETS's 2σ)."""
+
+_ERF_C = math.erf(TRUNCATION / math.sqrt(2.0))
+
+
+def truncate_noise(eps: Tensor, inplace: bool = False) -> Tensor:
+    """Standard-normal noise mapped to the normal truncated to ``[−c, c]`` (CEM-37).
+
+    ``ε' = Φ⁻¹(Φ(−c) + Φ(ε)(Φ(c) − Φ(−c))) = √2 erfinv(erf(c/√2) · erf(ε/√2))``:
+    ``Φ(ε)`` is uniform, so ``ε'`` has the truncated law exactly (inverse
+    CDF, no resampling), is monotone and differentiable in ``ε``, and any
+    noise source (white, pre-drawn, colored) can be truncated. Same shape.
+    ``inplace``: overwrite ``eps`` (a work buffer no graph holds, CEM-28).
+    """
+    if inplace:
+        return eps.mul_(1 / math.sqrt(2.0)).erf_().mul_(_ERF_C).erfinv_().mul_(math.sqrt(2.0))
+    return torch.erfinv(torch.erf(eps * (1 / math.sqrt(2.0))) * _ERF_C) * math.sqrt(2.0)
+
+
+@dataclass(frozen=True)
+class GaussianSampler:
+    """The ``N`` Gaussian candidates from the noise (CEM-2, CEM-10, CEM-37).
+
+    - ``"clip"``: ``X = clip(μ + σ ⊙ ε, lb, ub)``;
+    - ``"truncated"``: ``X = clip(μ + σ ⊙ ε', lb, ub)``, ``ε' = truncate_noise(ε)``;
+    - ``"variance_constrained"``: ``X = clip(μ + σ̃ ⊙ ε', lb, ub)`` with
+      ``σ̃ = min(σ, max(min(μ − lb, ub − μ), 0) / c)`` (PETS): every sample
+      already lies in the box when ``μ`` does.
+
+    Attributes:
+        sampling: the mode.
+    """
+
+    sampling: Sampling = "clip"
+
+    def effective_std(self, mean: Tensor, std: Tensor, box: Box) -> Tensor:
+        """``σ̃`` of ``"variance_constrained"`` (``σ`` otherwise); ``(B, d)``."""
+        if self.sampling != "variance_constrained" or not box.bounded:
+            return std
+        gaps = []
+        if box.lower is not None:
+            gaps.append(mean - box.lower)
+        if box.upper is not None:
+            gaps.append(box.upper - mean)
+        room = gaps[0] if len(gaps) == 1 else torch.minimum(gaps[0], gaps[1])
+        return torch.minimum(std, room.clamp_min(0) / TRUNCATION)
+
+    def __call__(
+        self,
+        mean: Tensor,
+        std: Tensor,
+        eps: Tensor,
+        box: Box,
+        out: Tensor | None = None,
+        noise_is_scratch: bool = False,
+    ) -> Tensor:
+        """``mean, std (B, d)``, ``eps (B, N, d)`` → ``(B, N, d)`` (into ``out`` if
+        given); ``noise_is_scratch``: ``eps`` is a work buffer the truncation may
+        overwrite (CEM-28)."""
+        if self.sampling != "clip":
+            eps = truncate_noise(eps, inplace=noise_is_scratch)
+        return gaussian_samples(mean, self.effective_std(mean, std, box), eps, box, out)
 
 
 def join_proposals(samples: Tensor, proposals: Tensor | None) -> Tensor:
@@ -151,7 +222,8 @@ class WhiteNoise:
 @dataclass(frozen=True)
 class PreDrawnNoise:
     """The caller's noise ``(T, B, N, d)``: iteration ``t`` uses ``noise[t]``
-    cast to the state's dtype (CEM-2, CEM-24). It may require grad."""
+    (its first ``N_t`` samples, CEM-40) cast to the state's dtype (CEM-2,
+    CEM-24). It may require grad."""
 
     noise: Tensor
 
@@ -178,7 +250,7 @@ class PreDrawnNoise:
         generator: torch.Generator | None,
         out: Tensor | None = None,
     ) -> Tensor:
-        return self.noise[iteration].to(dtype)
+        return self.noise[iteration, :, : shape[1]].to(dtype)  # N_t ≤ N (CEM-40)
 
 
 @dataclass(frozen=True)

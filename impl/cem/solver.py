@@ -19,7 +19,7 @@ from impl.cem.inputs import (
 )
 from impl.cem.memory import BufferPolicy, WorkBuffers
 from impl.cem.result import DCEMResult, DCEMStep
-from impl.cem.samplers import Box, NoiseSource, PreDrawnNoise, WhiteNoise
+from impl.cem.samplers import Box, GaussianSampler, NoiseSource, PreDrawnNoise, WhiteNoise
 from impl.cem.selectors import selector_for
 from impl.cem.state import CEMState, initial_state
 from impl.cem.step import Objective, Problem, StepOutcome, step
@@ -39,6 +39,7 @@ def solve(
     noise: Tensor | None = None,
     sampler: NoiseSource | None = None,
     proposals: Tensor | None = None,
+    elites: Tensor | None = None,
     callback: Callable[[DCEMStep], None] | None = None,
     validate: bool | None = None,
 ) -> DCEMResult:
@@ -66,6 +67,9 @@ def solve(
         proposals: ``(B, P, d)`` (``(P, d)`` for a single problem) candidates
             that join the ``N`` Gaussian ones at every iteration, clipped to
             the box and ranked with them (CEM-34); may require grad.
+        elites: ``(B, K, d)`` (``(K, d)`` for a single problem) candidates
+            that join the first iteration only, clipped to the box: the kept
+            elites of a previous solve, e.g. shifted by a controller (CEM-39).
         callback: called with a ``DCEMStep`` after every iteration (CEM-21).
         validate: value checks of CEM-22; ``None`` checks on the CPU only.
 
@@ -93,6 +97,10 @@ def solve(
     extra = None
     if proposals is not None:
         extra = box.clip(batched_proposals(proposals, single, batch, dim, device).to(mean.dtype))
+    first_kept = None
+    if elites is not None:
+        given = batched_proposals(elites, single, batch, dim, device, name="elites")
+        first_kept = box.clip(given.to(mean.dtype))
     generator = check_generator(generator, device)
     if isinstance(options.tau, Tensor) and options.tau.device != device:
         raise ValueError(f"tau is on {options.tau.device}, init_mean on {device}")
@@ -108,25 +116,34 @@ def solve(
         f=f,
         noise=source,
         selector=selector_for(options),
-        update=GaussianUpdate(options.n_elite, options.std_min, options.smoothing),
+        update=GaussianUpdate(options.n_elite, options.std_min, options.smoothing, options.std_max),
         box=box,
         proposals=extra,
         tol=options.tol,
         shape=shape,
         in_dtype=in_dtype,
         rows=torch.arange(batch, device=device),
+        sampler=GaussianSampler(options.sampling),
+        n_kept=options.n_kept,
     )
     tau_grad = isinstance(options.tau, Tensor) and options.tau.requires_grad
-    grad_inputs = tau_grad or box.requires_grad or (extra is not None and extra.requires_grad)
+    grad_inputs = tau_grad or box.requires_grad
+    grad_inputs = grad_inputs or any(t is not None and t.requires_grad for t in (extra, first_kept))
     if isinstance(source, PreDrawnNoise):
         grad_inputs = grad_inputs or source.noise.requires_grad
     policy = BufferPolicy(options.reuse_buffers, shape, mean.dtype, device, grad_inputs)
 
-    state = initial_state(mean, std, box)
+    state = initial_state(mean, std, box, first_kept)
+    last = options.n_iter - 1
     for iteration in range(options.n_iter):
         with contextlib.nullcontext() if records(options, iteration) else torch.no_grad():
-            work = policy.buffers(state.mean, state.std)
-            outcome = _iterate(problem, state, iteration, generator, work, options.checkpoint)
+            size = options.population(iteration)  # N_t (CEM-40)
+            # a decayed population does not fill the (B, N, d) buffers: none this iteration
+            work = policy.buffers(state.mean, state.std) if size == options.n_sample else None
+            add_mean = options.mean_candidate and iteration == last  # CEM-41
+            outcome = _iterate(
+                problem, state, iteration, (batch, size, dim), generator, work, options, add_mean
+            )
             policy.after(outcome.values)
         if callback is not None:
             callback(
@@ -141,7 +158,11 @@ def solve(
                 )
             )
         state = outcome.state
-    result = _result(state, options, in_dtype)
+    sample = None
+    if options.output == "sample":  # CEM-42: one more draw, from the generator
+        eps = torch.randn((batch, 1, dim), generator=generator, dtype=mean.dtype, device=device)
+        sample = problem.sampler(state.mean, state.std, eps, box)[:, 0]
+    result = _result(state, options, in_dtype, sample)
     return result.squeezed() if single else result
 
 
@@ -164,35 +185,45 @@ def _iterate(
     problem: Problem,
     state: CEMState,
     iteration: int,
+    shape: tuple[int, int, int],
     generator: torch.Generator | None,
     work: WorkBuffers | None,
-    checkpoint: bool,
+    options: CEMOptions,
+    add_mean: bool,
 ) -> StepOutcome:
-    """Draw iteration ``iteration``'s noise and step, checkpointed when asked
-    and a graph is recorded (CEM-26; a recomputed iteration uses no buffer)."""
-    checkpointed = checkpoint and torch.is_grad_enabled()
+    """Draw iteration ``iteration``'s noise of ``shape = (B, N_t, d)`` and step,
+    checkpointed when asked and a graph is recorded (CEM-26; a recomputed
+    iteration uses no buffer)."""
+    checkpointed = options.checkpoint and torch.is_grad_enabled()
     buffers = None if checkpointed else work
 
     def iterate(state: CEMState, source: torch.Generator | None) -> StepOutcome:
         eps = problem.noise.draw(
             iteration,
-            problem.shape,
+            shape,
             state.mean.dtype,
             state.mean.device,
             source,
             None if buffers is None else buffers.noise,
         )
-        return step(problem, state, eps, buffers)
+        return step(problem, state, eps, buffers, add_mean)
 
     if checkpointed:
         return run_checkpointed(iterate, state, generator, problem.noise.uses_generator)
     return iterate(state, generator)
 
 
-def _result(state: CEMState, options: CEMOptions, in_dtype: torch.dtype) -> DCEMResult:
-    """The final state as a ``DCEMResult`` in ``init_mean``'s dtype (CEM-15, CEM-24)."""
-    point = state.mean if options.output == "mean" else state.best_x
+def _result(
+    state: CEMState, options: CEMOptions, in_dtype: torch.dtype, sample: Tensor | None
+) -> DCEMResult:
+    """The final state as a ``DCEMResult`` in ``init_mean``'s dtype (CEM-15,
+    CEM-24); ``x`` is the mean, the best sample, or ``sample`` (CEM-16, CEM-42)."""
+    point = {"mean": state.mean, "best": state.best_x}.get(options.output, sample)
+    if point is None:
+        raise ValueError(f"no point for output={options.output!r}")
     x, mean, std, best_x, best_value = (
         t.to(in_dtype) for t in (point, state.mean, state.std, state.best_x, state.best_value)
     )
-    return DCEMResult(x, mean, std, best_x, best_value, state.n_iter, state.converged)
+    elites = state.kept if options.n_kept > 0 and state.kept is not None else state.mean[:, :0]
+    elites = elites.reshape(state.mean.shape[0], -1, state.mean.shape[1]).to(in_dtype)
+    return DCEMResult(x, mean, std, best_x, best_value, state.n_iter, state.converged, elites)

@@ -27,6 +27,9 @@ class CEMState:
         n_iter: ``(B,)`` int64, iterations applied per problem (CEM-13).
         converged: ``(B,)`` bool, problems that met ``tol`` (CEM-13).
         active: ``(B,)`` bool, problems still running: ``~converged``.
+        kept: ``(B, K, d)`` the candidates that join the next iteration's
+            (CEM-39): the elites kept from the last iteration, or the initial
+            ones given to the solve; ``None``: none.
     """
 
     mean: Tensor
@@ -36,12 +39,14 @@ class CEMState:
     n_iter: Tensor
     converged: Tensor
     active: Tensor
+    kept: Tensor | None = None
 
 
-def initial_state(mean: Tensor, std: Tensor, box: Box) -> CEMState:
+def initial_state(mean: Tensor, std: Tensor, box: Box, elites: Tensor | None = None) -> CEMState:
     """The state before the first iteration: ``μ_0``, ``σ_0``, no sample seen
     (``best_x`` is ``μ_0`` clipped to the box, ``best_value = +∞``), every
-    problem active. Shapes: ``mean, std (B, d)``."""
+    problem active, ``kept = elites`` (``(B, K, d)``, already in the box).
+    Shapes: ``mean, std (B, d)``."""
     batch = mean.shape[0]
     device = mean.device
     return CEMState(
@@ -52,4 +57,5 @@ def initial_state(mean: Tensor, std: Tensor, box: Box) -> CEMState:
         n_iter=torch.zeros(batch, dtype=torch.int64, device=device),
         converged=torch.zeros(batch, dtype=torch.bool, device=device),
         active=torch.ones(batch, dtype=torch.bool, device=device),
+        kept=elites,
     )

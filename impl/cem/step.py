@@ -10,14 +10,14 @@ else, except the work buffers it is handed (CEM-28).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from impl.cem.memory import WorkBuffers
-from impl.cem.samplers import Box, NoiseSource, Shape3, gaussian_samples, join_proposals
+from impl.cem.samplers import Box, GaussianSampler, NoiseSource, Shape3, join_proposals
 from impl.cem.selectors import Selector
 from impl.cem.state import CEMState
 from impl.cem.updates import GaussianUpdate
@@ -39,9 +39,11 @@ class Problem:
         proposals: ``(B, P, d)`` injected candidates, clipped to the box, in
             the state's dtype; or ``None`` (CEM-34).
         tol: the convergence threshold (CEM-13), or ``None``.
-        shape: ``(B, N, d)`` of one Gaussian draw.
+        shape: ``(B, N, d)`` of the largest Gaussian draw (CEM-40).
         in_dtype: the dtype ``f`` sees (``init_mean``'s, CEM-24).
         rows: ``(B,)`` int64, ``0 … B−1``.
+        sampler: how the Gaussian candidates meet the box (CEM-37).
+        n_kept: ``⌊ρ k⌋``, the elites kept into the next iteration (CEM-39).
     """
 
     f: Objective
@@ -54,6 +56,8 @@ class Problem:
     shape: Shape3
     in_dtype: torch.dtype
     rows: Tensor
+    sampler: GaussianSampler = field(default_factory=GaussianSampler)
+    n_kept: int = 0
 
 
 class StepOutcome(NamedTuple):
@@ -86,17 +90,25 @@ def evaluate(f: Objective, candidates: Tensor, shape: tuple[int, int]) -> Tensor
 
 
 def step(
-    problem: Problem, state: CEMState, eps: Tensor, work: WorkBuffers | None = None
+    problem: Problem,
+    state: CEMState,
+    eps: Tensor,
+    work: WorkBuffers | None = None,
+    add_mean: bool = False,
 ) -> StepOutcome:
-    """One iteration from ``state`` on the noise ``eps (B, N, d)`` (state dtype).
+    """One iteration from ``state`` on the noise ``eps (B, N_t, d)`` (state dtype).
 
-    1. ``X = [clip(μ + σ ⊙ ε, lb, ub), proposals]``       (CEM-2, CEM-10, CEM-34)
+    1. ``X = [clip(μ + σ ⊙ ε, lb, ub), proposals, kept, μ]``  (CEM-2, CEM-10, CEM-34,
+       CEM-37, CEM-39, CEM-41): the Gaussian candidates as ``problem.sampler``
+       draws them, the proposals, the elites kept from the previous iteration
+       (if any), and the clipped mean when ``add_mean``
     2. ``v = f(X)``; non-finite values rank worst        (CEM-12)
     3. ``I = selector(v)``                               (CEM-3–5, CEM-30)
     4. ``(μ', σ') = update(X, I, μ, σ)`` where the row is active and valid,
        else ``(μ, σ)``                                   (CEM-6, CEM-12, CEM-29)
     5. ``best_x``, ``best_value``: the lowest finite value of an active row,
-       if lower than the best so far                    (CEM-16)
+       if lower than the best so far                    (CEM-16);
+       ``kept``: the ``n_kept`` lowest-ranked candidates, lowest first (CEM-39)
     6. a row converges when its applied update moved no coordinate of ``μ``
        or ``σ`` by more than ``tol``                     (CEM-13)
 
@@ -105,10 +117,19 @@ def step(
     no graph), and the samples in its samples buffer when it has one.
     """
     mean, std, active = state.mean, state.std, state.active
-    gaussian = gaussian_samples(
-        mean, std, eps, problem.box, out=None if work is None else work.samples
+    gaussian = problem.sampler(
+        mean,
+        std,
+        eps,
+        problem.box,
+        out=None if work is None else work.samples,
+        noise_is_scratch=work is not None and eps is work.noise,
     )
     samples = join_proposals(gaussian, problem.proposals)
+    if state.kept is not None:
+        samples = torch.cat((samples, state.kept), dim=1)
+    if add_mean:
+        samples = torch.cat((samples, problem.box.clip(mean).unsqueeze(1)), dim=1)
     batch, count, _ = samples.shape
     values = evaluate(problem.f, samples.to(problem.in_dtype), (batch, count))
     values = values.to(samples.dtype)
@@ -116,7 +137,8 @@ def step(
     ranked = torch.nan_to_num(values, nan=torch.inf, posinf=torch.inf, neginf=torch.inf)
     selection = problem.selector(values, ranked)
     graph = torch.is_grad_enabled() and selection.weights.requires_grad  # the fit saves X − μ
-    scratch = work.scratch if work is not None and problem.proposals is None and not graph else None
+    plain = samples is gaussian  # the fit may use the (B, N, d) scratch buffer
+    scratch = work.scratch if work is not None and plain and not graph else None
     new_mean, new_std = problem.update(samples, selection.weights, mean, std, scratch)
     lowest, index = ranked.min(-1)
     better = lowest < state.best_value
@@ -133,6 +155,13 @@ def step(
         newly = applied & (moved <= problem.tol)
         converged = converged | newly
         still = active & ~newly
+    kept = None  # initial elites join the first iteration only (CEM-39)
+    if problem.n_kept > 0:
+        order = ranked.topk(problem.n_kept, dim=-1, largest=False, sorted=True).indices
+        kept = samples.gather(1, order.unsqueeze(-1).expand(-1, -1, samples.shape[-1]))
+        old = state.kept
+        if problem.tol is not None and old is not None and old.shape == kept.shape:
+            kept = torch.where(active.view(-1, 1, 1), kept, old)  # a converged row keeps its own
     keep = applied.unsqueeze(-1)
     next_state = CEMState(
         mean=torch.where(keep, new_mean, mean),
@@ -142,5 +171,6 @@ def step(
         n_iter=state.n_iter + active,  # int64 + bool: int64
         converged=converged,
         active=still,
+        kept=kept,
     )
     return StepOutcome(next_state, samples, values, selection.weights, applied)

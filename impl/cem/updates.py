@@ -1,4 +1,4 @@
-"""The distribution update of one iteration (spec/cem.md, CEM-6, CEM-11, CEM-29)."""
+"""The distribution update of one iteration (spec/cem.md, CEM-6, CEM-11, CEM-29, CEM-38)."""
 
 from __future__ import annotations
 
@@ -16,18 +16,21 @@ class GaussianUpdate:
 
         μ̂, σ̂ = weighted_gaussian_fit(X, I, k, σ_min)                (CEM-6, CEM-11)
         μ' = α μ + (1 − α) μ̂,   σ' = max(α σ + (1 − α) σ̂, σ_min)    (CEM-29)
+        σ' ← min(σ', σ_max)                                            (CEM-38)
 
-    ``α = 0`` adds no operation to the plain fit.
+    ``α = 0`` and ``σ_max = None`` add no operation to the plain fit.
 
     Attributes:
         k: the weights' row sum (``n_elite``).
         std_min: ``σ_min ≥ 0``.
         smoothing: ``α ∈ [0, 1)``.
+        std_max: ``σ_max ≥ σ_min`` or ``None`` (no cap).
     """
 
     k: int
     std_min: float
     smoothing: float = 0.0
+    std_max: float | None = None
 
     def __call__(
         self,
@@ -46,4 +49,6 @@ class GaussianUpdate:
         if self.smoothing > 0:
             new_mean = torch.lerp(new_mean, mean, self.smoothing)
             new_std = torch.lerp(new_std, std, self.smoothing).clamp_min(self.std_min)
+        if self.std_max is not None:
+            new_std = new_std.clamp_max(self.std_max)
         return new_mean, new_std

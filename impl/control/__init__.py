@@ -9,11 +9,23 @@
 
 from impl.control.embedding import ActionDecoder, LatentPlan, LatentPlannerConfig, latent_plan
 from impl.control.noise import colored_noise
-from impl.control.planner import MPC, MPCState, Plan, PlannerConfig, plan, rollout, rollout_cost
+from impl.control.planner import (
+    MPC,
+    PAPER_PLANNER_SOLVER,
+    PLANNER_SOLVER,
+    MPCState,
+    Plan,
+    PlannerConfig,
+    plan,
+    rollout,
+    rollout_cost,
+)
 from impl.control.systems import Cartpole, Pendulum
 
 __all__ = [
     "MPC",
+    "PAPER_PLANNER_SOLVER",
+    "PLANNER_SOLVER",
     "ActionDecoder",
     "Cartpole",
     "LatentPlan",

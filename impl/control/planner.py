@@ -10,6 +10,10 @@
 - ``MPC`` runs it in a receding horizon with warm starts; its whole state,
   warm start and random state, is the explicit, resettable ``MPCState``
   (CTL-5 … CTL-7, CTL-17): restoring it reproduces the controller.
+- The peers' recipes reach both: colored noise (``PlannerConfig.noise_beta``,
+  CTL-20), policy-prior proposals (``proposals=``, CTL-21), and iCEM's kept
+  elites shifted into the next control step (CTL-22); the defaults
+  (``PLANNER_SOLVER``) were chosen from measurements (CTL-23).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch
 from torch import Tensor
 
 from impl._checks import require_finite_real, require_int, require_positive_int
-from impl.cem import DCEMStep, solve
+from impl.cem import ColoredNoise, DCEMStep, solve
 from impl.options import CEMOptions
 
 Dynamics = Callable[[Tensor, Tensor], Tensor]
@@ -71,9 +75,21 @@ def rollout_cost(dynamics: Dynamics, step_cost: StepCost, initial_state: Tensor)
     return cost
 
 
-PLANNER_SOLVER = CEMOptions(tau=None)
-"""``PlannerConfig``'s default solver options: ``impl.dcem.dcem``'s defaults
-(N=100, k=10, T=10) with hard CEM (``tau=None``), the paper's full-space expert."""
+PLANNER_SOLVER = CEMOptions(
+    tau=None, smoothing=0.1, output="best", keep_elites=0.3, mean_candidate=True
+)
+"""``PlannerConfig``'s default solver options (CTL-23): ``impl.dcem.dcem``'s
+sizes (N=100, k=10, T=10), hard CEM (``tau=None``) with iCEM's recipe on
+white noise: smoothing ``α = 0.1``, the best sample executed, 30 % of the
+elites kept into the next iteration and, shifted, into the next control step,
+and the mean as a candidate in the last iteration. Chosen from
+``python -m benchmarks.planners`` (spec/control.md, CTL-23). The paper's
+full-space expert is ``CEMOptions(tau=None)`` (plain hard CEM): the
+reproductions write their options out."""
+
+PAPER_PLANNER_SOLVER = CEMOptions(tau=None)
+"""The paper's full-space expert's solver: plain hard CEM returning the mean
+(spec/paper.md §2), one config away from the defaults (CTL-23)."""
 
 
 @dataclass(frozen=True)
@@ -89,8 +105,12 @@ class PlannerConfig:
         solver: every scalar option of the solve (``N``, ``k``, ``T``, ``τ``,
             normalization, σ floor, ``tol``, output, differentiation,
             smoothing, elite weights), passed whole to ``impl.cem.solve``.
-            Default ``PLANNER_SOLVER`` (hard CEM). Note that ``CEMOptions()``
+            Default ``PLANNER_SOLVER`` (hard CEM with iCEM's recipe, CTL-23;
+            ``PAPER_PLANNER_SOLVER`` is the paper's). Note that ``CEMOptions()``
             alone is DCEM with ``τ = 1``: write ``tau=None`` for hard CEM.
+        noise_beta: ``β ≥ 0``: the solves draw colored noise with PSD
+            ``∝ 1/f^β`` along the horizon (CEM-33, CTL-20, iCEM); ``0`` draws
+            ``WhiteNoise`` (the default).
     """
 
     horizon: int
@@ -99,9 +119,11 @@ class PlannerConfig:
     action_dim: int = 1
     init_std: Tensor | float | None = None
     solver: CEMOptions = PLANNER_SOLVER
+    noise_beta: float = 0.0
 
     def __post_init__(self) -> None:
         require_options(self.solver)
+        require_finite_real("noise_beta", self.noise_beta, minimum=0, strict=False)
 
 
 def require_options(solver: object) -> CEMOptions:
@@ -128,6 +150,9 @@ class Plan:
         first_action: ``(B, n_u)`` what a receding-horizon controller applies.
         mean, std: ``(B, H, n_u)`` the final sampling distribution.
         n_iter: ``(B,)`` solver iterations used.
+        elites: ``(B, K, H, n_u)`` the elites kept from the last iteration
+            (CEM-39), lowest cost first; ``K = 0`` unless
+            ``config.solver.keep_elites`` keeps some.
     """
 
     actions: Tensor
@@ -136,6 +161,7 @@ class Plan:
     mean: Tensor
     std: Tensor
     n_iter: Tensor
+    elites: Tensor
 
 
 def action_bounds(
@@ -163,6 +189,8 @@ def plan(
     dtype: torch.dtype = torch.float32,
     generator: torch.Generator | None = None,
     noise: Tensor | None = None,
+    proposals: Tensor | None = None,
+    elites: Tensor | None = None,
     callback: Callable[[DCEMStep], None] | None = None,
 ) -> Plan:
     """Solve eq. 7 for ``batch`` problems with CEM/DCEM over action sequences.
@@ -175,7 +203,11 @@ def plan(
         device, dtype: where to plan (taken from ``init_mean`` when given).
         generator: source of the sampling noise.
         noise: pre-drawn standard-normal noise ``(T, B, N, H·n_u)`` (overrides
-            ``generator``; see ``impl.dcem.dcem``).
+            ``generator`` and ``config.noise_beta``; see ``impl.dcem.dcem``).
+        proposals: ``(B, P, H, n_u)`` action sequences that join every
+            iteration's candidates (CEM-34, CTL-21), e.g. a policy prior's.
+        elites: ``(B, K, H, n_u)`` candidates of the first iteration only,
+            e.g. the previous plan's kept elites shifted by a step (CEM-39, CTL-22).
         callback: ``impl.dcem``'s per-iteration callback (samples flattened to
             ``(B, N, H·n_u)``).
     """
@@ -195,6 +227,23 @@ def plan(
     else:
         std = vector("init_std", config.init_std, n_u, device, dtype)
 
+    width = horizon * n_u
+
+    def flat(name: str, sequences: Tensor | None) -> Tensor | None:
+        """``(B, P, H, n_u)`` → ``(B, P, H·n_u)``."""
+        if sequences is None:
+            return None
+        if sequences.dim() != 4 or (sequences.shape[0], *sequences.shape[2:]) != shape:
+            raise ValueError(
+                f"{name} has shape {tuple(sequences.shape)}, expected "
+                f"({batch}, P, {horizon}, {n_u})"
+            )
+        return sequences.reshape(batch, sequences.shape[1], width)
+
+    sampler = None
+    if noise is None and config.noise_beta > 0:
+        sampler = ColoredNoise(config.noise_beta, horizon, n_u)
+
     def flat_cost(flat: Tensor) -> Tensor:
         values = cost_fn(flat.reshape(batch, flat.shape[1], horizon, n_u))
         check_costs(values, (batch, flat.shape[1]))
@@ -209,6 +258,9 @@ def plan(
         ub=upper.expand(horizon, n_u).reshape(1, horizon * n_u),
         generator=generator,
         noise=noise,
+        sampler=sampler,
+        proposals=flat("proposals", proposals),
+        elites=flat("elites", elites),
         callback=callback,
     )
     actions = result.x.reshape(shape)
@@ -222,6 +274,9 @@ def plan(
         mean=result.mean.reshape(shape),
         std=result.std.reshape(shape),
         n_iter=result.n_iter,
+        elites=result.elites.reshape(batch, -1, horizon, n_u)
+        if result.elites is not None
+        else actions.unsqueeze(1)[:, :0],
     )
 
 
@@ -234,23 +289,28 @@ class MPCState:
         rng: the state of the generator the next solve draws its noise from,
             a CPU ``uint8`` tensor as ``torch.Generator.get_state`` returns
             it (of a generator on the controller's device).
+        elites: ``(B, K, H, n_u)`` the last plan's kept elites shifted by one
+            step, candidates of the next solve's first iteration (CTL-22);
+            ``K = 0`` before the first plan and without ``keep_elites``.
 
-    Both fields are plain tensors: ``dataclasses.asdict(state)`` can be saved
+    Every field is a plain tensor: ``dataclasses.asdict(state)`` can be saved
     with ``torch.save`` and loaded with ``torch.load(weights_only=True)``, and
     ``MPCState(**loaded)`` restores it.
     """
 
     warm_start: Tensor
     rng: Tensor
+    elites: Tensor | None = None
 
 
 def shift_warm_start(actions: Tensor, fill: Tensor) -> Tensor:
     """The previous plan advanced by one step: ``[u_2, …, u_H, fill]`` (CTL-5).
 
-    ``actions (B, H, n_u)``, ``fill (n_u,)`` → ``(B, H, n_u)``.
+    ``actions (..., H, n_u)``, ``fill (n_u,)`` → ``(..., H, n_u)`` (a batch
+    of plans, or of kept elites ``(B, K, H, n_u)``, CTL-22).
     """
-    tail = fill.to(actions).expand(actions.shape[0], 1, actions.shape[2])
-    return torch.cat((actions[:, 1:], tail), dim=1)
+    tail = fill.to(actions).expand(*actions.shape[:-2], 1, actions.shape[-1])
+    return torch.cat((actions[..., 1:, :], tail), dim=-2)
 
 
 SEED_BOUND = 2**63 - 1
@@ -311,7 +371,11 @@ class MPC:
         self.dtype = dtype
         lower, upper = action_bounds(config, self.device, dtype)
         self._midpoint = 0.5 * (lower + upper)
-        self.state = MPCState(warm_start=self.fresh_warm_start(), rng=seeded_rng(seed, self.device))
+        self.state = MPCState(
+            warm_start=self.fresh_warm_start(),
+            rng=seeded_rng(seed, self.device),
+            elites=self.fresh_warm_start().unsqueeze(1)[:, :0],
+        )
 
     def fresh_warm_start(self) -> Tensor:
         """The warm start of fresh episodes, ``(B, H, n_u)``: the bounds' midpoint."""
@@ -322,11 +386,14 @@ class MPC:
     def reset(self, mask: Tensor | None = None) -> None:
         """Restart all environments, or those where ``mask (B,)`` is true (CTL-7).
 
-        Only the warm start is reset; the random state keeps running.
+        The warm start is reset; so are the kept elites (CTL-22): all of them
+        are dropped, or, for a mask, those of the restarted environments are
+        replaced by the fresh warm start. The random state keeps running.
         """
         fresh = self.fresh_warm_start()
         if mask is None:
-            self.state = replace(self.state, warm_start=fresh)
+            empty = fresh.unsqueeze(1)[:, :0]
+            self.state = replace(self.state, warm_start=fresh, elites=empty)
             return
         if tuple(mask.shape) != (self.batch,) or mask.dtype != torch.bool:
             raise ValueError(
@@ -334,13 +401,25 @@ class MPC:
                 f"{tuple(mask.shape)} {mask.dtype}"
             )
         keep = torch.where(mask.view(-1, 1, 1), fresh, self.state.warm_start)
-        self.state = replace(self.state, warm_start=keep)
+        elites = self.state.elites
+        if elites is not None:
+            elites = torch.where(mask.view(-1, 1, 1, 1), fresh.unsqueeze(1), elites)
+        self.state = replace(self.state, warm_start=keep, elites=elites)
 
-    def act(self, cost_fn: ActionCost, callback: Callable[[DCEMStep], None] | None = None) -> Plan:
+    def act(
+        self,
+        cost_fn: ActionCost,
+        callback: Callable[[DCEMStep], None] | None = None,
+        *,
+        proposals: Tensor | None = None,
+    ) -> Plan:
         """Plan from the warm start, then shift it by one step (CTL-5, CTL-6, CTL-17).
 
-        The state is replaced only when the solve returns: a solve that
-        raises leaves it as it was.
+        ``proposals``: ``(B, P, H, n_u)`` action sequences, e.g. a policy
+        prior's, that join every iteration's candidates of this solve
+        (CTL-21). The kept elites of the last plan, shifted, join its first
+        iteration (CTL-22). The state is replaced only when the solve
+        returns: a solve that raises leaves it as it was.
         """
         generator = None
         if self.device.type != "meta":  # meta draws no values: nothing to seed
@@ -352,11 +431,16 @@ class MPC:
             self.batch,
             init_mean=self.state.warm_start,
             generator=generator,
+            proposals=proposals,
+            elites=self.state.elites
+            if self.state.elites is not None and self.state.elites.shape[1]
+            else None,
             callback=callback,
         )
         self.state = MPCState(
             warm_start=shift_warm_start(result.actions.detach(), self._midpoint),
             rng=self.state.rng if generator is None else generator.get_state(),
+            elites=shift_warm_start(result.elites.detach(), self._midpoint),
         )
         return result
 
