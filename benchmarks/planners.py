@@ -441,7 +441,8 @@ RastriginSolver = Callable[[RastriginSetup, Tensor, int], Tensor]
 """``(setup, shifts (B, d), seed) → points (B, d)``."""
 
 
-def ours_clipped(setup: RastriginSetup, shifts: Tensor, seed: int) -> Tensor:
+def _ours_hard(setup: RastriginSetup, shifts: Tensor, **source: Any) -> Tensor:
+    """Hard CEM clipped to the box; ``source`` is ``generator=`` or ``noise=``."""
     return dcem(
         lambda x: rastrigin(x, shifts),
         torch.zeros_like(shifts),
@@ -452,8 +453,12 @@ def ours_clipped(setup: RastriginSetup, shifts: Tensor, seed: int) -> Tensor:
         tau=None,
         lb=-setup.bound,
         ub=setup.bound,
-        generator=torch.Generator().manual_seed(seed),
+        **source,
     ).x
+
+
+def ours_clipped(setup: RastriginSetup, shifts: Tensor, seed: int) -> Tensor:
+    return _ours_hard(setup, shifts, generator=torch.Generator().manual_seed(seed))
 
 
 def ours_noise_arg(setup: RastriginSetup, shifts: Tensor, seed: int) -> Tensor:
@@ -461,18 +466,7 @@ def ours_noise_arg(setup: RastriginSetup, shifts: Tensor, seed: int) -> Tensor:
     shape = (setup.n_iter, shifts.shape[0], setup.n_sample, shifts.shape[1])
     generator = torch.Generator().manual_seed(seed)
     noise = torch.nn.init.trunc_normal_(torch.empty(shape), 0.0, 1.0, -2.0, 2.0, generator)
-    return dcem(
-        lambda x: rastrigin(x, shifts),
-        torch.zeros_like(shifts),
-        setup.sigma0,
-        n_sample=setup.n_sample,
-        n_elite=setup.n_elite,
-        n_iter=setup.n_iter,
-        tau=None,
-        lb=-setup.bound,
-        ub=setup.bound,
-        noise=noise,
-    ).x
+    return _ours_hard(setup, shifts, noise=noise)
 
 
 def ours_sampling(sampling: Sampling) -> RastriginSolver:
