@@ -104,8 +104,13 @@ the τ assignment follows the appendix's remark that τ = 1 stays searchable).""
 
 
 SMOKE_MIN_GAIN = 1.0
-"""Smoke: the mean validation return must rise by this much over the untrained
-decoder (measured: +3.3 for τ = 1 and +5.7 for τ = 0 after 40 updates)."""
+"""Smoke: the mean validation return over the second half of training must
+exceed the untrained decoder's by this much (``learning_gain``). Measured on
+seed 0 (the hardest of seeds 0–5: its untrained decoder scores highest), under
+eight 1e-6 relative perturbations of the initial weights, which stand in for
+last-bit differences between CPUs: τ = 1 gains 1.8–3.4 (mean 2.6, s.d. 0.5),
+τ = 0 gains 5.8–6.9. A single validation is too noisy for this: at τ = 1 it
+dips to within 0.3 of the untrained return in some of those runs."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,7 @@ class Settings:
 
 MODES = {
     "smoke": Settings(
-        (2,), (1.0, 0.0), (0,), updates=40, batch_states=4, validate_every=20, validation_states=20
+        (2,), (1.0, 0.0), (0,), updates=40, batch_states=4, validate_every=5, validation_states=20
     ),
     "short": Settings(
         (2,),
@@ -505,6 +510,16 @@ def by_key(rows: Sequence[dict[str, Any]], column: str) -> dict[tuple[int, float
     return grouped
 
 
+def learning_gain(rows: Sequence[dict[str, Any]]) -> float:
+    """Mean validation return of the validations in the second half of training
+    minus that of the untrained decoder (``rows[0]``): the learning signal of
+    Fig. 8, averaged over several validations so that one noisy dip cannot
+    flip its sign."""
+    last = int(rows[-1]["update"])
+    late = [float(row["val_return"]) for row in rows[1:] if 2 * int(row["update"]) >= last]
+    return sum(late) / len(late) - float(rows[0]["val_return"])
+
+
 def non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -648,13 +663,12 @@ class CartpoleEmbedding:
         if run.mode == "smoke":
             for dim, tau in factors:
                 runs = [r for r in results if (r["latent_dim"], r["tau"]) == (dim, tau)]
-                finals = [r["rows"][-1]["val_return"] for r in runs]
-                initials = [r["rows"][0]["val_return"] for r in runs]
-                gain = sum(finals) / len(finals) - sum(initials) / len(initials)
+                gain = sum(learning_gain(r["rows"]) for r in runs) / len(runs)
                 claims.append(
                     at_least(
                         f"smoke-learning-latent{dim}-tau{tau:g}",
-                        "validation return gained by training (learning signal)",
+                        "validation return gained by training: mean over the second half "
+                        "of the updates minus the untrained decoder's (learning signal)",
                         "Fig. 8: falls",
                         gain,
                         SMOKE_MIN_GAIN,
