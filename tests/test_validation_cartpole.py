@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -117,6 +118,34 @@ def test_learning_gain_averages_the_second_half_of_training() -> None:
     # A final dip below the start does not decide the sign; a curve that falls does.
     assert cp.learning_gain(rows([2.0, 4.0, 4.0, 4.0, 1.0])) > 0
     assert cp.learning_gain(rows([2.0, 1.0, 0.0, -1.0, -2.0])) == pytest.approx(-3.0)
+
+
+def test_student_t_quantile_matches_scipy() -> None:
+    from scipy import stats
+
+    for dof in (1, 2, 4, 9, 30):
+        for probability in (0.5, 0.9, 0.975, 0.995):
+            expected = float(stats.t.ppf(probability, dof))
+            assert cp.student_t_quantile(probability, dof) == pytest.approx(expected, abs=1e-7)
+    for probability, dof in ((1.0, 4), (0.4, 4), (0.975, 0)):
+        with pytest.raises(ValueError, match=r"probability|dof"):
+            cp.student_t_quantile(probability, dof)
+
+
+def test_mean_interval_is_the_student_t_interval() -> None:
+    from scipy import stats
+
+    values = [1.02, 1.10, 1.05, 0.98, 1.07]
+    interval = cp.MeanInterval.of(values)
+    low, high = stats.t.interval(
+        0.95, len(values) - 1, loc=sum(values) / 5, scale=stats.sem(values)
+    )
+    assert (interval.low, interval.high) == pytest.approx((low, high), abs=1e-9)
+    assert interval.mean == pytest.approx(1.044) and interval.n == 5
+    single = cp.MeanInterval.of([1.2])
+    assert (single.low, single.high) == (-math.inf, math.inf)
+    with pytest.raises(ValueError, match="at least one"):
+        cp.MeanInterval.of([])
 
 
 def test_bad_options_are_rejected(capsys: pytest.CaptureFixture[str]) -> None:
