@@ -120,6 +120,7 @@ def test_learning_gain_averages_the_second_half_of_training() -> None:
     assert cp.learning_gain(rows([2.0, 1.0, 0.0, -1.0, -2.0])) == pytest.approx(-3.0)
 
 
+@pytest.mark.spec("VAL-6")
 def test_student_t_quantile_matches_scipy() -> None:
     from scipy import stats
 
@@ -132,6 +133,7 @@ def test_student_t_quantile_matches_scipy() -> None:
             cp.student_t_quantile(probability, dof)
 
 
+@pytest.mark.spec("VAL-6")
 def test_mean_interval_is_the_student_t_interval() -> None:
     from scipy import stats
 
