@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 
 from validation import cartpole_embedding as cp
 from validation import harness
+from validation.executors import ray_temp_dir
 from validation.harness import JobContext, JobOutput
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -233,7 +235,7 @@ def test_a_dead_pool_worker_is_replaced_and_its_job_resumes(
 
 @pytest.mark.spec("VAL-4")
 def test_ray_tasks_equal_the_in_process_run(brief: BriefRun, tmp_path: Path) -> None:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=ray_temp_dir())
     try:
         argv = [*BRIEF, "--executor", "ray", "--out", str(tmp_path)]
         code = harness.main(DiesOnce(), argv)
@@ -242,3 +244,16 @@ def test_ray_tasks_equal_the_in_process_run(brief: BriefRun, tmp_path: Path) -> 
     assert code == brief.code
     assert (tmp_path / f"died-{DOOMED}").exists()  # Ray restarted the task
     assert outcome(tmp_path) == outcome(brief.out)
+
+
+@pytest.mark.spec("VAL-4")
+def test_local_ray_sessions_live_outside_the_virtual_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # nox points TMPDIR into the session's virtualenv, where Ray's workers refuse to start.
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
+    monkeypatch.setattr(sys, "base_prefix", "/usr")
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "venv" / "tmp"))
+    assert ray_temp_dir() == "/tmp/ray"
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "elsewhere"))
+    assert ray_temp_dir() == str(tmp_path / "elsewhere" / "ray")

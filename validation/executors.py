@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
+import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -118,7 +121,11 @@ def ray_tasks(address: str | None) -> Executor:
         except ImportError:
             raise SystemExit("--executor ray needs Ray: pip install -e '.[cluster]'") from None
         if not ray.is_initialized():
-            ray.init(address=address, runtime_env={"working_dir": str(_repository())})
+            ray.init(
+                address=address,
+                runtime_env={"working_dir": str(_repository())},
+                _temp_dir=None if address is not None else ray_temp_dir(),
+            )
         task = ray.remote(num_cpus=1, max_retries=RETRIES)(run_job)
         refs = {task.remote(experiment, job, ctx, 1): job for job in jobs}
         while refs:
@@ -128,6 +135,17 @@ def ray_tasks(address: str | None) -> Executor:
             run.record_time()
 
     return execute
+
+
+def ray_temp_dir() -> str:
+    """Where a local Ray instance keeps its sessions: the system's temporary
+    folder, unless that lies inside the running virtual environment (nox points
+    ``TMPDIR`` there), which Ray refuses (its workers die at start and the
+    driver waits forever); then ``/tmp/ray``."""
+    base = os.path.realpath(tempfile.gettempdir())
+    prefix = os.path.realpath(sys.prefix)
+    inside = sys.prefix != sys.base_prefix and (base == prefix or base.startswith(prefix + os.sep))
+    return os.path.join(os.sep, "tmp", "ray") if inside else os.path.join(base, "ray")
 
 
 def executor_for(args: argparse.Namespace) -> Executor:
