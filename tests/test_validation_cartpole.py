@@ -160,10 +160,24 @@ def test_bad_options_are_rejected(capsys: pytest.CaptureFixture[str]) -> None:
         ["--seeds", "x"],
         ["--mode", "huge"],
         ["--device", "meta"],
+        ["--grad-iters", "0"],
     ):
         with pytest.raises(SystemExit) as error:
             cp.main(args)
         assert error.value.code == 2 and "error" in capsys.readouterr().err, args
+
+
+def test_grad_iters_ablation_reaches_the_solver_and_names_its_jobs() -> None:
+    parser = harness.base_parser("cartpole_embedding", "")
+    cp.EXPERIMENT.add_options(parser)
+    config = cp.EXPERIMENT.configure(parser.parse_args(["--mode", "smoke", "--grad-iters", "1"]))
+    (job,) = [job for job in cp.EXPERIMENT.jobs(config, "smoke") if job.tau == 1.0]
+    assert job.grad_iters == 1 and job.name == "latent2_tau1_seed0_grad1"
+    assert cp.DecoderTrainer(job).config.solver.grad_iters == 1
+    default = cp.EXPERIMENT.configure(parser.parse_args(["--mode", "smoke"]))
+    (paper,) = [job for job in cp.EXPERIMENT.jobs(default, "smoke") if job.tau == 1.0]
+    assert paper.name == "latent2_tau1_seed0" and paper.grad_iters is None
+    assert cp.DecoderTrainer(paper).config.solver.grad_iters is None
 
 
 # -- executors (VAL-4): the same numbers wherever the jobs run ----------------------------------
