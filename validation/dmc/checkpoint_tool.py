@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from validation.dmc.__main__ import apply_overrides
 from validation.dmc.config import TASKS, config_for
+from validation.dmc.experiment import apply_overrides
 from validation.dmc.state import export_run
 from validation.dmc.train import Session
 

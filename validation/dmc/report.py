@@ -27,7 +27,8 @@ from validation.dmc.config import (
     TASKS,
     DMCConfig,
 )
-from validation.harness import Claim, RunDirectory, at_least, at_most
+from validation.dmc.run import job_name
+from validation.harness import Claim, RunDirectory, at_least, at_most, pyplot
 
 FULL_TARGET_FRACTION = 0.9
 """``full`` mode must reach this fraction of the paper's median eval reward (this
@@ -146,10 +147,13 @@ def claims(config: DMCConfig, mode: str, results: dict[int, dict[str, Any]]) -> 
     return out
 
 
-def write_outputs(run: RunDirectory, config: DMCConfig, results: dict[int, dict[str, Any]]) -> None:
-    """``metrics.csv``, ``eval.csv``, ``speed.csv`` and the two figures."""
+def write_outputs(
+    run: RunDirectory, config: DMCConfig, results: dict[int, dict[str, Any]], prefix: str = ""
+) -> None:
+    """``metrics.csv``, ``eval.csv``, ``phases.csv``, ``speed.csv`` and the
+    figures of one job (each name after ``prefix``)."""
     last = results[max(results)]
-    run.write_csv("metrics", last["metrics"])
+    run.write_csv(prefix + "metrics", last["metrics"])
     eval_rows: list[dict[str, Any]] = []
     for phase, result in sorted(results.items()):
         for name, rewards in result["evals"].items():
@@ -158,9 +162,9 @@ def write_outputs(run: RunDirectory, config: DMCConfig, results: dict[int, dict[
                 {"phase": phase, "controller": label, "episode": i, "reward": r}
                 for i, r in enumerate(rewards)
             ]
-    run.write_csv("eval", eval_rows)
+    run.write_csv(prefix + "eval", eval_rows)
     run.write_csv(
-        "phases",
+        prefix + "phases",
         [
             {
                 "phase": p,
@@ -175,29 +179,27 @@ def write_outputs(run: RunDirectory, config: DMCConfig, results: dict[int, dict[
     )
     if 2 in results:
         run.write_csv(
-            "speed",
+            prefix + "speed",
             [
                 {"controller": k.removesuffix("_ms"), "ms_per_control_step": v}
                 for k, v in results[2]["speed_ms"].items()
             ],
         )
-    _figures(run, config, results, eval_rows)
-    diagnostics_figure(run, config.task, last["metrics"])
+    _figures(run, config, results, eval_rows, prefix)
+    diagnostics_figure(run, config.task, last["metrics"], prefix)
 
 
 OPEN_LOOP_COLUMNS = [f"open_loop_err_{k}" for k in range(1, 13)]
 
 
-def diagnostics_figure(run: RunDirectory, task: str, rows: list[dict[str, Any]]) -> None:
+def diagnostics_figure(
+    run: RunDirectory, task: str, rows: list[dict[str, Any]], prefix: str = ""
+) -> None:
     """``diagnostics.png``: per episode, the real return beside the model's return
     along it and the return its plans predicted; mean |action|; the decoder's
     spread over the latent box; the k-step open-loop reward error of the
     held-out (evaluation) episodes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
     ax_ret, ax_act, ax_spread, ax_open = axes.ravel()
     for kind, marker in (("train", "."), ("eval", "o")):
@@ -248,19 +250,14 @@ def diagnostics_figure(run: RunDirectory, task: str, rows: list[dict[str, Any]])
     ax_open.set_ylabel("mean |reward error| (held-out episodes)")
     fig.suptitle(f"{task}: diagnostics per episode")
     fig.tight_layout()
-    fig.savefig(run.figure_path("diagnostics"), dpi=120)
-    plt.close(fig)
+    run.save_figure(fig, prefix + "diagnostics")
 
 
 def learning_curves(
-    run: RunDirectory, task: str, random_reward: float, rows: list[dict[str, Any]]
+    run: RunDirectory, task: str, random_reward: float, rows: list[dict[str, Any]], prefix: str = ""
 ) -> None:
     """``learning_curves.png``: episode rewards and the model loss over environment steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax_r, ax_l) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
     colors = {1: "tab:blue", 2: "tab:orange", 3: "tab:green"}
     for phase in (1, 2, 3):
@@ -300,8 +297,7 @@ def learning_curves(
     ax_l.legend(fontsize=7)
     fig.suptitle(f"{task}: learning curves")
     fig.tight_layout()
-    fig.savefig(run.figure_path("learning_curves"), dpi=120)
-    plt.close(fig)
+    run.save_figure(fig, prefix + "learning_curves")
 
 
 def _figures(
@@ -309,13 +305,11 @@ def _figures(
     config: DMCConfig,
     results: dict[int, dict[str, Any]],
     eval_rows: list[dict[str, Any]],
+    prefix: str,
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    learning_curves(run, config.task, config.spec.random_reward, results[max(results)]["metrics"])
+    plt = pyplot()
+    metrics = results[max(results)]["metrics"]
+    learning_curves(run, config.task, config.spec.random_reward, metrics, prefix)
 
     labels = ["full_cem", "full_cem_paper", "latent_dcem", "latent_dcem+ppo"]
     paper = [
@@ -362,32 +356,42 @@ def _figures(
         ax_s.set_yscale("log")
         ax_s.set_title("planning time, same model and device")
     fig.tight_layout()
-    fig.savefig(run.figure_path("eval_boxplot"), dpi=120)
-    plt.close(fig)
+    run.save_figure(fig, prefix + "eval_boxplot")
 
 
-def write_in_progress(root: Path) -> Path:
-    """``metrics.csv``, ``learning_curves.png`` and ``diagnostics.png`` of the run
-    in ``root`` as it stands: the metrics of the checkpoint of the phase in
-    progress, or of the last finished phase; returns ``metrics.csv``."""
-    record = json.loads((root / "config.json").read_text(encoding="utf-8"))
-    task = record["config"]["task"]
-    rows: list[dict[str, Any]] = []
-    for phase in (1, 2, 3):
-        current = root / "checkpoints" / f"phase{phase}.pt"
-        finished = root / "jobs" / f"phase{phase}.json"
-        if current.exists():
-            state = torch.load(current, map_location="cpu", weights_only=True)
-            rows = state["metrics"]
-        elif finished.exists():
-            rows = json.loads(finished.read_text(encoding="utf-8"))["metrics"]
-    if not rows:
-        raise ValueError(f"{root} has no metrics yet")
+def write_in_progress(root: Path) -> list[Path]:
+    """``metrics.csv``, ``learning_curves.png`` and ``diagnostics.png`` of each
+    job of the run in ``root`` as it stands: the metrics of its checkpoint, or
+    of its result; returns the ``metrics.csv`` files (one per job with metrics)."""
+    runs = json.loads((root / "config.json").read_text(encoding="utf-8"))["config"]["runs"]
     run = RunDirectory.attach(root)
-    path = run.write_csv("metrics", rows)
-    learning_curves(run, task, TASKS[task].random_reward, rows)
-    diagnostics_figure(run, task, rows)
-    return path
+    written = []
+    for settings in runs:
+        task, job = settings["task"], job_name(settings["task"], settings["seed"])
+        rows = _current_metrics(root, job)
+        if rows:
+            prefix = "" if len(runs) == 1 else f"{job}-"
+            written.append(run.write_csv(prefix + "metrics", rows))
+            learning_curves(run, task, TASKS[task].random_reward, rows, prefix)
+            diagnostics_figure(run, task, rows, prefix)
+    if not written:
+        raise ValueError(f"{root} has no metrics yet")
+    return written
+
+
+def _current_metrics(root: Path, job: str) -> list[dict[str, Any]]:
+    """The metrics rows of ``job`` so far (none before its first episode)."""
+    checkpoint, result = root / "checkpoints" / f"{job}.pt", root / "jobs" / f"{job}.json"
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        phases = state["results"]
+        if state["session"] is not None:
+            return list(state["session"]["metrics"])
+    elif result.exists():
+        phases = json.loads(result.read_text(encoding="utf-8"))["phases"]
+    else:
+        return []
+    return list(phases[-1]["metrics"]) if phases else []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, required=True, help="the run directory (--out)")
     args = parser.parse_args(argv)
     try:
-        print(write_in_progress(args.run))
+        for path in write_in_progress(args.run):
+            print(path)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     return 0

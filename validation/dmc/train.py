@@ -42,6 +42,7 @@ from validation.dmc.envs import DMCEnv
 from validation.dmc.ppo import ValueNet, ppo_update, tuned_parameters
 from validation.dmc.rssm import RSSM, Belief
 from validation.dmc.state import expand
+from validation.harness import timed
 
 EVAL_SEED_OFFSET = 10_000
 """The evaluation environment's seed is the run's seed plus this (its own episode stream)."""
@@ -473,12 +474,13 @@ class Session:
         for name, controller in controllers.items():
             controller.reset()
             controller.act(beliefs[0])  # warm-up
-            _sync(self.device)
-            start = time.perf_counter()
-            for b in beliefs:
-                controller.act(b)
-            _sync(self.device)
-            result[f"{name}_ms"] = 1000 * (time.perf_counter() - start) / len(beliefs)
+
+            def steps(controller: Controller = controller) -> None:
+                for b in beliefs:
+                    controller.act(b)
+
+            seconds = timed(steps, 1, warmup=0, device=self.device)
+            result[f"{name}_ms"] = 1000 * seconds / len(beliefs)
         return result
 
 
@@ -495,11 +497,6 @@ def _counters(c: dict[str, Any]) -> Counters:
         {k: list(v) for k, v in c["evals"].items()},
         c["model_updates"],
     )
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _episode_state(episode: Episode) -> dict[str, Any]:
