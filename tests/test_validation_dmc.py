@@ -157,6 +157,7 @@ def test_losses_finite_and_model_loss_falls(runs: tuple[Path, Path]) -> None:
     assert claim["pass"] and claim["measured"] < 1.0
 
 
+@pytest.mark.spec("VAL-9")
 def test_resume_is_exact(runs: tuple[Path, Path]) -> None:
     straight, resumed = runs
     for phase in (1, 2, 3):
