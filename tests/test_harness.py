@@ -214,3 +214,22 @@ def test_an_experiment_prepares_the_run_directory_before_the_driver_opens_it(
     assert not (tmp_path / "jobs" / "job1.json").exists()
     with pytest.raises(SystemExit):  # its ValueError is a usage error
         harness.main(Preparing(), ["--out", str(tmp_path / "bad"), "--steps", "-1"])
+
+
+@pytest.mark.spec("VAL-1")
+def test_resume_takes_settings_added_since_but_nothing_else(tmp_path: Path) -> None:
+    RunDirectory(tmp_path, "t", "smoke", {"model": {"lr": 0.1}, "runs": [{"seed": 0}]})
+    grown = {"model": {"lr": 0.1, "scale": 10.0}, "runs": [{"seed": 0, "k": 2}], "x": None}
+    RunDirectory(tmp_path, "t", "smoke", grown, resume=True)
+    assert json.loads((tmp_path / "config.json").read_text())["config"] == grown
+    assert harness.added_keys({"a": 1}, grown) is None  # a removed key
+    for changed in (
+        {**grown, "model": {"lr": 0.5, "scale": 10.0}},  # a changed value
+        {**grown, "runs": [{"seed": 0, "k": 2}, {"seed": 1, "k": 2}]},  # another job
+    ):
+        with pytest.raises(SystemExit, match="other settings"):
+            RunDirectory(tmp_path, "t", "smoke", changed, resume=True)
+    assert harness.added_keys({"a": [1, {"b": 2}]}, {"a": [1, {"b": 2, "c": 3}], "d": 4}) == [
+        "d",
+        "a.1.c",
+    ]

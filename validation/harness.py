@@ -181,11 +181,14 @@ class RunDirectory:
             )
         if resume and config_path.exists():
             previous = json.loads(config_path.read_text(encoding="utf-8"))
-            if previous != json.loads(json.dumps(record)):
+            added = added_keys(previous, json.loads(json.dumps(record)))
+            if added is None:
                 raise SystemExit(
                     f"--resume: {config_path} was written with other settings; "
                     "run with the same options, or use --fresh"
                 )
+            if added:
+                print(f"--resume: settings added since the run started: {added}", file=sys.stderr)
         if fresh:
             for sub in STATE_DIRS:
                 shutil.rmtree(root / sub, ignore_errors=True)
@@ -316,6 +319,29 @@ class RunDirectory:
         path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(data, indent=2, default=_json_default) + "\n"
         _write_atomic(path, text.encode())
+
+
+def added_keys(old: Any, new: Any, prefix: str = "") -> list[str] | None:
+    """The keys of JSON value ``new`` missing from ``old`` (dotted paths), if
+    ``new`` agrees with ``old`` everywhere else; None where a value differs or
+    a key was removed. A run resumes with settings added to the code since it
+    started (at their values now), and with nothing else changed."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        if not set(old) <= set(new):
+            return None
+        pairs = [(old[key], new[key], f"{prefix}{key}.") for key in old]
+        added = [f"{prefix}{key}" for key in new if key not in old]
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        pairs = [(a, b, f"{prefix}{i}.") for i, (a, b) in enumerate(zip(old, new, strict=True))]
+        added = []
+    else:
+        return [] if old == new else None
+    for a, b, inner_prefix in pairs:
+        inner = added_keys(a, b, inner_prefix)
+        if inner is None:
+            return None
+        added += inner
+    return added
 
 
 def format_claims(name: str, mode: str, wall: float, claims: Sequence[Claim]) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import typing
 from collections.abc import Sequence
@@ -89,43 +88,6 @@ def apply_overrides(config: DMCConfig, items: list[str]) -> DMCConfig:
             new = dataclasses.replace(parent, **{part: new})
         config = new
     return config
-
-
-def _added_keys(old: Any, new: Any, prefix: str = "") -> list[str] | None:
-    """The keys of ``new`` missing from ``old`` (dotted), if ``new`` agrees with
-    ``old`` everywhere else; None where a value differs or a key was removed."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        if not set(old) <= set(new):
-            return None
-        pairs = [(old[key], new[key], f"{prefix}{key}.") for key in old]
-        added = [f"{prefix}{key}" for key in new if key not in old]
-    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        pairs = [(a, b, f"{prefix}{i}.") for i, (a, b) in enumerate(zip(old, new, strict=True))]
-        added = []
-    else:
-        return [] if old == new else None
-    for a, b, inner_prefix in pairs:
-        inner = _added_keys(a, b, inner_prefix)
-        if inner is None:
-            return None
-        added += inner
-    return added
-
-
-def adopt_added_settings(path: Path, record: dict[str, Any]) -> list[str]:
-    """Let ``--resume`` continue a run whose ``config.json`` predates settings
-    added to the code since (each new field at its value now, every recorded
-    one unchanged): rewrite the record with them and return their names.
-    Anything else is left for ``RunDirectory``'s check to refuse."""
-    if not path.exists():
-        return []
-    old = json.loads(path.read_text(encoding="utf-8"))
-    new = json.loads(json.dumps(record))
-    added = _added_keys(old, new)
-    if not added:
-        return []
-    path.write_text(json.dumps(new, indent=2) + "\n", encoding="utf-8")
-    return added
 
 
 class DMC:
@@ -205,8 +167,7 @@ class DMC:
 
     def prepare_run(self, args: argparse.Namespace, out: Path) -> bool:
         """``--resume-from``: import the state into the empty ``out``; on a
-        resume, upgrade a run of the layout before the contract, and adopt
-        settings added since the run started."""
+        resume, upgrade a run of the layout before the contract."""
         resume = bool(args.resume)
         if args.resume_from is not None:
             if args.resume or args.fresh:
@@ -222,9 +183,6 @@ class DMC:
             record = {"name": NAME, "mode": args.mode, "config": asdict(self.configure(args))}
             if upgrade_legacy(out, record):
                 print(f"{out}: converted to the job layout of validation.dmc.run", file=sys.stderr)
-            added = adopt_added_settings(out / "config.json", record)
-            if added:
-                print(f"settings added since the run started (defaults): {added}", file=sys.stderr)
         return resume
 
     def jobs(self, config: DMCRun, mode: str) -> list[run.Job]:

@@ -192,6 +192,11 @@ def write_outputs(
 OPEN_LOOP_COLUMNS = [f"open_loop_err_{k}" for k in range(1, 13)]
 
 
+def _series(ax: Any, rows: list[dict[str, Any]], key: str, *style: str, **options: Any) -> None:
+    """Plot ``row[key]`` of ``rows`` against their environment steps."""
+    ax.plot([r["env_steps"] for r in rows], [r[key] for r in rows], *style, **options)
+
+
 def diagnostics_figure(
     run: RunDirectory, task: str, rows: list[dict[str, Any]], prefix: str = ""
 ) -> None:
@@ -206,26 +211,14 @@ def diagnostics_figure(
         picked = [r for r in rows if str(r["kind"]).startswith(kind) and "model_return" in r]
         if not picked:
             continue
-        steps = [r["env_steps"] for r in picked]
-        ax_ret.plot(steps, [r["reward"] for r in picked], marker, color="k", label=f"real ({kind})")
-        ax_ret.plot(
-            steps,
-            [r["model_return"] for r in picked],
-            marker,
-            color="tab:blue",
-            alpha=0.6,
-            label=f"model along the episode ({kind})",
-        )
-        ax_ret.plot(
-            steps,
-            [r["planned_return"] for r in picked],
-            marker,
-            color="tab:red",
-            alpha=0.6,
-            label=f"predicted by the plans ({kind})",
-        )
-        ax_act.plot(steps, [r["mean_abs_action"] for r in picked], marker, label=kind)
-        ax_spread.plot(steps, [r["decoder_spread"] for r in picked], marker, label=kind)
+        _series(ax_ret, picked, "reward", marker, color="k", label=f"real ({kind})")
+        for key, color, what in (
+            ("model_return", "tab:blue", "model along the episode"),
+            ("planned_return", "tab:red", "predicted by the plans"),
+        ):
+            _series(ax_ret, picked, key, marker, color=color, alpha=0.6, label=f"{what} ({kind})")
+        _series(ax_act, picked, "mean_abs_action", marker, label=kind)
+        _series(ax_spread, picked, "decoder_spread", marker, label=kind)
     ax_ret.set_ylabel("episode return")
     ax_ret.legend(fontsize=6)
     ax_act.set_ylabel("mean |action| (controller, before noise)")
@@ -263,31 +256,15 @@ def learning_curves(
     for phase in (1, 2, 3):
         train = [r for r in rows if r["phase"] == phase and r["kind"] == "train"]
         evals = [r for r in rows if r["phase"] == phase and str(r["kind"]).startswith("eval")]
-        if train:
-            ax_r.plot(
-                [r["env_steps"] for r in train],
-                [r["reward"] for r in train],
-                ".",
-                color=colors[phase],
-                alpha=0.5,
-                label=f"phase {phase} train (noisy)",
-            )
-        if evals:
-            ax_r.plot(
-                [r["env_steps"] for r in evals],
-                [r["reward"] for r in evals],
-                "-o",
-                color=colors[phase],
-                label=f"phase {phase} eval",
-            )
         losses = [r for r in train if "model_loss" in r]
+        color = colors[phase]
+        if train:
+            label = f"phase {phase} train (noisy)"
+            _series(ax_r, train, "reward", ".", color=color, alpha=0.5, label=label)
+        if evals:
+            _series(ax_r, evals, "reward", "-o", color=color, label=f"phase {phase} eval")
         if losses:
-            ax_l.plot(
-                [r["env_steps"] for r in losses],
-                [r["model_loss"] for r in losses],
-                color=colors[phase],
-                label=f"phase {phase} model loss",
-            )
+            _series(ax_l, losses, "model_loss", color=color, label=f"phase {phase} model loss")
     ax_r.axhline(random_reward, color="gray", ls=":", label="random policy")
     ax_r.set_ylabel("episode reward")
     ax_r.legend(fontsize=7)
@@ -363,7 +340,10 @@ def write_in_progress(root: Path) -> list[Path]:
     """``metrics.csv``, ``learning_curves.png`` and ``diagnostics.png`` of each
     job of the run in ``root`` as it stands: the metrics of its checkpoint, or
     of its result; returns the ``metrics.csv`` files (one per job with metrics)."""
-    runs = json.loads((root / "config.json").read_text(encoding="utf-8"))["config"]["runs"]
+    config = json.loads((root / "config.json").read_text(encoding="utf-8"))["config"]
+    if "runs" not in config:
+        raise ValueError(f"{root} predates the job layout: resume it once to convert it")
+    runs = config["runs"]
     run = RunDirectory.attach(root)
     written = []
     for settings in runs:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -36,7 +36,7 @@ from validation.dmc.agent import (
     run_episode,
 )
 from validation.dmc.buffer import EpisodeBuffer
-from validation.dmc.config import PAPER_CEM, CEMConfig, DMCConfig
+from validation.dmc.config import PAPER_CEM, DMCConfig
 from validation.dmc.diagnostics import episode_diagnostics, held_out_diagnostics
 from validation.dmc.envs import DMCEnv
 from validation.dmc.ppo import ValueNet, ppo_update, tuned_parameters
@@ -128,48 +128,37 @@ class Session:
 
     # -- checkpoints ---------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
-        c = self.counters
+    def _parts(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
+        """The modules and optimizers of a checkpoint, by key."""
         return {
-            "model": self.model.state_dict(),
-            "model_opt": self.model_opt.state_dict(),
-            "decoder": self.decoder.state_dict(),
-            "decoder_opt": self.decoder_opt.state_dict(),
-            "value": self.value.state_dict(),
-            "value_opt": self.value_opt.state_dict(),
+            "model": self.model,
+            "model_opt": self.model_opt,
+            "decoder": self.decoder,
+            "decoder_opt": self.decoder_opt,
+            "value": self.value,
+            "value_opt": self.value_opt,
+            "ppo_opt": self.ppo_opt,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **{key: part.state_dict() for key, part in self._parts().items()},
             "log_std": self.log_std.detach().clone(),
-            "ppo_opt": self.ppo_opt.state_dict(),
             "buffer": self.buffer.state_dict(),
             "cpu_gen": self.cpu_gen.get_state(),
             "dev_gen": self.dev_gen.get_state(),
             "env_rng": self.env.get_rng_state(),
             "eval_env_rng": self.eval_env.get_rng_state(),
-            "counters": {
-                "phase": c.phase,
-                "episodes": c.episodes,
-                "env_steps": c.env_steps,
-                "phase_episodes": c.phase_episodes,
-                "phase_env_steps": c.phase_env_steps,
-                "phase_seconds": c.phase_seconds,
-                "ppo_iterations": c.ppo_iterations,
-                "train_seconds": c.train_seconds,
-                "evals": {k: list(v) for k, v in c.evals.items()},
-                "model_updates": c.model_updates,
-            },
+            "counters": asdict(self.counters),
             "metrics": [dict(row) for row in self.metrics],
             "rollout": [_episode_state(episode) for episode in self.rollout],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.model_opt.load_state_dict(state["model_opt"])
-        self.decoder.load_state_dict(state["decoder"])
-        self.decoder_opt.load_state_dict(state["decoder_opt"])
-        self.value.load_state_dict(state["value"])
-        self.value_opt.load_state_dict(state["value_opt"])
+        for key, part in self._parts().items():
+            part.load_state_dict(state[key])
         with torch.no_grad():
             self.log_std.copy_(state["log_std"])
-        self.ppo_opt.load_state_dict(state["ppo_opt"])
         self.buffer.load_state_dict(state["buffer"])
         self.cpu_gen.set_state(state["cpu_gen"])
         self.dev_gen.set_state(state["dev_gen"])
@@ -318,9 +307,10 @@ class Session:
 
     # -- controllers -----------------------------------------------------------
 
-    def controller(self, name: str, cem: CEMConfig | None = None) -> FullCEM | LatentDCEM:
+    def controller(self, name: str) -> FullCEM | LatentDCEM:
+        """The controller ``name`` (one of ``CONTROLLERS``) on the current model."""
         if name == "full_cem":
-            return FullCEM(self.model, cem or self.config.cem, self.env, self.device, self.dev_gen)
+            return FullCEM(self.model, self.config.cem, self.env, self.device, self.dev_gen)
         if name == "full_cem_paper":
             return FullCEM(self.model, PAPER_CEM, self.env, self.device, self.dev_gen)
         if name == "latent_dcem":
@@ -465,13 +455,9 @@ class Session:
             for t in range(1, self.config.speed_steps):
                 belief = self.model.observe(belief, actions[t - 1 : t], obs[t : t + 1])
                 beliefs.append(belief)
-        controllers = {
-            "full_cem": self.controller("full_cem"),
-            "full_cem_paper": self.controller("full_cem", PAPER_CEM),
-            "latent_dcem": self.controller("latent_dcem"),
-        }
         result = {}
-        for name, controller in controllers.items():
+        for name in CONTROLLERS:
+            controller = self.controller(name)
             controller.reset()
             controller.act(beliefs[0])  # warm-up
 
@@ -484,43 +470,15 @@ class Session:
         return result
 
 
-def _counters(c: dict[str, Any]) -> Counters:
-    return Counters(
-        c["phase"],
-        c["episodes"],
-        c["env_steps"],
-        c["phase_episodes"],
-        c["phase_env_steps"],
-        c["phase_seconds"],
-        c["ppo_iterations"],
-        c["train_seconds"],
-        {k: list(v) for k, v in c["evals"].items()},
-        c["model_updates"],
-    )
+def _counters(saved: dict[str, Any]) -> Counters:
+    return Counters(**{**saved, "evals": {k: list(v) for k, v in saved["evals"].items()}})
 
 
 def _episode_state(episode: Episode) -> dict[str, Any]:
-    return {
-        "observations": episode.observations,
-        "actions": episode.actions,
-        "raw_actions": episode.raw_actions,
-        "rewards": episode.rewards,
-        "h": episode.beliefs.h,
-        "s": episode.beliefs.s,
-        "means": episode.means,
-        "plan_seconds": episode.plan_seconds,
-        "planned": episode.planned,
-    }
+    state = {f.name: getattr(episode, f.name) for f in fields(Episode) if f.name != "beliefs"}
+    return {**state, "h": episode.beliefs.h, "s": episode.beliefs.s}
 
 
 def _episode_from_state(state: dict[str, Any]) -> Episode:
-    return Episode(
-        state["observations"],
-        state["actions"],
-        state["raw_actions"],
-        state["rewards"],
-        Belief(state["h"], state["s"]),
-        state["means"],
-        float(state["plan_seconds"]),
-        state["planned"],
-    )
+    names = [f.name for f in fields(Episode) if f.name != "beliefs"]
+    return Episode(beliefs=Belief(state["h"], state["s"]), **{name: state[name] for name in names})
