@@ -15,6 +15,7 @@ upgraded on resume without a bit changed.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import json
@@ -31,11 +32,12 @@ from impl.options import CEMOptions
 
 pytest.importorskip("dm_control")
 
+from validation import harness
 from validation.dmc import checkpoint_tool, diagnostics, model_gap, report, speed
 from validation.dmc.agent import Episode, latent_planning_cost, planning_cost
 from validation.dmc.buffer import EpisodeBuffer
 from validation.dmc.config import DMCConfig, config_for
-from validation.dmc.experiment import apply_overrides, main
+from validation.dmc.experiment import EXPERIMENT, apply_overrides, main
 from validation.dmc.rssm import RSSM, Belief
 from validation.dmc.state import upgrade_legacy
 from validation.dmc.train import Session, warmed_up_lr
@@ -276,6 +278,44 @@ def test_a_state_of_the_layout_before_the_contract_resumes_to_the_end(
     rows = legacy["metrics"]
     _equal(final["metrics"][: len(rows)], rows, "metrics", timing=True)
     assert final["counters"]["episodes"] > legacy["counters"]["episodes"]
+
+
+@pytest.mark.spec("VAL-9")
+def test_one_job_per_task_and_seed_with_its_own_files_and_claims(
+    runs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config = EXPERIMENT.configure(
+        _parsed(["--mode", "smoke", "--seeds", "0,3", "--task", "cheetah.run", "walker.walk"])
+    )
+    jobs = EXPERIMENT.jobs(config, "smoke")
+    names = ["cheetah.run-seed0", "cheetah.run-seed3", "walker.walk-seed0", "walker.walk-seed3"]
+    assert [job.name for job in jobs] == names
+    assert [(job.config.task, job.config.seed) for job in jobs] == [
+        (name.split("-seed")[0], int(name.split("-seed")[1])) for name in names
+    ]
+    assert all(job.phases == (1, 2, 3) and job.from_checkpoint is None for job in jobs)
+    # Two jobs' results (here the smoke job's, twice): files and claims named per job.
+    straight, _ = runs
+    result = json.loads((straight / "jobs" / f"{JOB}.json").read_text())
+    two = dataclasses.replace(config, runs=config.runs[:2])
+    run = RunDirectory(tmp_path, "dmc", "smoke", {})
+    EXPERIMENT.figures(two, [result, result], run)
+    for name in names[:2]:
+        for output in ("metrics.csv", "eval.csv", "speed.csv", "learning_curves.png"):
+            assert (tmp_path / f"{name}-{output}").exists(), (name, output)
+    ids = [claim.id for claim in EXPERIMENT.claims(two, [result, result], run).claims]
+    assert ids == [f"{name}-{claim}" for name in names[:2] for claim in _claim_order(straight)]
+
+
+def _parsed(argv: list[str]) -> argparse.Namespace:
+    """``argv`` parsed with the shared options and the experiment's own."""
+    parser = harness.base_parser("dmc", "")
+    EXPERIMENT.add_options(parser)
+    return parser.parse_args(argv)
+
+
+def _claim_order(run: Path) -> list[str]:
+    return [c["id"] for c in json.loads((run / "summary.json").read_text())["claims"]]
 
 
 def test_cli_errors(tmp_path: Path) -> None:
