@@ -39,7 +39,7 @@ from validation.dmc.buffer import EpisodeBuffer
 from validation.dmc.config import DMCConfig, config_for
 from validation.dmc.experiment import EXPERIMENT, apply_overrides, main
 from validation.dmc.rssm import RSSM, Belief
-from validation.dmc.state import upgrade_legacy
+from validation.dmc.state import export_run, upgrade_legacy
 from validation.dmc.train import Session, warmed_up_lr
 from validation.harness import STOPPED, RunDirectory
 
@@ -248,6 +248,17 @@ def test_a_state_of_the_layout_before_the_contract_upgrades_without_a_bit_change
     )
     assert not list((run / "jobs").glob("*"))
     assert not upgrade_legacy(run, record)  # done once
+    # Exported again (by this code): the job checkpoint as is, and the last final
+    # state byte for byte where the next phase starts from it.
+    exported = tmp_path / "exported"
+    export_run(run, exported)
+    checkpoint = f"{job}.pt"
+    assert (exported / "checkpoints" / checkpoint).read_bytes() == (
+        run / "checkpoints" / checkpoint
+    ).read_bytes()
+    for name, data in finals.items():
+        if not current and not name.endswith(".compact.pt"):
+            assert (exported / "checkpoints" / f"{job}.{name}").read_bytes() == data
     # The mode's settings now: those recorded, plus options added to the code since.
     settings = config_for(old["config"]["task"], old["mode"])
     now = {**config, "runs": [settings.as_dict()]}
