@@ -336,6 +336,9 @@ def test_cli_errors(tmp_path: Path) -> None:
         main(["--mode", "smoke", "--out", str(tmp_path), "--set", "model.nope=3"])
     with pytest.raises(SystemExit):
         main(["--mode", "smoke", "--out", str(tmp_path), "--phase", "2"])  # no phase-1 state
+    with pytest.raises(SystemExit):  # the same job twice
+        main(["--mode", "smoke", "--out", str(tmp_path), "--seeds", "1,1"])
+    assert not (tmp_path / "config.json").exists()  # usage errors leave --out alone
 
 
 def test_overrides() -> None:

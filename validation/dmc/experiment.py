@@ -150,12 +150,17 @@ class DMC:
             if not args.from_checkpoint.exists():
                 raise ValueError(f"--from-checkpoint: {args.from_checkpoint} does not exist")
         elif args.phase in ("2", "3"):
-            raise ValueError(f"--phase {args.phase} starts from --from-checkpoint (a phase "
-                             f"{int(args.phase) - 1} final state)")  # fmt: skip
+            previous = int(args.phase) - 1
+            raise ValueError(
+                f"--phase {args.phase} starts from a phase-{previous} final state: "
+                "give it with --from-checkpoint"
+            )
+        pairs = [(task, seed) for task in args.task for seed in args.seeds or [0]]
+        if len(set(pairs)) < len(pairs):
+            raise ValueError(f"each task and seed once, got tasks {args.task}, seeds {args.seeds}")
         runs = tuple(
             apply_overrides(config_for(task, args.mode, seed, args.env_steps), args.overrides)
-            for task in args.task
-            for seed in args.seeds or [0]
+            for task, seed in pairs
         )
         source = args.from_checkpoint
         return DMCRun(
@@ -196,31 +201,34 @@ class DMC:
     def figures(
         self, config: DMCRun, results: Sequence[dict[str, Any]], run_dir: RunDirectory
     ) -> None:
-        for settings, result in _by_job(config, results):
-            by_phase = {r["phase"]: r for r in result["phases"]}
-            report.write_outputs(run_dir, settings, by_phase, _prefix(config, settings))
+        for settings, by_phase, prefix in _by_job(config, results):
+            report.write_outputs(run_dir, settings, by_phase, prefix)
 
     def claims(
         self, config: DMCRun, results: Sequence[dict[str, Any]], run_dir: RunDirectory
     ) -> Report:
-        claims = []
-        for settings, result in _by_job(config, results):
-            by_phase = {r["phase"]: r for r in result["phases"]}
-            prefix = _prefix(config, settings)
-            for claim in report.claims(settings, run_dir.mode, by_phase):
-                claims.append(dataclasses.replace(claim, id=prefix + claim.id))
-        return Report(claims)
+        return Report(
+            [
+                dataclasses.replace(claim, id=prefix + claim.id)
+                for settings, by_phase, prefix in _by_job(config, results)
+                for claim in report.claims(settings, run_dir.mode, by_phase)
+            ]
+        )
 
 
 def _by_job(
     config: DMCRun, results: Sequence[dict[str, Any]]
-) -> list[tuple[DMCConfig, dict[str, Any]]]:
-    return list(zip(config.runs, results, strict=True))
-
-
-def _prefix(config: DMCRun, settings: DMCConfig) -> str:
-    """What the files and claim ids of a job start with: nothing in a run of one job."""
-    return "" if len(config.runs) == 1 else f"{run.job_name(settings.task, settings.seed)}-"
+) -> list[tuple[DMCConfig, dict[int, dict[str, Any]], str]]:
+    """Each job's settings, its results by phase, and what its files and claim
+    ids start with (nothing in a run of one job)."""
+    return [
+        (
+            settings,
+            {r["phase"]: r for r in result["phases"]},
+            "" if len(config.runs) == 1 else f"{run.job_name(settings.task, settings.seed)}-",
+        )
+        for settings, result in zip(config.runs, results, strict=True)
+    ]
 
 
 EXPERIMENT = DMC()
