@@ -20,6 +20,7 @@ import csv
 import dataclasses
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -207,18 +208,16 @@ def _legacy_files(state: Path) -> dict[str, Any]:
         LEGACY / "mid_phase1",
         LEGACY / "phase1_done",
         LEGACY / "mid_phase2",
-        Path("validation/results/dmc/cheetah.run/short/state"),
-        Path("validation/results/dmc/walker.walk/short/state"),
     ],
-    ids=lambda path: "/".join(path.parts[-3:]),
+    ids=lambda path: path.name,
 )
 def test_a_state_of_the_layout_before_the_contract_upgrades_without_a_bit_changed(
     state: Path, tmp_path: Path
 ) -> None:
-    # The smoke states of commit e718ed5 and the committed short-run states:
-    # the phase in progress becomes the job checkpoint's session as saved, the
-    # finished phases its results, the final states keep their bytes; the
-    # settings are the run's one job; a Session of the new code loads it.
+    # The smoke states of commit e718ed5: the phase in progress becomes the job
+    # checkpoint's session as saved, the finished phases its results, the final
+    # states keep their bytes; the settings are the run's one job; a Session of
+    # the new code loads it.
     run = tmp_path / "run"
     shutil.copytree(state, run)
     before = _legacy_files(run)
@@ -267,6 +266,41 @@ def test_a_state_of_the_layout_before_the_contract_upgrades_without_a_bit_change
         session = Session(settings, torch.device("cpu"))
         session.load_state_dict(saved["session"])
         _equal(session.state_dict(), before[current[0]], "loaded", timing=True)
+
+
+@pytest.mark.spec("VAL-9")
+@pytest.mark.parametrize("task", ["cheetah.run", "walker.walk"])
+def test_the_committed_short_states_open_where_they_stopped(task: str, tmp_path: Path) -> None:
+    # The documented command's first steps on the committed state (whichever
+    # layout it was exported in): import, upgrade, the driver's settings check;
+    # then a Session of this code holds the saved state bit for bit.
+    state, out = Path(f"validation/results/dmc/{task}/short/state"), tmp_path / "out"
+    saved = {p.name: torch.load(p, weights_only=True) for p in (state / "checkpoints").glob("*.pt")}
+    args = _parsed(["--mode", "short", "--task", task, "--resume-from", str(state)])
+    assert EXPERIMENT.prepare_run(args, out)
+    config = EXPERIMENT.configure(args)
+    RunDirectory(out, "dmc", "short", dataclasses.asdict(config), resume=True)
+    job = EXPERIMENT.jobs(config, "short")[0]
+    checkpoint = torch.load(out / "checkpoints" / f"{job.name}.pt", weights_only=True)
+    if checkpoint["session"] is None:  # between phases: the next starts from the last final
+        last = len(checkpoint["results"])
+        final = out / "checkpoints" / f"{job.name}.phase{last}_final.pt"
+        current = torch.load(final, weights_only=True)
+    else:
+        current = checkpoint["session"]
+    _equal(current, _resume_point(saved), "saved", timing=True)
+    session = Session(job.config, torch.device("cpu"))
+    session.load_state_dict(current)
+    _equal(session.state_dict(), current, "loaded", timing=True)
+
+
+def _resume_point(saved: dict[str, Any]) -> Any:
+    """What a resume continues from, among a state's checkpoint files (either
+    layout): the phase in progress, else the last (non-compact) final state."""
+    for name, data in saved.items():
+        if data.get("session") is not None or re.fullmatch(r"phase\d\.pt", name):
+            return data.get("session", data)
+    return next(data for name, data in saved.items() if name.endswith("_final.pt"))
 
 
 @pytest.mark.spec("VAL-9")
