@@ -288,39 +288,27 @@ def _figures(
     metrics = results[max(results)]["metrics"]
     learning_curves(run, config.task, config.spec.random_reward, metrics, prefix)
 
-    labels = ["full_cem", "full_cem_paper", "latent_dcem", "latent_dcem+ppo"]
-    paper = [
-        config.spec.paper_full,
-        config.spec.paper_full,
-        config.spec.paper_latent,
-        config.spec.paper_ppo,
+    spec = config.spec
+    columns = [  # controller, its tick label, the paper's median, the phase it is evaluated in
+        ("full_cem", f"full CEM\n(N={config.cem.solver.n_sample})", spec.paper_full, 2),
+        ("full_cem_paper", "full CEM\n(N=1000)", spec.paper_full, 2),
+        ("latent_dcem", "latent DCEM", spec.paper_latent, 2),
+        ("latent_dcem+ppo", "latent DCEM\n+ PPO", spec.paper_ppo, 3),
     ]
-    phase_of = {"full_cem": 2, "full_cem_paper": 2, "latent_dcem": 2, "latent_dcem+ppo": 3}
     data = []
-    for label in labels:
-        picked = [
-            r["reward"]
-            for r in eval_rows
-            if r["controller"] == label and r["phase"] == phase_of[label]
-        ]
-        if label == "full_cem" and not picked:
-            picked = [r["reward"] for r in eval_rows if r["controller"] == label]
+    for name, _, _, phase in columns:
+        picked = [r["reward"] for r in eval_rows if (r["controller"], r["phase"]) == (name, phase)]
+        if name == "full_cem" and not picked:
+            picked = [r["reward"] for r in eval_rows if r["controller"] == name]
         data.append(picked)
     fig, (ax_b, ax_s) = plt.subplots(1, 2, figsize=(10, 4))
     shown = [i for i, d in enumerate(data) if d]
     if shown:
         ax_b.boxplot([data[i] for i in shown], positions=[i + 1 for i in shown])
-    ax_b.plot(range(1, 5), paper, "r_", markersize=20, label="paper median (Fig. 4)")
-    ax_b.set_xticks(
-        range(1, 5),
-        [
-            f"full CEM\n(N={config.cem.solver.n_sample})",
-            "full CEM\n(N=1000)",
-            "latent DCEM",
-            "latent DCEM\n+ PPO",
-        ],
-        fontsize=7,
-    )
+    ticks = range(1, len(columns) + 1)
+    paper = [column[2] for column in columns]
+    ax_b.plot(ticks, paper, "r_", markersize=20, label="paper median (Fig. 4)")
+    ax_b.set_xticks(ticks, [column[1] for column in columns], fontsize=7)
     ax_b.set_ylabel("eval episode reward")
     ax_b.legend(fontsize=7)
     ax_b.set_title(f"{config.task}: evaluation ({config.eval_episodes} episodes each)")
