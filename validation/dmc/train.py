@@ -361,8 +361,8 @@ class Session:
         seeded = phase == 1 and self.buffer.episodes == config.seed_episodes
         if seeded and config.model.normalize_obs:  # the seed episodes are in: freeze it
             self.model.set_normalization(self.buffer.observations)
-        row = self._count(episode, phase, "train")
-        row.update(self._diagnostics(episode))
+        self._count(episode)
+        row = self._row(episode, phase, "train")
         for key in ("model_loss", "obs_loss", "reward_loss", "kl"):
             if logs:
                 row[key] = sum(log[key] for log in logs) / len(logs)
@@ -379,22 +379,24 @@ class Session:
         controller = self.controller(name)
         controller.reset()
         episode = self.play(controller, noise=0.0, evaluation=True)
+        row = self._row(episode, phase, f"eval_{name}")
+        row.update(held_out_diagnostics(self.model, episode, OPEN_LOOP_STEPS))
+        return row
+
+    def _row(self, episode: Episode, phase: int, kind: str) -> Row:
+        """An episode's metrics row: the counters, its reward and planning time, and
+        the diagnostics of ``validation.dmc.diagnostics`` (no generator is used)."""
         row: Row = {
             "phase": phase,
-            "kind": f"eval_{name}",
+            "kind": kind,
             "episode": self.counters.episodes,
             "env_steps": self.counters.env_steps,
             "reward": episode.total_reward,
             "plan_ms": 1000 * episode.plan_seconds / max(1, episode.actions.shape[0]),
         }
-        row.update(self._diagnostics(episode))
-        row.update(held_out_diagnostics(self.model, episode, OPEN_LOOP_STEPS))
-        return row
-
-    def _diagnostics(self, episode: Episode) -> Row:
-        """The per-episode diagnostics of ``validation.dmc.diagnostics`` (no generator is used)."""
         bound = self.config.latent.latent_bound
-        return dict(episode_diagnostics(self.model, self.decoder, episode, bound))
+        row.update(episode_diagnostics(self.model, self.decoder, episode, bound))
+        return row
 
     def ppo_episode(self) -> Row:
         """Collect one phase-3 episode with the Gaussian policy around latent DCEM;
@@ -403,8 +405,8 @@ class Session:
         controller = self.controller("latent_dcem")
         episode = self.play(controller, noise=float(self.log_std.detach().exp()))
         self.rollout.append(episode)
-        row = self._count(episode, 3, "train")
-        row.update(self._diagnostics(episode))
+        self._count(episode)
+        row = self._row(episode, 3, "train")
         if len(self.rollout) >= ppo.episodes_per_iteration:
             stats = ppo_update(
                 self.model,
@@ -427,21 +429,14 @@ class Session:
                 return self.eval_row(3, "latent_dcem")
         return row
 
-    def _count(self, episode: Episode, phase: int, kind: str) -> Row:
+    def _count(self, episode: Episode) -> None:
+        """Count a collected (training) episode and its environment steps."""
         c = self.counters
         steps = episode.actions.shape[0] * self.env.action_repeat
         c.episodes += 1
         c.phase_episodes += 1
         c.env_steps += steps
         c.phase_env_steps += steps
-        return {
-            "phase": phase,
-            "kind": kind,
-            "episode": c.episodes,
-            "env_steps": c.env_steps,
-            "reward": episode.total_reward,
-            "plan_ms": 1000 * episode.plan_seconds / max(1, episode.actions.shape[0]),
-        }
 
     def speed(self) -> dict[str, float]:
         """Planning time per control step (ms) of each controller on the same model,
