@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
-from validation import harness, provenance
+from validation import executors, harness, provenance
 from validation.harness import JobContext, JobOutput, Report, RunDirectory, at_least
 
 
@@ -64,8 +66,26 @@ def test_only_the_owner_keeps_the_clock(tmp_path: Path) -> None:
     ctx.save_checkpoint("job", {"step": 1})
     assert ctx.load_checkpoint("job") == {"step": 1}
     assert not (tmp_path / "timing.json").exists()  # a worker's checkpoint: no clock
-    run.save_checkpoint("job", {"step": 2})
+    owned = replace(run.context(), on_checkpoint=run.record_time)  # the in-process executor's
+    owned.save_checkpoint("job", {"step": 2})
     assert (tmp_path / "timing.json").exists()  # the owner's: recorded
+
+
+@pytest.mark.spec("VAL-3")
+def test_wall_time_adds_up_over_sessions(tmp_path: Path) -> None:
+    first = RunDirectory(tmp_path, "t", "smoke", {"a": 1})
+    time.sleep(0.2)
+    replace(first.context(), on_checkpoint=first.record_time).save_checkpoint("job", {"x": 1})
+    lost = time.perf_counter()
+    time.sleep(0.2)  # work after the last checkpoint that a kill loses: not counted
+    recorded = json.loads((tmp_path / "timing.json").read_text())["wall_seconds"]
+    assert 0.2 <= recorded < 0.2 + (time.perf_counter() - lost)
+    second = RunDirectory(tmp_path, "t", "smoke", {"a": 1}, resume=True)
+    time.sleep(0.1)
+    second.finish([])
+    total = json.loads((tmp_path / "timing.json").read_text())["wall_seconds"]
+    assert recorded + 0.1 <= total < recorded + 0.3
+    assert json.loads((tmp_path / "summary.json").read_text())["wall_seconds"] == round(total, 1)
 
 
 @dataclass(frozen=True)
@@ -142,3 +162,74 @@ def test_a_failed_smoke_claim_fails_the_command(tmp_path: Path) -> None:
     assert harness.main(Counting(), ["--out", str(tmp_path), "--steps", "1"]) == 1
     assert harness.main(Counting(), ["--out", str(tmp_path / "short"), "--mode", "short",
                                      "--steps", "1"]) == 0  # fmt: skip
+
+
+class Threads(Counting):
+    """Each job's result is the torch thread count it ran on."""
+
+    def run_job(self, job: CountJob, ctx: JobContext) -> JobOutput | None:
+        return JobOutput({"count": job.steps, "threads": torch.get_num_threads()})
+
+
+@pytest.mark.spec("VAL-7")
+def test_each_job_runs_on_the_threads_asked_for(tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    try:
+        assert harness.main(Threads(), ["--out", str(tmp_path), "--threads", "2"]) == 0
+        results = [json.loads(p.read_text()) for p in sorted((tmp_path / "jobs").iterdir())]
+        assert [r["threads"] for r in results] == [2, 2]
+        ctx = JobContext(tmp_path / "w", threads=3)  # what every worker runs
+        output = executors.run_job(Threads(), CountJob("job9", 1), ctx)
+        assert output is not None and output.result["threads"] == 3
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit):
+        harness.main(Threads(), ["--out", str(tmp_path / "bad"), "--threads", "0"])
+
+
+class Preparing(Counting):
+    """Before the driver opens ``--out``: writes a previous run's state there
+    and asks to continue it (as ``dmc --resume-from`` does)."""
+
+    def prepare_run(self, args: argparse.Namespace, out: Path) -> bool:
+        if args.steps < 0:
+            raise ValueError(f"--steps must be >= 0, got {args.steps}")
+        record = {"name": "counting", "mode": args.mode, "config": {"steps": args.steps}}
+        (out / "checkpoints").mkdir(parents=True)
+        (out / "config.json").write_text(json.dumps(record))
+        JobContext(out).save_checkpoint("job0", {"step": 4})
+        return True
+
+
+@pytest.mark.spec("VAL-8")
+def test_an_experiment_prepares_the_run_directory_before_the_driver_opens_it(
+    tmp_path: Path,
+) -> None:
+    assert isinstance(Preparing(), harness.PreparesRun)
+    assert not isinstance(Counting(), harness.PreparesRun)
+    assert harness.main(Preparing(), ["--out", str(tmp_path), "--stop-after", "5"]) == (
+        harness.STOPPED  # job0 continued from step 4 (done at 5), job1 stopped at 5
+    )
+    assert (tmp_path / "jobs" / "job0.json").exists()
+    assert not (tmp_path / "jobs" / "job1.json").exists()
+    with pytest.raises(SystemExit):  # its ValueError is a usage error
+        harness.main(Preparing(), ["--out", str(tmp_path / "bad"), "--steps", "-1"])
+
+
+@pytest.mark.spec("VAL-1")
+def test_resume_takes_settings_added_since_but_nothing_else(tmp_path: Path) -> None:
+    RunDirectory(tmp_path, "t", "smoke", {"model": {"lr": 0.1}, "runs": [{"seed": 0}]})
+    grown = {"model": {"lr": 0.1, "scale": 10.0}, "runs": [{"seed": 0, "k": 2}], "x": None}
+    RunDirectory(tmp_path, "t", "smoke", grown, resume=True)
+    assert json.loads((tmp_path / "config.json").read_text())["config"] == grown
+    assert harness.added_keys({"a": 1}, grown) is None  # a removed key
+    for changed in (
+        {**grown, "model": {"lr": 0.5, "scale": 10.0}},  # a changed value
+        {**grown, "runs": [{"seed": 0, "k": 2}, {"seed": 1, "k": 2}]},  # another job
+    ):
+        with pytest.raises(SystemExit, match="other settings"):
+            RunDirectory(tmp_path, "t", "smoke", changed, resume=True)
+    assert harness.added_keys({"a": [1, {"b": 2}]}, {"a": [1, {"b": 2, "c": 3}], "d": 4}) == [
+        "d",
+        "a.1.c",
+    ]

@@ -2,8 +2,7 @@
 
 Every script in ``SCRIPTS`` keeps the contract of ``validation.harness``:
 ``python -m validation.<name> --mode {smoke,short,full} --out DIR``
-(``regression`` and ``cartpole_embedding`` as ``Experiment``s run by
-``harness.main``; ``dmc`` with its own driver on ``RunDirectory``).
+(each an ``Experiment`` run by ``harness.main``).
 ``python -m validation`` runs them all (``nox -s validate``).
 """
 

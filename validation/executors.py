@@ -37,11 +37,9 @@ RECORD_SECONDS = 60.0
 Executor = Callable[[Experiment[Any, Any], Sequence[NamedJob], RunDirectory, JobContext], None]
 
 
-def run_job(
-    experiment: Experiment[Any, Any], job: NamedJob, ctx: JobContext, threads: int
-) -> JobOutput | None:
-    """``experiment.run_job(job, ctx)`` on ``threads`` torch threads (what every worker runs)."""
-    torch.set_num_threads(threads)
+def run_job(experiment: Experiment[Any, Any], job: NamedJob, ctx: JobContext) -> JobOutput | None:
+    """``experiment.run_job(job, ctx)`` on ``ctx.threads`` torch threads (every worker runs it)."""
+    torch.set_num_threads(ctx.threads)
     return experiment.run_job(job, ctx)
 
 
@@ -51,11 +49,11 @@ def in_process(
     """One job after another in this process; the time is recorded at every checkpoint."""
     ctx = replace(ctx, on_checkpoint=run.record_time)
     for job in jobs:
-        run.accept(job.name, run_job(experiment, job, ctx, threads=1))
+        run.accept(job.name, run_job(experiment, job, ctx))
 
 
 def process_pool(processes: int) -> Executor:
-    """Up to ``processes`` spawned worker processes, one torch thread each."""
+    """Up to ``processes`` spawned worker processes, ``ctx.threads`` torch threads each."""
 
     def execute(
         experiment: Experiment[Any, Any],
@@ -71,7 +69,9 @@ def process_pool(processes: int) -> Executor:
             except BrokenProcessPool:
                 if attempt == RETRIES:
                     raise
-                run.log(f"a worker died; restarting {sorted(remaining)} from their checkpoints")
+                run.context().log(
+                    f"a worker died; restarting {sorted(remaining)} from their checkpoints"
+                )
 
     return execute
 
@@ -87,7 +87,7 @@ def _pool_round(
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(min(processes, len(jobs)), mp_context=context) as pool:
         futures: dict[Future[JobOutput | None], NamedJob] = {
-            pool.submit(run_job, experiment, job, replace(ctx, position=i), 1): job
+            pool.submit(run_job, experiment, job, replace(ctx, position=i)): job
             for i, job in enumerate(jobs)
         }
         pending = set(futures)
@@ -101,7 +101,7 @@ def _pool_round(
 
 
 def ray_tasks(address: str | None) -> Executor:
-    """One Ray task per job (one CPU each), on the cluster at ``address``, or
+    """One Ray task per job (``ctx.threads`` CPUs each), on the cluster at ``address``, or
     on the Ray instance this process already started, or on a new local one.
 
     The run directory must be on storage that every node sees at the same
@@ -126,8 +126,8 @@ def ray_tasks(address: str | None) -> Executor:
                 runtime_env={"working_dir": str(_repository())},
                 _temp_dir=None if address is not None else ray_temp_dir(),
             )
-        task = ray.remote(num_cpus=1, max_retries=RETRIES)(run_job)
-        refs = {task.remote(experiment, job, ctx, 1): job for job in jobs}
+        task = ray.remote(num_cpus=ctx.threads, max_retries=RETRIES)(run_job)
+        refs = {task.remote(experiment, job, ctx): job for job in jobs}
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1, timeout=RECORD_SECONDS)
             for ref in done:

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 from tqdm import tqdm
@@ -111,9 +111,11 @@ class JobContext:
     its checkpoints under ``root`` (shared storage, or the worker's own disk,
     where a retry on the same machine still finds them). No clock, no summary.
 
-    ``stop_after`` ends a job once it has made that many updates, as a kill
-    would (tests of exact resume); ``position`` places its progress bar;
-    ``on_checkpoint`` is called after each checkpoint (the in-process
+    ``stop_after`` ends a job once it has done that much work, as a kill
+    would (tests of exact resume; the experiment names the unit: updates for
+    ``training.train``, episodes of this session for ``dmc``); ``threads`` is
+    its torch thread count (``--threads``); ``position`` places its progress
+    bar; ``on_checkpoint`` is called after each checkpoint (the in-process
     executor records the run's time there).
     """
 
@@ -121,6 +123,7 @@ class JobContext:
     stop_after: int | None = None
     position: int = 0
     on_checkpoint: Callable[[], None] | None = None
+    threads: int = 1
 
     def checkpoint_path(self, job: str) -> Path:
         return self.root / "checkpoints" / f"{job}.pt"
@@ -178,11 +181,14 @@ class RunDirectory:
             )
         if resume and config_path.exists():
             previous = json.loads(config_path.read_text(encoding="utf-8"))
-            if previous != json.loads(json.dumps(record)):
+            added = added_keys(previous, json.loads(json.dumps(record)))
+            if added is None:
                 raise SystemExit(
                     f"--resume: {config_path} was written with other settings; "
                     "run with the same options, or use --fresh"
                 )
+            if added:
+                print(f"--resume: settings added since the run started: {added}", file=sys.stderr)
         if fresh:
             for sub in STATE_DIRS:
                 shutil.rmtree(root / sub, ignore_errors=True)
@@ -208,22 +214,11 @@ class RunDirectory:
             "give workers a JobContext"
         )
 
-    def context(self, stop_after: int | None = None) -> JobContext:
+    def context(self, stop_after: int | None = None, threads: int = 1) -> JobContext:
         """The view of this run that jobs get (``JobContext``)."""
-        return JobContext(self.root, stop_after)
+        return JobContext(self.root, stop_after, threads=threads)
 
     # -- jobs ---------------------------------------------------------------
-
-    def checkpoint_path(self, job: str) -> Path:
-        return self.context().checkpoint_path(job)
-
-    def save_checkpoint(self, job: str, state: Mapping[str, Any]) -> None:
-        """Atomically replace the checkpoint of ``job`` and record the time."""
-        self.context().save_checkpoint(job, state)
-        self.record_time()
-
-    def load_checkpoint(self, job: str) -> dict[str, Any] | None:
-        return self.context().load_checkpoint(job)
 
     def result_path(self, job: str) -> Path:
         return self.root / "jobs" / f"{job}.json"
@@ -238,7 +233,7 @@ class RunDirectory:
     def save_result(self, job: str, result: Mapping[str, Any]) -> None:
         """Record a finished job and drop its checkpoint."""
         self._write_json(self.result_path(job), result)
-        self.checkpoint_path(job).unlink(missing_ok=True)
+        self.context().checkpoint_path(job).unlink(missing_ok=True)
 
     def accept(self, job: str, output: JobOutput | None) -> None:
         """Write what a job returned (``None``: stopped early) and record the time."""
@@ -266,6 +261,12 @@ class RunDirectory:
     def figure_path(self, name: str) -> Path:
         return self.root / f"{name}.png"
 
+    def save_figure(self, fig: Any, name: str, **options: Any) -> None:
+        """Save matplotlib figure ``fig`` as ``name.png`` (``savefig`` options,
+        120 dpi unless given) and close it."""
+        fig.savefig(self.figure_path(name), **{"dpi": 120, **options})
+        pyplot().close(fig)
+
     def wall_seconds(self) -> float:
         """Wall time of this run over all its sessions (``--resume`` adds up).
 
@@ -281,9 +282,6 @@ class RunDirectory:
         total = self._recorded_seconds() + now - self._session_start
         self._write_json(self.root / "timing.json", {"wall_seconds": total})
         self._session_start = now
-
-    def log(self, line: str) -> None:
-        self.context().log(line)
 
     def _recorded_seconds(self) -> float:
         timing = self.root / "timing.json"
@@ -323,6 +321,29 @@ class RunDirectory:
         _write_atomic(path, text.encode())
 
 
+def added_keys(old: Any, new: Any, prefix: str = "") -> list[str] | None:
+    """The keys of JSON value ``new`` missing from ``old`` (dotted paths), if
+    ``new`` agrees with ``old`` everywhere else; None where a value differs or
+    a key was removed. A run resumes with settings added to the code since it
+    started (at their values now), and with nothing else changed."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        if not set(old) <= set(new):
+            return None
+        pairs = [(old[key], new[key], f"{prefix}{key}.") for key in old]
+        added = [f"{prefix}{key}" for key in new if key not in old]
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        pairs = [(a, b, f"{prefix}{i}.") for i, (a, b) in enumerate(zip(old, new, strict=True))]
+        added = []
+    else:
+        return [] if old == new else None
+    for a, b, inner_prefix in pairs:
+        inner = added_keys(a, b, inner_prefix)
+        if inner is None:
+            return None
+        added += inner
+    return added
+
+
 def format_claims(name: str, mode: str, wall: float, claims: Sequence[Claim]) -> str:
     """The claims as a fixed-width table."""
     rows = [("id", "paper", "measured", "target", "pass")]
@@ -334,6 +355,16 @@ def format_claims(name: str, mode: str, wall: float, claims: Sequence[Claim]) ->
     for row in rows:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     return "\n".join(lines)
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (imported on first use)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def progress(total: int, description: str, *, initial: int = 0, position: int = 0) -> tqdm[Any]:
@@ -350,13 +381,23 @@ def progress(total: int, description: str, *, initial: int = 0, position: int = 
     )
 
 
-def timed(work: Callable[[], object], repeats: int, *, warmup: int = 3) -> float:
-    """Mean wall seconds of ``work()`` over ``repeats`` calls, after ``warmup`` calls."""
+def timed(
+    work: Callable[[], object], repeats: int, *, warmup: int = 3, device: torch.device | None = None
+) -> float:
+    """Mean wall seconds of ``work()`` over ``repeats`` calls, after ``warmup``
+    calls; on a CUDA ``device`` the clock is read after the device finished."""
+
+    def sync() -> None:
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     for _ in range(warmup):
         work()
+    sync()
     start = time.perf_counter()
     for _ in range(repeats):
         work()
+    sync()
     return (time.perf_counter() - start) / repeats
 
 
@@ -410,6 +451,16 @@ class Experiment(Protocol[ConfigT, JobT]):
         self, config: ConfigT, results: Sequence[dict[str, Any]], run: RunDirectory
     ) -> Report:
         """The claims (and further numbers for ``summary.json``)."""
+
+
+@runtime_checkable
+class PreparesRun(Protocol):
+    """An ``Experiment`` with work to do on ``--out`` before the driver opens it
+    (e.g. import an exported state, upgrade an older layout)."""
+
+    def prepare_run(self, args: argparse.Namespace, out: Path) -> bool:
+        """Prepare ``out``; whether to continue the run there (as ``--resume``).
+        ``ValueError`` for options that do not fit."""
 
 
 def positive_int(text: str) -> int:
@@ -468,6 +519,9 @@ def main(experiment: Experiment[Any, Any], argv: Sequence[str] | None = None) ->
     parser.add_argument(
         "--ray-address", default=None, help="an existing Ray cluster (default: start one here)"
     )
+    parser.add_argument(
+        "--threads", type=positive_int, default=1, help="torch CPU threads per job (default 1)"
+    )
     parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     experiment.add_options(parser)
     args = parser.parse_args(argv)
@@ -483,14 +537,19 @@ def main(experiment: Experiment[Any, Any], argv: Sequence[str] | None = None) ->
         parser.error(str(error))
     record = asdict(config) if is_dataclass(config) and not isinstance(config, type) else config
     out: Path = (args.out or Path("runs") / experiment.name / args.mode).resolve()
-    name, mode = experiment.name, args.mode
-    run = RunDirectory(out, name, mode, record, resume=args.resume, fresh=args.fresh)
+    name, mode, resume = experiment.name, args.mode, args.resume
+    if isinstance(experiment, PreparesRun):
+        try:
+            resume = experiment.prepare_run(args, out) or resume
+        except ValueError as error:
+            parser.error(str(error))
+    run = RunDirectory(out, name, mode, record, resume=resume, fresh=args.fresh)
     jobs = list(experiment.jobs(config, args.mode))
     pending = [job for job in jobs if run.load_result(job.name) is None]
-    executor_for(args)(experiment, pending, run, run.context(args.stop_after))
+    executor_for(args)(experiment, pending, run, run.context(args.stop_after, args.threads))
     results = [run.load_result(job.name) for job in jobs]
     if any(result is None for result in results):
-        print(f"stopped after {args.stop_after} updates; continue with --resume", file=sys.stderr)
+        print(f"stopped early (--stop-after); continue with --resume --out {out}", file=sys.stderr)
         return STOPPED
     finished = [result for result in results if result is not None]
     experiment.figures(config, finished, run)

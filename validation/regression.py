@@ -47,6 +47,7 @@ from validation.harness import (
     at_least,
     at_most,
     positive_int,
+    pyplot,
     timed,
 )
 from validation.training import Schedule, Trainer, apply_update, train
@@ -630,15 +631,6 @@ def claim_list(
     return [*(check[op](i, d, p, m, b) for i, d, p, m, op, b in table), share]
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _mean_and_range(
     ax: Any, xs: Sequence[float], table: Sequence[Sequence[float]], method: str, style: str = "-"
 ) -> None:
@@ -650,36 +642,35 @@ def _mean_and_range(
                     color=COLORS[method], alpha=0.25, linewidth=0)  # fmt: skip
 
 
-def _save(plt: Any, fig: Any, ax: Any, run: RunDirectory, name: str, **labels: str) -> None:
+def _save(fig: Any, ax: Any, run: RunDirectory, name: str, **labels: str) -> None:
     ax.set(yscale="log", **labels)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(run.figure_path(name), dpi=120)
-    plt.close(fig)
+    run.save_figure(fig, name)
 
 
 def figure_training(run: RunDirectory, results: Sequence[dict[str, Any]]) -> None:
     """Fig. 5 left: full-data training MSE against updates, mean and range over seeds."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for method in METHODS:
         curves = [r["curve"] for r in results if r["method"] == method]
         table = [[point["mse"] for point in curve] for curve in curves]
         _mean_and_range(ax, [point["step"] for point in curves[0]], table, method)
     title = f"Training (mean, range over {len(curves)} seeds)"
-    _save(plt, fig, ax, run, "fig5_left_training", xlabel="updates", ylabel="training MSE",
+    _save(fig, ax, run, "fig5_left_training", xlabel="updates", ylabel="training MSE",
           title=title)  # fmt: skip
 
 
 def figure_ablation(run: RunDirectory, results: Sequence[dict[str, Any]]) -> None:
     """Fig. 5 right: trained at 10 inner steps, MSE tested at 0…20 steps."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for method in METHODS:
         runs = [r["ablation"] for r in results if r["method"] == method]
         _mean_and_range(ax, runs[0]["steps"], [r["mse"] for r in runs], method, "o-")
     ax.axvline(INNER_STEPS, color="gray", linestyle=":", label="trained at 10")
-    _save(plt, fig, ax, run, "fig5_right_ablation", xlabel="inner-loop iterations at test time",
+    _save(fig, ax, run, "fig5_right_ablation", xlabel="inner-loop iterations at test time",
           ylabel="training MSE", title="Inner-step ablation (mean, range over seeds)")  # fmt: skip
 
 
@@ -689,7 +680,7 @@ def _first_seed(results: Sequence[dict[str, Any]], method: str) -> dict[str, Any
 
 def figure_surfaces(run: RunDirectory, results: Sequence[dict[str, Any]]) -> None:
     """Fig. 1: the normalized, log-scaled energy surfaces (lighter = lower energy)."""
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.colors import LogNorm
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
@@ -712,13 +703,12 @@ def figure_surfaces(run: RunDirectory, results: Sequence[dict[str, Any]]) -> Non
     axes[0].set_ylabel("y")
     axes[0].legend(loc="lower left")
     fig.colorbar(mesh, ax=axes, label="normalized energy")
-    fig.savefig(run.figure_path("fig1_energy_surfaces"), dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    run.save_figure(fig, "fig1_energy_surfaces", bbox_inches="tight")
 
 
 def figure_predictions(run: RunDirectory, results: Sequence[dict[str, Any]]) -> None:
     """Fig. 6: predictions for several test-time inner-step counts against the target."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     cmap = plt.get_cmap("viridis")
     for ax, method in zip(axes, METHODS, strict=True):
@@ -734,8 +724,7 @@ def figure_predictions(run: RunDirectory, results: Sequence[dict[str, Any]]) -> 
     axes[0].set_ylabel("y")
     axes[1].legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(run.figure_path("fig6_predictions"), dpi=120)
-    plt.close(fig)
+    run.save_figure(fig, "fig6_predictions")
 
 
 def write_tables(run: RunDirectory, results: Sequence[dict[str, Any]]) -> None:

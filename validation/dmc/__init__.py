@@ -11,5 +11,9 @@ spec/paper.md §2–3). Run it with ``python -m validation.dmc --task cheetah.ru
 - ``agent``: full-space CEM and latent DCEM on the model (through ``impl``),
   and the episode loop;
 - ``ppo``: PPO through the latent-DCEM controller;
-- ``train``, ``run``: the resumable phases; ``report``: CSVs, figures, claims.
+- ``train``: the ``Session`` of a run's models, buffer and environments;
+- ``run``: one job (a task and seed) through its phases, resumable;
+  ``experiment``: the ``harness.Experiment``; ``state``: export, import,
+  and the upgrade of states from before the contract;
+- ``report``: CSVs, figures, claims.
 """

@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 
-from validation.dmc.__main__ import apply_overrides
 from validation.dmc.config import TASKS, config_for
+from validation.dmc.experiment import apply_overrides
 from validation.dmc.state import export_run
 from validation.dmc.train import Session
+from validation.harness import positive_int
 
 
 def parser(doc: str | None, checkpoint_help: str) -> argparse.ArgumentParser:
@@ -30,15 +31,13 @@ def parser(doc: str | None, checkpoint_help: str) -> argparse.ArgumentParser:
     result.add_argument("--task", choices=sorted(TASKS), default="cheetah.run")
     result.add_argument("--mode", choices=("smoke", "short", "full"), default="short")
     result.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
-    result.add_argument("--threads", type=int, default=1)
+    result.add_argument("--threads", type=positive_int, default=1)
     result.add_argument("--out", type=Path, default=None, help="write the JSON here")
     return result
 
 
 def open_checkpoint(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Session:
     """Check the shared options, set the thread count and load the session."""
-    if args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
     if not args.checkpoint.exists():
         parser.error(f"--checkpoint {args.checkpoint} does not exist")
     torch.set_num_threads(args.threads)

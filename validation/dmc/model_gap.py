@@ -34,8 +34,8 @@ import torch
 
 from validation.dmc import checkpoint_tool
 from validation.dmc.agent import Episode
-from validation.dmc.config import PAPER_CEM
 from validation.dmc.rssm import RSSM, Belief
+from validation.harness import positive_int
 
 CONTROLLERS = ("full_cem", "full_cem_paper", "latent_dcem")
 """Controllers compared; ``full_cem_paper`` is full CEM at N=1000, k=100, T=10."""
@@ -57,12 +57,10 @@ def filtered_return(model: RSSM, episode: Episode) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = checkpoint_tool.parser(__doc__, "a phase<p>(_final).pt")
-    parser.add_argument("--episodes", type=int, default=1, help="episodes per controller")
+    parser.add_argument("--episodes", type=positive_int, default=1, help="episodes per controller")
     parser.add_argument("--decoder-updates", type=int, default=0, metavar="U")
     parser.add_argument("--controllers", nargs="+", choices=CONTROLLERS, default=list(CONTROLLERS))
     args = parser.parse_args(argv)
-    if args.episodes < 1:
-        parser.error(f"--episodes must be >= 1, got {args.episodes}")
     if args.decoder_updates < 0:
         parser.error(f"--decoder-updates must be >= 0, got {args.decoder_updates}")
     session = checkpoint_tool.open_checkpoint(parser, args)
@@ -73,11 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, Any] = {}
     for name in args.controllers:
-        controller = (
-            session.controller("full_cem", PAPER_CEM)
-            if name == "full_cem_paper"
-            else session.controller(name)
-        )
+        controller = session.controller(name)
         rows = []
         for _ in range(args.episodes):
             controller.reset()

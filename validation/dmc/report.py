@@ -27,7 +27,8 @@ from validation.dmc.config import (
     TASKS,
     DMCConfig,
 )
-from validation.harness import Claim, RunDirectory, at_least, at_most
+from validation.dmc.run import job_name
+from validation.harness import Claim, RunDirectory, at_least, at_most, pyplot
 
 FULL_TARGET_FRACTION = 0.9
 """``full`` mode must reach this fraction of the paper's median eval reward (this
@@ -146,10 +147,13 @@ def claims(config: DMCConfig, mode: str, results: dict[int, dict[str, Any]]) -> 
     return out
 
 
-def write_outputs(run: RunDirectory, config: DMCConfig, results: dict[int, dict[str, Any]]) -> None:
-    """``metrics.csv``, ``eval.csv``, ``speed.csv`` and the two figures."""
+def write_outputs(
+    run: RunDirectory, config: DMCConfig, results: dict[int, dict[str, Any]], prefix: str = ""
+) -> None:
+    """``metrics.csv``, ``eval.csv``, ``phases.csv``, ``speed.csv`` and the
+    figures of one job (each name after ``prefix``)."""
     last = results[max(results)]
-    run.write_csv("metrics", last["metrics"])
+    run.write_csv(prefix + "metrics", last["metrics"])
     eval_rows: list[dict[str, Any]] = []
     for phase, result in sorted(results.items()):
         for name, rewards in result["evals"].items():
@@ -158,9 +162,9 @@ def write_outputs(run: RunDirectory, config: DMCConfig, results: dict[int, dict[
                 {"phase": phase, "controller": label, "episode": i, "reward": r}
                 for i, r in enumerate(rewards)
             ]
-    run.write_csv("eval", eval_rows)
+    run.write_csv(prefix + "eval", eval_rows)
     run.write_csv(
-        "phases",
+        prefix + "phases",
         [
             {
                 "phase": p,
@@ -175,55 +179,46 @@ def write_outputs(run: RunDirectory, config: DMCConfig, results: dict[int, dict[
     )
     if 2 in results:
         run.write_csv(
-            "speed",
+            prefix + "speed",
             [
                 {"controller": k.removesuffix("_ms"), "ms_per_control_step": v}
                 for k, v in results[2]["speed_ms"].items()
             ],
         )
-    _figures(run, config, results, eval_rows)
-    diagnostics_figure(run, config.task, last["metrics"])
+    _figures(run, config, results, eval_rows, prefix)
+    diagnostics_figure(run, config.task, last["metrics"], prefix)
 
 
 OPEN_LOOP_COLUMNS = [f"open_loop_err_{k}" for k in range(1, 13)]
 
 
-def diagnostics_figure(run: RunDirectory, task: str, rows: list[dict[str, Any]]) -> None:
+def _series(ax: Any, rows: list[dict[str, Any]], key: str, *style: str, **options: Any) -> None:
+    """Plot ``row[key]`` of ``rows`` against their environment steps."""
+    ax.plot([r["env_steps"] for r in rows], [r[key] for r in rows], *style, **options)
+
+
+def diagnostics_figure(
+    run: RunDirectory, task: str, rows: list[dict[str, Any]], prefix: str = ""
+) -> None:
     """``diagnostics.png``: per episode, the real return beside the model's return
     along it and the return its plans predicted; mean |action|; the decoder's
     spread over the latent box; the k-step open-loop reward error of the
     held-out (evaluation) episodes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
     ax_ret, ax_act, ax_spread, ax_open = axes.ravel()
     for kind, marker in (("train", "."), ("eval", "o")):
         picked = [r for r in rows if str(r["kind"]).startswith(kind) and "model_return" in r]
         if not picked:
             continue
-        steps = [r["env_steps"] for r in picked]
-        ax_ret.plot(steps, [r["reward"] for r in picked], marker, color="k", label=f"real ({kind})")
-        ax_ret.plot(
-            steps,
-            [r["model_return"] for r in picked],
-            marker,
-            color="tab:blue",
-            alpha=0.6,
-            label=f"model along the episode ({kind})",
-        )
-        ax_ret.plot(
-            steps,
-            [r["planned_return"] for r in picked],
-            marker,
-            color="tab:red",
-            alpha=0.6,
-            label=f"predicted by the plans ({kind})",
-        )
-        ax_act.plot(steps, [r["mean_abs_action"] for r in picked], marker, label=kind)
-        ax_spread.plot(steps, [r["decoder_spread"] for r in picked], marker, label=kind)
+        _series(ax_ret, picked, "reward", marker, color="k", label=f"real ({kind})")
+        for key, color, what in (
+            ("model_return", "tab:blue", "model along the episode"),
+            ("planned_return", "tab:red", "predicted by the plans"),
+        ):
+            _series(ax_ret, picked, key, marker, color=color, alpha=0.6, label=f"{what} ({kind})")
+        _series(ax_act, picked, "mean_abs_action", marker, label=kind)
+        _series(ax_spread, picked, "decoder_spread", marker, label=kind)
     ax_ret.set_ylabel("episode return")
     ax_ret.legend(fontsize=6)
     ax_act.set_ylabel("mean |action| (controller, before noise)")
@@ -248,49 +243,28 @@ def diagnostics_figure(run: RunDirectory, task: str, rows: list[dict[str, Any]])
     ax_open.set_ylabel("mean |reward error| (held-out episodes)")
     fig.suptitle(f"{task}: diagnostics per episode")
     fig.tight_layout()
-    fig.savefig(run.figure_path("diagnostics"), dpi=120)
-    plt.close(fig)
+    run.save_figure(fig, prefix + "diagnostics")
 
 
 def learning_curves(
-    run: RunDirectory, task: str, random_reward: float, rows: list[dict[str, Any]]
+    run: RunDirectory, task: str, random_reward: float, rows: list[dict[str, Any]], prefix: str = ""
 ) -> None:
     """``learning_curves.png``: episode rewards and the model loss over environment steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax_r, ax_l) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
     colors = {1: "tab:blue", 2: "tab:orange", 3: "tab:green"}
     for phase in (1, 2, 3):
         train = [r for r in rows if r["phase"] == phase and r["kind"] == "train"]
         evals = [r for r in rows if r["phase"] == phase and str(r["kind"]).startswith("eval")]
-        if train:
-            ax_r.plot(
-                [r["env_steps"] for r in train],
-                [r["reward"] for r in train],
-                ".",
-                color=colors[phase],
-                alpha=0.5,
-                label=f"phase {phase} train (noisy)",
-            )
-        if evals:
-            ax_r.plot(
-                [r["env_steps"] for r in evals],
-                [r["reward"] for r in evals],
-                "-o",
-                color=colors[phase],
-                label=f"phase {phase} eval",
-            )
         losses = [r for r in train if "model_loss" in r]
+        color = colors[phase]
+        if train:
+            label = f"phase {phase} train (noisy)"
+            _series(ax_r, train, "reward", ".", color=color, alpha=0.5, label=label)
+        if evals:
+            _series(ax_r, evals, "reward", "-o", color=color, label=f"phase {phase} eval")
         if losses:
-            ax_l.plot(
-                [r["env_steps"] for r in losses],
-                [r["model_loss"] for r in losses],
-                color=colors[phase],
-                label=f"phase {phase} model loss",
-            )
+            _series(ax_l, losses, "model_loss", color=color, label=f"phase {phase} model loss")
     ax_r.axhline(random_reward, color="gray", ls=":", label="random policy")
     ax_r.set_ylabel("episode reward")
     ax_r.legend(fontsize=7)
@@ -300,8 +274,7 @@ def learning_curves(
     ax_l.legend(fontsize=7)
     fig.suptitle(f"{task}: learning curves")
     fig.tight_layout()
-    fig.savefig(run.figure_path("learning_curves"), dpi=120)
-    plt.close(fig)
+    run.save_figure(fig, prefix + "learning_curves")
 
 
 def _figures(
@@ -309,47 +282,33 @@ def _figures(
     config: DMCConfig,
     results: dict[int, dict[str, Any]],
     eval_rows: list[dict[str, Any]],
+    prefix: str,
 ) -> None:
-    import matplotlib
+    plt = pyplot()
+    metrics = results[max(results)]["metrics"]
+    learning_curves(run, config.task, config.spec.random_reward, metrics, prefix)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    learning_curves(run, config.task, config.spec.random_reward, results[max(results)]["metrics"])
-
-    labels = ["full_cem", "full_cem_paper", "latent_dcem", "latent_dcem+ppo"]
-    paper = [
-        config.spec.paper_full,
-        config.spec.paper_full,
-        config.spec.paper_latent,
-        config.spec.paper_ppo,
+    spec = config.spec
+    columns = [  # controller, its tick label, the paper's median, the phase it is evaluated in
+        ("full_cem", f"full CEM\n(N={config.cem.solver.n_sample})", spec.paper_full, 2),
+        ("full_cem_paper", "full CEM\n(N=1000)", spec.paper_full, 2),
+        ("latent_dcem", "latent DCEM", spec.paper_latent, 2),
+        ("latent_dcem+ppo", "latent DCEM\n+ PPO", spec.paper_ppo, 3),
     ]
-    phase_of = {"full_cem": 2, "full_cem_paper": 2, "latent_dcem": 2, "latent_dcem+ppo": 3}
     data = []
-    for label in labels:
-        picked = [
-            r["reward"]
-            for r in eval_rows
-            if r["controller"] == label and r["phase"] == phase_of[label]
-        ]
-        if label == "full_cem" and not picked:
-            picked = [r["reward"] for r in eval_rows if r["controller"] == label]
+    for name, _, _, phase in columns:
+        picked = [r["reward"] for r in eval_rows if (r["controller"], r["phase"]) == (name, phase)]
+        if name == "full_cem" and not picked:
+            picked = [r["reward"] for r in eval_rows if r["controller"] == name]
         data.append(picked)
     fig, (ax_b, ax_s) = plt.subplots(1, 2, figsize=(10, 4))
     shown = [i for i, d in enumerate(data) if d]
     if shown:
         ax_b.boxplot([data[i] for i in shown], positions=[i + 1 for i in shown])
-    ax_b.plot(range(1, 5), paper, "r_", markersize=20, label="paper median (Fig. 4)")
-    ax_b.set_xticks(
-        range(1, 5),
-        [
-            f"full CEM\n(N={config.cem.solver.n_sample})",
-            "full CEM\n(N=1000)",
-            "latent DCEM",
-            "latent DCEM\n+ PPO",
-        ],
-        fontsize=7,
-    )
+    ticks = range(1, len(columns) + 1)
+    paper = [column[2] for column in columns]
+    ax_b.plot(ticks, paper, "r_", markersize=20, label="paper median (Fig. 4)")
+    ax_b.set_xticks(ticks, [column[1] for column in columns], fontsize=7)
     ax_b.set_ylabel("eval episode reward")
     ax_b.legend(fontsize=7)
     ax_b.set_title(f"{config.task}: evaluation ({config.eval_episodes} episodes each)")
@@ -362,32 +321,45 @@ def _figures(
         ax_s.set_yscale("log")
         ax_s.set_title("planning time, same model and device")
     fig.tight_layout()
-    fig.savefig(run.figure_path("eval_boxplot"), dpi=120)
-    plt.close(fig)
+    run.save_figure(fig, prefix + "eval_boxplot")
 
 
-def write_in_progress(root: Path) -> Path:
-    """``metrics.csv``, ``learning_curves.png`` and ``diagnostics.png`` of the run
-    in ``root`` as it stands: the metrics of the checkpoint of the phase in
-    progress, or of the last finished phase; returns ``metrics.csv``."""
-    record = json.loads((root / "config.json").read_text(encoding="utf-8"))
-    task = record["config"]["task"]
-    rows: list[dict[str, Any]] = []
-    for phase in (1, 2, 3):
-        current = root / "checkpoints" / f"phase{phase}.pt"
-        finished = root / "jobs" / f"phase{phase}.json"
-        if current.exists():
-            state = torch.load(current, map_location="cpu", weights_only=True)
-            rows = state["metrics"]
-        elif finished.exists():
-            rows = json.loads(finished.read_text(encoding="utf-8"))["metrics"]
-    if not rows:
-        raise ValueError(f"{root} has no metrics yet")
+def write_in_progress(root: Path) -> list[Path]:
+    """``metrics.csv``, ``learning_curves.png`` and ``diagnostics.png`` of each
+    job of the run in ``root`` as it stands: the metrics of its checkpoint, or
+    of its result; returns the ``metrics.csv`` files (one per job with metrics)."""
+    config = json.loads((root / "config.json").read_text(encoding="utf-8"))["config"]
+    if "runs" not in config:
+        raise ValueError(f"{root} predates the job layout: resume it once to convert it")
+    runs = config["runs"]
     run = RunDirectory.attach(root)
-    path = run.write_csv("metrics", rows)
-    learning_curves(run, task, TASKS[task].random_reward, rows)
-    diagnostics_figure(run, task, rows)
-    return path
+    written = []
+    for settings in runs:
+        task, job = settings["task"], job_name(settings["task"], settings["seed"])
+        rows = _current_metrics(root, job)
+        if rows:
+            prefix = "" if len(runs) == 1 else f"{job}-"
+            written.append(run.write_csv(prefix + "metrics", rows))
+            learning_curves(run, task, TASKS[task].random_reward, rows, prefix)
+            diagnostics_figure(run, task, rows, prefix)
+    if not written:
+        raise ValueError(f"{root} has no metrics yet")
+    return written
+
+
+def _current_metrics(root: Path, job: str) -> list[dict[str, Any]]:
+    """The metrics rows of ``job`` so far (none before its first episode)."""
+    checkpoint, result = root / "checkpoints" / f"{job}.pt", root / "jobs" / f"{job}.json"
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        phases = state["results"]
+        if state["session"] is not None:
+            return list(state["session"]["metrics"])
+    elif result.exists():
+        phases = json.loads(result.read_text(encoding="utf-8"))["phases"]
+    else:
+        return []
+    return list(phases[-1]["metrics"]) if phases else []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, required=True, help="the run directory (--out)")
     args = parser.parse_args(argv)
     try:
-        print(write_in_progress(args.run))
+        for path in write_in_progress(args.run):
+            print(path)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     return 0

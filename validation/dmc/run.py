@@ -1,4 +1,13 @@
-"""Running the phases with checkpoints, and opening a phase from a previous one."""
+"""One job of the dmc experiment: a (task, seed) run through its phases, resumable.
+
+The job's checkpoint ``checkpoints/<job>.pt`` (through its ``JobContext``)
+holds the results of its finished phases and the ``Session`` of the phase in
+progress (``None`` between phases). It is written after every training and
+evaluation episode, so a killed job continues exactly where it stopped. A
+finished phase also leaves its final state in ``checkpoints/<job>.phase<p>_final.pt``
+(a ``Session.state_dict``): the next phase starts from it, and the tools of
+``checkpoint_tool`` measure it.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +20,7 @@ import torch
 
 from validation.dmc.config import DMCConfig
 from validation.dmc.train import Session
-from validation.harness import RunDirectory, progress
+from validation.harness import JobContext, JobOutput, progress
 
 PHASE_CONTROLLERS = {
     1: ("full_cem",),
@@ -20,6 +29,30 @@ PHASE_CONTROLLERS = {
 }
 """The noise-free evaluations at the end of each phase (Fig. 4 compares them), all on
 the phase's final model; ``full_cem_paper`` is full CEM at the paper's size."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of ``config`` (its task and seed) through ``phases``; the first of
+    them starts from ``from_checkpoint`` when given (a ``phase<p-1>_final`` state)."""
+
+    config: DMCConfig
+    phases: tuple[int, ...]
+    from_checkpoint: str | None
+    device: str
+
+    @property
+    def name(self) -> str:
+        return job_name(self.config.task, self.config.seed)
+
+
+def job_name(task: str, seed: int) -> str:
+    return f"{task}-seed{seed}"
+
+
+def final_name(job: str, phase: int) -> str:
+    """The checkpoint name of ``job``'s state at the end of ``phase``."""
+    return f"{job}.phase{phase}_final"
 
 
 def eval_episodes(config: DMCConfig, name: str) -> int:
@@ -42,27 +75,39 @@ class EpisodeBudget:
         return True
 
 
-def open_session(
-    run: RunDirectory,
-    config: DMCConfig,
-    device: torch.device,
-    phase: int,
-    from_checkpoint: Path | None,
-) -> Session:
-    """The session of ``phase``: its own checkpoint if there is one (``--resume``),
-    else the previous phase's final state (or ``from_checkpoint``)."""
-    session = Session(config, device)
-    state = run.load_checkpoint(f"phase{phase}")
-    if state is not None:
-        session.load_state_dict(state)
+def run_job(job: Job, ctx: JobContext) -> JobOutput | None:
+    """Run (or resume) ``job``'s phases; ``None`` when ``ctx.stop_after``
+    episodes of this session ended it first. The result: ``{"task", "seed",
+    "phases": [one result per phase, see run_phase]}``."""
+    saved = ctx.load_checkpoint(job.name)
+    results: list[dict[str, Any]] = [] if saved is None else list(saved["results"])
+    current = None if saved is None else saved["session"]
+    budget = EpisodeBudget(ctx.stop_after)
+    for phase in job.phases:
+        if any(result["phase"] == phase for result in results):
+            continue
+        session = open_session(job, ctx, phase, current)
+        current = None
+        result = run_phase(session, ctx, job.name, phase, budget, results)
+        if result is None:
+            return None
+        results.append(result)
+        ctx.save_checkpoint(final_name(job.name, phase), session.state_dict())
+        ctx.save_checkpoint(job.name, {"results": results, "session": None})
+    return JobOutput({"task": job.config.task, "seed": job.config.seed, "phases": results})
+
+
+def open_session(job: Job, ctx: JobContext, phase: int, current: dict[str, Any] | None) -> Session:
+    """The session of ``phase``: ``current`` (its state in the job's checkpoint)
+    if given, else the previous phase's final state (or ``job.from_checkpoint``)."""
+    session = Session(job.config, torch.device(job.device))
+    if current is not None:
+        session.load_state_dict(current)
         return session
     if phase > 1:
-        source = from_checkpoint or run.checkpoint_path(f"phase{phase - 1}_final")
-        if not source.exists():
-            raise SystemExit(
-                f"phase {phase} starts from phase {phase - 1}'s final checkpoint, and {source} "
-                f"does not exist: run --phase {phase - 1} first, or pass --from-checkpoint"
-            )
+        source = ctx.checkpoint_path(final_name(job.name, phase - 1))
+        if phase == job.phases[0] and job.from_checkpoint is not None:
+            source = Path(job.from_checkpoint)
         previous = torch.load(source, map_location="cpu", weights_only=True)
         if previous.get("compact", False):
             session.load_compact(previous)
@@ -72,24 +117,37 @@ def open_session(
     return session
 
 
-def run_phase(session: Session, run: RunDirectory, phase: int, budget: EpisodeBudget) -> bool:
-    """Train, evaluate and record ``phase``; False if the budget stopped it first.
+def run_phase(
+    session: Session,
+    ctx: JobContext,
+    job: str,
+    phase: int,
+    budget: EpisodeBudget,
+    results: list[dict[str, Any]],
+) -> dict[str, Any] | None:
+    """Train and evaluate ``phase``; its result, or None if the budget stopped it first.
 
-    A checkpoint is written after every training and evaluation episode; at
-    the end the final state goes to ``checkpoints/phase<p>_final.pt`` (the
-    next phase's start) and the result to ``jobs/phase<p>.json``.
+    After every training and evaluation episode the job's checkpoint gets
+    ``{"results": results, "session": session.state_dict()}``.
     """
     config, c = session.config, session.counters
-    job = f"phase{phase}"
+
+    def save() -> None:
+        ctx.save_checkpoint(job, {"results": results, "session": session.state_dict()})
+
+    def log(line: str) -> None:
+        ctx.log(f"{config.task} phase {phase} {line}")
+
     if phase == 3:
         per_iteration = config.ppo.episodes_per_iteration
         total = config.ppo.iterations * per_iteration
         done = c.ppo_iterations * per_iteration + len(session.rollout)
-        bar = progress(total, f"{config.task} phase 3 (PPO episodes)", initial=done)
+        bar = progress(total, f"{job} phase 3 (PPO episodes)", initial=done, position=ctx.position)
     else:
         steps = config.phase1_env_steps if phase == 1 else config.phase2_env_steps
+        done = min(steps, c.phase_env_steps)
         bar = progress(
-            steps, f"{config.task} phase {phase} (env steps)", initial=min(steps, c.phase_env_steps)
+            steps, f"{job} phase {phase} (env steps)", initial=done, position=ctx.position
         )
 
     def finished_training() -> bool:
@@ -100,19 +158,19 @@ def run_phase(session: Session, run: RunDirectory, phase: int, budget: EpisodeBu
     with bar:
         while not finished_training():
             if not budget.take():
-                return False
+                return None
             before, logged = c.phase_env_steps, len(session.metrics)
             row = session.train_episode(phase) if phase < 3 else session.ppo_episode()
             session.metrics.append(row)
             session.tick()
             if finished_training():
                 c.train_seconds = c.phase_seconds
-            run.save_checkpoint(job, session.state_dict())
+            save()
             bar.update(1 if phase == 3 else c.phase_env_steps - before)
             bar.set_postfix(_shown(row))
             for new in session.metrics[logged:]:  # the training row, then an evaluation's
-                run.log(
-                    f"{config.task} phase {phase} {new['kind']} episode {new['episode']} "
+                log(
+                    f"{new['kind']} episode {new['episode']} "
                     f"({c.phase_env_steps} env steps, {c.phase_seconds:.0f} s): "
                     + " ".join(f"{k}={v}" for k, v in _shown(new).items())
                 )
@@ -123,19 +181,16 @@ def run_phase(session: Session, run: RunDirectory, phase: int, budget: EpisodeBu
         rewards = c.evals.setdefault(name, [])
         while len(rewards) < wanted:
             if not budget.take():
-                return False
+                return None
             controller = session.controller(name)
             controller.reset()
             rewards.append(session.play(controller, noise=0.0, evaluation=True).total_reward)
             session.tick()
-            run.save_checkpoint(job, session.state_dict())
-            run.log(
-                f"{config.task} phase {phase} final eval {name} "
-                f"{len(rewards)}/{wanted}: reward={rewards[-1]:.3g}"
-            )
+            save()
+            log(f"final eval {name} {len(rewards)}/{wanted}: reward={rewards[-1]:.3g}")
     speed = session.speed() if phase == 2 else {}
     session.tick()
-    result: dict[str, Any] = {
+    return {
         "phase": phase,
         "env_steps": c.phase_env_steps,
         "total_env_steps": c.env_steps,
@@ -148,9 +203,6 @@ def run_phase(session: Session, run: RunDirectory, phase: int, budget: EpisodeBu
         "speed_ms": speed,
         "metrics": session.metrics,
     }
-    run.save_checkpoint(f"phase{phase}_final", session.state_dict())
-    run.save_result(job, result)
-    return True
 
 
 def _shown(row: dict[str, float | int | str]) -> dict[str, str]:

@@ -19,14 +19,13 @@ import sys
 import torch
 
 from validation.dmc import checkpoint_tool
+from validation.harness import positive_int
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = checkpoint_tool.parser(__doc__, "a phase<p>_final.pt")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     session = checkpoint_tool.open_checkpoint(parser, args)
     repeats = [session.speed() for _ in range(args.repeats)]
     ratios = [r["full_cem_paper_ms"] / r["latent_dcem_ms"] for r in repeats]

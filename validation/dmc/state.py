@@ -1,32 +1,36 @@
 """A run's state in the repository: export it compactly, resume from it on a fresh clone.
 
 A run directory (``validation.harness.RunDirectory``) holds ``config.json``,
-``timing.json``, ``progress.log``, ``jobs/phase<p>.json`` (finished phases)
-and ``checkpoints/`` (``phase<p>.pt`` of the phase in progress,
-``phase<p>_final.pt`` of finished ones). ``export_run`` copies into a
-state folder exactly what resuming needs, and no more:
+``timing.json``, ``progress.log``, ``jobs/<job>.json`` (finished jobs) and
+``checkpoints/``: ``<job>.pt`` of a job in progress (``validation.dmc.run``)
+and ``<job>.phase<p>_final.pt`` of its finished phases. ``export_run`` copies
+into a state folder exactly what resuming needs, and no more:
 
 - the JSON files and ``progress.log`` (text);
-- the in-progress checkpoint ``phase<p>.pt``, byte for byte (fp32 models,
+- each job's checkpoint ``<job>.pt``, byte for byte (fp32 models,
   optimizers, the replay buffer, every generator and environment state:
   the resumed run continues exactly as the uninterrupted one would);
-- the last finished phase's ``phase<p>_final.pt`` byte for byte while the
-  next phase has not started (it is that phase's start);
-- every other finished phase's final state in compact form,
-  ``phase<p>_final.compact.pt``: fp16 weights of the model and the decoder
-  (with the model's fp32 buffers), the replay buffer with fp16 observations
-  and actions (fp32 rewards), the counters and metrics; no optimizer or
-  generator states. This is the phase boundary for users ("pretrained
-  phase-1 models"): ``--phase 2 --from-checkpoint .../phase1_final.compact.pt``
-  runs latent DCEM on it; it is not an exact resume point.
+- a job's last final state byte for byte while its next phase has not
+  started (it is that phase's start);
+- every other final state in compact form, ``<job>.phase<p>_final.compact.pt``:
+  fp16 weights of the model and the decoder (with the model's fp32 buffers),
+  the replay buffer with fp16 observations and actions (fp32 rewards), the
+  counters and metrics; no optimizer or generator states. This is the phase
+  boundary for users ("pretrained phase-1 models"): ``--phase 2
+  --from-checkpoint .../cheetah.run-seed0.phase1_final.compact.pt`` runs
+  latent DCEM on it; it is not an exact resume point.
 
 ``import_state`` copies a state folder into an empty run directory, after
 which ``--resume`` continues it (``python -m validation.dmc --resume-from``
-does both).
+does both). ``upgrade_legacy`` converts a run directory (or state) written
+before dmc ran on the experiment contract: one run per directory with
+``checkpoints/phase<p>.pt``, ``phase<p>_final.pt`` and ``jobs/phase<p>.json``.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -34,10 +38,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from validation.harness import JobContext
+
 COMPACT_SUFFIX = ".compact.pt"
 TEXT_FILES = ("config.json", "timing.json", "progress.log")
 PHASES = (1, 2, 3)
-
+FINAL = re.compile(r"(?P<job>.+)\.phase(?P<phase>\d)_final\.pt")
+LEGACY_NAME = re.compile(r"dmc [\w.]+")
+"""The ``name`` in ``config.json`` of a run written before the contract (``dmc <task>``)."""
 
 EXPORT_ATTEMPTS = 5
 """A run that is still going may write a checkpoint while it is exported: the
@@ -73,29 +81,25 @@ def _export_once(run: Path, to: Path) -> list[Path]:
         shutil.rmtree(to)
     (to / "jobs").mkdir(parents=True)
     (to / "checkpoints").mkdir()
-    written: list[Path] = []
-    for name in TEXT_FILES:
-        if (run / name).exists():
-            written.append(Path(shutil.copy2(run / name, to / name)))
-    done = [p for p in PHASES if (run / "jobs" / f"phase{p}.json").exists()]
-    for p in done:
-        written.append(Path(shutil.copy2(run / "jobs" / f"phase{p}.json", to / "jobs")))
-    for p in PHASES:
-        current = run / "checkpoints" / f"phase{p}.pt"
-        if p not in done and current.exists():
-            written.append(Path(shutil.copy2(current, to / "checkpoints")))
-    for p in done:
-        final = run / "checkpoints" / f"phase{p}_final.pt"
-        if not final.exists():
-            continue
-        next_started = (run / "checkpoints" / f"phase{p + 1}.pt").exists() or (p + 1) in done
-        if p + 1 in PHASES and not next_started:
-            written.append(Path(shutil.copy2(final, to / "checkpoints")))
-        else:
-            state = torch.load(final, map_location="cpu", weights_only=True)
-            path = to / "checkpoints" / f"phase{p}_final{COMPACT_SUFFIX}"
-            torch.save(compact(state), path)
-            written.append(path)
+    written = [Path(shutil.copy2(run / n, to / n)) for n in TEXT_FILES if (run / n).exists()]
+    written += [Path(shutil.copy2(p, to / "jobs")) for p in sorted((run / "jobs").glob("*.json"))]
+    finals: dict[str, dict[int, Path]] = {}
+    for path in sorted((run / "checkpoints").glob("*.pt")):
+        if match := FINAL.fullmatch(path.name):
+            finals.setdefault(match["job"], {})[int(match["phase"])] = path
+        elif not path.name.endswith(COMPACT_SUFFIX):
+            written.append(Path(shutil.copy2(path, to / "checkpoints")))
+    for job, by_phase in finals.items():
+        current = run / "checkpoints" / f"{job}.pt"
+        between = not current.exists() or _load(current)["session"] is None
+        last = max(by_phase)
+        for phase, path in by_phase.items():
+            if phase == last and last < PHASES[-1] and between:
+                written.append(Path(shutil.copy2(path, to / "checkpoints")))
+            else:
+                compact_path = to / "checkpoints" / path.name.replace(".pt", COMPACT_SUFFIX)
+                torch.save(compact(_load(path)), compact_path)
+                written.append(compact_path)
     return written
 
 
@@ -117,6 +121,55 @@ def import_state(state: Path, run: Path) -> None:
         for path in sorted((state / sub).glob("*")):
             if not path.name.endswith(COMPACT_SUFFIX):
                 shutil.copy2(path, run / sub / path.name)
+
+
+def upgrade_legacy(run: Path, record: dict[str, Any]) -> bool:
+    """Convert run directory ``run`` from the layout before the contract into
+    that of ``validation.dmc.run``, in place; False if it is not in that layout.
+
+    The state is moved, not changed: the checkpoint of the phase in progress
+    becomes the ``session`` of the job's checkpoint as it was saved, the
+    finished phases' results its ``results``, ``phase<p>_final.pt`` is renamed
+    (a finished third phase makes a finished job), and ``config.json`` gets
+    ``record`` (the run as configured now) with the old settings as its one run.
+    """
+    config_path = run / "config.json"
+    old = json.loads(config_path.read_text(encoding="utf-8"))
+    if not LEGACY_NAME.fullmatch(str(old.get("name"))):
+        return False
+    settings = old["config"]
+    job = f"{settings['task']}-seed{settings['seed']}"
+    checkpoints, jobs = run / "checkpoints", run / "jobs"
+    results = []
+    for phase in PHASES:
+        path = jobs / f"phase{phase}.json"
+        if path.exists():
+            results.append(json.loads(path.read_text(encoding="utf-8")))
+    done = {result["phase"] for result in results}
+    pending = [p for p in PHASES if p not in done and (checkpoints / f"phase{p}.pt").exists()]
+    if done == set(PHASES):
+        result = {"task": settings["task"], "seed": settings["seed"], "phases": results}
+        (jobs / f"{job}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    else:
+        session = _load(checkpoints / f"phase{pending[0]}.pt") if pending else None
+        JobContext(run).save_checkpoint(job, {"results": results, "session": session})
+    for phase in PHASES:
+        for suffix in (".pt", COMPACT_SUFFIX):
+            final = checkpoints / f"phase{phase}_final{suffix}"
+            if final.exists():
+                final.rename(checkpoints / f"{job}.phase{phase}_final{suffix}")
+    new = json.loads(json.dumps(record))
+    new["mode"], new["config"]["runs"] = old["mode"], [settings]
+    config_path.write_text(json.dumps(new, indent=2) + "\n", encoding="utf-8")
+    for phase in PHASES:
+        (checkpoints / f"phase{phase}.pt").unlink(missing_ok=True)
+        (jobs / f"phase{phase}.json").unlink(missing_ok=True)
+    return True
+
+
+def _load(path: Path) -> dict[str, Any]:
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return state
 
 
 def _half(tensors: dict[str, Tensor]) -> dict[str, Tensor]:

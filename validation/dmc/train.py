@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -36,12 +36,13 @@ from validation.dmc.agent import (
     run_episode,
 )
 from validation.dmc.buffer import EpisodeBuffer
-from validation.dmc.config import PAPER_CEM, CEMConfig, DMCConfig
+from validation.dmc.config import PAPER_CEM, DMCConfig
 from validation.dmc.diagnostics import episode_diagnostics, held_out_diagnostics
 from validation.dmc.envs import DMCEnv
 from validation.dmc.ppo import ValueNet, ppo_update, tuned_parameters
 from validation.dmc.rssm import RSSM, Belief
 from validation.dmc.state import expand
+from validation.harness import timed
 
 EVAL_SEED_OFFSET = 10_000
 """The evaluation environment's seed is the run's seed plus this (its own episode stream)."""
@@ -127,48 +128,37 @@ class Session:
 
     # -- checkpoints ---------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
-        c = self.counters
+    def _parts(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
+        """The modules and optimizers of a checkpoint, by key."""
         return {
-            "model": self.model.state_dict(),
-            "model_opt": self.model_opt.state_dict(),
-            "decoder": self.decoder.state_dict(),
-            "decoder_opt": self.decoder_opt.state_dict(),
-            "value": self.value.state_dict(),
-            "value_opt": self.value_opt.state_dict(),
+            "model": self.model,
+            "model_opt": self.model_opt,
+            "decoder": self.decoder,
+            "decoder_opt": self.decoder_opt,
+            "value": self.value,
+            "value_opt": self.value_opt,
+            "ppo_opt": self.ppo_opt,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **{key: part.state_dict() for key, part in self._parts().items()},
             "log_std": self.log_std.detach().clone(),
-            "ppo_opt": self.ppo_opt.state_dict(),
             "buffer": self.buffer.state_dict(),
             "cpu_gen": self.cpu_gen.get_state(),
             "dev_gen": self.dev_gen.get_state(),
             "env_rng": self.env.get_rng_state(),
             "eval_env_rng": self.eval_env.get_rng_state(),
-            "counters": {
-                "phase": c.phase,
-                "episodes": c.episodes,
-                "env_steps": c.env_steps,
-                "phase_episodes": c.phase_episodes,
-                "phase_env_steps": c.phase_env_steps,
-                "phase_seconds": c.phase_seconds,
-                "ppo_iterations": c.ppo_iterations,
-                "train_seconds": c.train_seconds,
-                "evals": {k: list(v) for k, v in c.evals.items()},
-                "model_updates": c.model_updates,
-            },
+            "counters": asdict(self.counters),
             "metrics": [dict(row) for row in self.metrics],
             "rollout": [_episode_state(episode) for episode in self.rollout],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.model_opt.load_state_dict(state["model_opt"])
-        self.decoder.load_state_dict(state["decoder"])
-        self.decoder_opt.load_state_dict(state["decoder_opt"])
-        self.value.load_state_dict(state["value"])
-        self.value_opt.load_state_dict(state["value_opt"])
+        for key, part in self._parts().items():
+            part.load_state_dict(state[key])
         with torch.no_grad():
             self.log_std.copy_(state["log_std"])
-        self.ppo_opt.load_state_dict(state["ppo_opt"])
         self.buffer.load_state_dict(state["buffer"])
         self.cpu_gen.set_state(state["cpu_gen"])
         self.dev_gen.set_state(state["dev_gen"])
@@ -317,9 +307,10 @@ class Session:
 
     # -- controllers -----------------------------------------------------------
 
-    def controller(self, name: str, cem: CEMConfig | None = None) -> FullCEM | LatentDCEM:
+    def controller(self, name: str) -> FullCEM | LatentDCEM:
+        """The controller ``name`` (one of ``CONTROLLERS``) on the current model."""
         if name == "full_cem":
-            return FullCEM(self.model, cem or self.config.cem, self.env, self.device, self.dev_gen)
+            return FullCEM(self.model, self.config.cem, self.env, self.device, self.dev_gen)
         if name == "full_cem_paper":
             return FullCEM(self.model, PAPER_CEM, self.env, self.device, self.dev_gen)
         if name == "latent_dcem":
@@ -370,8 +361,8 @@ class Session:
         seeded = phase == 1 and self.buffer.episodes == config.seed_episodes
         if seeded and config.model.normalize_obs:  # the seed episodes are in: freeze it
             self.model.set_normalization(self.buffer.observations)
-        row = self._count(episode, phase, "train")
-        row.update(self._diagnostics(episode))
+        self._count(episode)
+        row = self._row(episode, phase, "train")
         for key in ("model_loss", "obs_loss", "reward_loss", "kl"):
             if logs:
                 row[key] = sum(log[key] for log in logs) / len(logs)
@@ -388,22 +379,24 @@ class Session:
         controller = self.controller(name)
         controller.reset()
         episode = self.play(controller, noise=0.0, evaluation=True)
+        row = self._row(episode, phase, f"eval_{name}")
+        row.update(held_out_diagnostics(self.model, episode, OPEN_LOOP_STEPS))
+        return row
+
+    def _row(self, episode: Episode, phase: int, kind: str) -> Row:
+        """An episode's metrics row: the counters, its reward and planning time, and
+        the diagnostics of ``validation.dmc.diagnostics`` (no generator is used)."""
         row: Row = {
             "phase": phase,
-            "kind": f"eval_{name}",
+            "kind": kind,
             "episode": self.counters.episodes,
             "env_steps": self.counters.env_steps,
             "reward": episode.total_reward,
             "plan_ms": 1000 * episode.plan_seconds / max(1, episode.actions.shape[0]),
         }
-        row.update(self._diagnostics(episode))
-        row.update(held_out_diagnostics(self.model, episode, OPEN_LOOP_STEPS))
-        return row
-
-    def _diagnostics(self, episode: Episode) -> Row:
-        """The per-episode diagnostics of ``validation.dmc.diagnostics`` (no generator is used)."""
         bound = self.config.latent.latent_bound
-        return dict(episode_diagnostics(self.model, self.decoder, episode, bound))
+        row.update(episode_diagnostics(self.model, self.decoder, episode, bound))
+        return row
 
     def ppo_episode(self) -> Row:
         """Collect one phase-3 episode with the Gaussian policy around latent DCEM;
@@ -412,8 +405,8 @@ class Session:
         controller = self.controller("latent_dcem")
         episode = self.play(controller, noise=float(self.log_std.detach().exp()))
         self.rollout.append(episode)
-        row = self._count(episode, 3, "train")
-        row.update(self._diagnostics(episode))
+        self._count(episode)
+        row = self._row(episode, 3, "train")
         if len(self.rollout) >= ppo.episodes_per_iteration:
             stats = ppo_update(
                 self.model,
@@ -436,21 +429,14 @@ class Session:
                 return self.eval_row(3, "latent_dcem")
         return row
 
-    def _count(self, episode: Episode, phase: int, kind: str) -> Row:
+    def _count(self, episode: Episode) -> None:
+        """Count a collected (training) episode and its environment steps."""
         c = self.counters
         steps = episode.actions.shape[0] * self.env.action_repeat
         c.episodes += 1
         c.phase_episodes += 1
         c.env_steps += steps
         c.phase_env_steps += steps
-        return {
-            "phase": phase,
-            "kind": kind,
-            "episode": c.episodes,
-            "env_steps": c.env_steps,
-            "reward": episode.total_reward,
-            "plan_ms": 1000 * episode.plan_seconds / max(1, episode.actions.shape[0]),
-        }
 
     def speed(self) -> dict[str, float]:
         """Planning time per control step (ms) of each controller on the same model,
@@ -464,66 +450,30 @@ class Session:
             for t in range(1, self.config.speed_steps):
                 belief = self.model.observe(belief, actions[t - 1 : t], obs[t : t + 1])
                 beliefs.append(belief)
-        controllers = {
-            "full_cem": self.controller("full_cem"),
-            "full_cem_paper": self.controller("full_cem", PAPER_CEM),
-            "latent_dcem": self.controller("latent_dcem"),
-        }
         result = {}
-        for name, controller in controllers.items():
+        for name in CONTROLLERS:
+            controller = self.controller(name)
             controller.reset()
             controller.act(beliefs[0])  # warm-up
-            _sync(self.device)
-            start = time.perf_counter()
-            for b in beliefs:
-                controller.act(b)
-            _sync(self.device)
-            result[f"{name}_ms"] = 1000 * (time.perf_counter() - start) / len(beliefs)
+
+            def steps(controller: Controller = controller) -> None:
+                for b in beliefs:
+                    controller.act(b)
+
+            seconds = timed(steps, 1, warmup=0, device=self.device)
+            result[f"{name}_ms"] = 1000 * seconds / len(beliefs)
         return result
 
 
-def _counters(c: dict[str, Any]) -> Counters:
-    return Counters(
-        c["phase"],
-        c["episodes"],
-        c["env_steps"],
-        c["phase_episodes"],
-        c["phase_env_steps"],
-        c["phase_seconds"],
-        c["ppo_iterations"],
-        c["train_seconds"],
-        {k: list(v) for k, v in c["evals"].items()},
-        c["model_updates"],
-    )
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _counters(saved: dict[str, Any]) -> Counters:
+    return Counters(**{**saved, "evals": {k: list(v) for k, v in saved["evals"].items()}})
 
 
 def _episode_state(episode: Episode) -> dict[str, Any]:
-    return {
-        "observations": episode.observations,
-        "actions": episode.actions,
-        "raw_actions": episode.raw_actions,
-        "rewards": episode.rewards,
-        "h": episode.beliefs.h,
-        "s": episode.beliefs.s,
-        "means": episode.means,
-        "plan_seconds": episode.plan_seconds,
-        "planned": episode.planned,
-    }
+    state = {f.name: getattr(episode, f.name) for f in fields(Episode) if f.name != "beliefs"}
+    return {**state, "h": episode.beliefs.h, "s": episode.beliefs.s}
 
 
 def _episode_from_state(state: dict[str, Any]) -> Episode:
-    return Episode(
-        state["observations"],
-        state["actions"],
-        state["raw_actions"],
-        state["rewards"],
-        Belief(state["h"], state["s"]),
-        state["means"],
-        float(state["plan_seconds"]),
-        state["planned"],
-    )
+    names = [f.name for f in fields(Episode) if f.name != "beliefs"]
+    return Episode(beliefs=Belief(state["h"], state["s"]), **{name: state[name] for name in names})
