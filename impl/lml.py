@@ -286,6 +286,9 @@ def solve_lml_with_fast_path(x: Tensor, k: int, tau: Temperature, max_steps: int
     """
     n = x.shape[-1]
     rows = x if x.dim() == 2 else x.reshape(-1, n)
+    if rows.shape[0] == 1 and (not isinstance(tau, Tensor) or tau.numel() == 1):
+        y = _solve_single_row(rows, k, float(tau), max_steps)
+        return y if x.dim() == 2 else y.view(x.shape)
     if isinstance(tau, Tensor) and tau.dim() > 0:  # one τ per row of ``rows``
         tau = tau.expand(*x.shape[:-1], 1).reshape(-1, 1)
     y, change = newton_from_midpoint(rows, k, tau, FAST_STEPS[x.dtype])
@@ -296,6 +299,85 @@ def solve_lml_with_fast_path(x: Tensor, k: int, tau: Temperature, max_steps: int
             tau = tau[redo]
         y[redo] = solve_lml(rows[redo], k, tau, max_steps, early_exit=True)
     return y if x.dim() == 2 else y.view(x.shape)
+
+
+def _solve_single_row(x: Tensor, k: int, tau: float, max_steps: int) -> Tensor:
+    """LML-24 for ``x (1, n)`` with ``τ`` read on the host, then LML-19 if not accepted.
+
+    A ``τ`` that is not positive and finite (read from a tensor, LML-22) gives NaN.
+    """
+    if not 0.0 < tau < math.inf:
+        return torch.full_like(x, math.nan)
+    y, accepted = newton_single_row(x, k, tau, FAST_STEPS[x.dtype])
+    return y if accepted else solve_lml(x, k, tau, max_steps, early_exit=True)
+
+
+def newton_single_row(x: Tensor, k: int, tau: float, steps: int) -> tuple[Tensor, bool]:
+    """The one-row fast path of LML-24 (CPU, no autograd): ``x (1, n)`` → ``(y (1, n), accepted)``.
+
+    The iteration of LML-23 for a single row, with its scalar arithmetic on
+    the host, where reading a CPU tensor costs no synchronization. The row is
+    sorted with the ``m`` entries of ``P`` first, so the small sides are
+    ``a = σ(zs − s u)`` with ``zs = s ⊙ (x_sorted − c)/τ`` and the side signs
+    ``s = (−1, …, −1, +1, …, +1)``: no mask, no concatenation. Each step
+    dispatches four operations,
+
+        a = σ(zs − s u),   h = a(1 − a),   [[R, T], [H_R, H_T]] = [a; h] · [1_Q, 1_P],
+
+    reads the four sums and takes ``u ← u + log(R/T) / (H_R/R + H_T/T)`` in
+    float64 on the host. The sums come from one product with the columns
+    ``1`` and ``s`` (``R = (Σa + Σsa)/2``, ``T = (Σa − Σsa)/2``, and the same
+    for ``h``): both sums are over the small sides only, so the difference
+    loses no more than ``n ε`` relative to ``R + T``, i.e. to ``R ≈ T`` near
+    the root. The row is accepted at the first step that moved ``u`` by at
+    most ``STEP_TOLERANCE`` (the loop then ends); it is not accepted when a
+    sum is not positive (saturated rows, NaN) or after ``steps`` steps. The
+    sigmoids and sums are in float64 (a matrix product adds in sequence,
+    LML-23); the output ``σ((x − c)/τ ∓ u)`` is computed in ``x``'s dtype as
+    in LML-23.
+    """
+    n = x.shape[1]
+    flip = 2 * k > n
+    m = n - k if flip else k
+    ordered = torch.sort(x.view(n), descending=not flip).values
+    values = ordered.tolist()
+    centre = 0.5 * values[m - 1] + 0.5 * values[m]  # x_(m) and x_(m+1) of ±x
+    if not math.isfinite(centre):  # an infinite or NaN m-th or (m+1)-th entry
+        return x, False
+    # [1]*n + [−1]*m + [1]*(n − m): its windows at 0 and n are the columns 1 and s.
+    pattern = x.new_ones(2 * n, dtype=torch.float64)
+    pattern[n : n + m].fill_(-1.0)
+    columns = pattern.as_strided((n, 2), (1, n))
+    sides = pattern[n:]
+    offsets = torch.sub(centre, ordered) if flip else torch.sub(ordered, centre)
+    zs = torch.mul(offsets, sides)  # float64
+    if tau != 1.0:
+        zs.div_(tau)
+    work = x.new_empty((2, n), dtype=torch.float64)  # [a; h]
+    small, spread = work.unbind(0)
+    tolerance = STEP_TOLERANCE[x.dtype]
+    u, accepted = 0.0, False
+    for i in range(steps):
+        if i == 0:
+            torch.sigmoid(zs, out=small)
+        else:
+            torch.add(zs, sides, alpha=-u, out=small).sigmoid_()
+        torch.addcmul(small, small, small, value=-1, out=spread)
+        (total, signed), (h_total, h_signed) = torch.mm(work, columns).tolist()
+        r, t = total + signed, total - signed  # 2R, 2T
+        if not (r > 0.0 and t > 0.0 and h_total > 0.0):  # saturated or NaN
+            break
+        step = (math.log(r) - math.log(t)) / ((h_total + h_signed) / r + (h_total - h_signed) / t)
+        u += step
+        if abs(step) <= tolerance:
+            accepted = True
+            break
+    if not accepted:
+        return x, False
+    z = torch.sub(x, centre)
+    if tau != 1.0:
+        z.div_(tau)
+    return (z.add_(u) if flip else z.sub_(u)).sigmoid_(), True
 
 
 def newton_from_midpoint(

@@ -17,6 +17,7 @@ from impl.lml import (
     STEP_TOLERANCE,
     lml,
     newton_from_midpoint,
+    newton_single_row,
     solve_lml,
 )
 from reference.lml import (
@@ -704,3 +705,99 @@ def test_lml_on_both_sides_of_the_matmul_threshold(batch: int, dtype: torch.dtyp
     x = x.to(dtype)
     expected = lml_bisect(x.double().numpy(), 10, 0.5)
     assert np.abs(lml(x, 10, 0.5).double().numpy() - expected).max() <= ACCURACY[dtype]
+
+
+# --- The single-row fast path (LML-24) ---
+
+
+@pytest.mark.spec("LML-24")
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(problem=lml_problems(max_n=300, max_batch=1))
+def test_rows_the_single_row_path_accepts_match_the_reference(
+    problem: LMLProblem, dtype: torch.dtype
+) -> None:
+    x = torch.from_numpy(problem.x).to(dtype)
+    y, accepted = newton_single_row(x, problem.k, problem.tau, FAST_STEPS[dtype])
+    if accepted:
+        expected = lml_bisect(x.double().numpy(), problem.k, problem.tau)
+        assert np.abs(y.double().numpy() - expected).max() <= ACCURACY[dtype]
+    # Accepted or not, lml of the row is the projection (LML-4).
+    error = np.abs(lml(x, problem.k, problem.tau).double().numpy() - ref(problem)).max()
+    assert error <= ACCURACY[dtype]
+
+
+@pytest.mark.spec("LML-24")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("n", "k"), [(100, 10), (100, 90), (1000, 100), (7, 3), (50, 25)])
+@pytest.mark.parametrize("tau", [0.1, 1.0, 10.0])
+def test_the_single_row_path_accepts_gaussian_rows(
+    n: int, k: int, tau: float, dtype: torch.dtype
+) -> None:
+    # The benchmark's and DCEM's rows (N(0, 1) scores) take this path, both
+    # sides of the complement (k > n/2), τ = 1 (no division) and others.
+    gen = torch.Generator().manual_seed(n + k)
+    for _ in range(8):
+        x = torch.randn(1, n, generator=gen, dtype=dtype)
+        y, accepted = newton_single_row(x, k, tau, FAST_STEPS[dtype])
+        assert accepted
+        expected = lml_bisect(x.double().numpy(), k, tau)
+        assert np.abs(y.double().numpy() - expected).max() <= ACCURACY[dtype]
+
+
+@pytest.mark.spec("LML-24", "LML-15")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rows_the_single_row_path_leaves_go_to_the_guarded_solver(dtype: torch.dtype) -> None:
+    # A gap of 1519 τ after the top two: every sum underflows (saturated).
+    saturated = torch.tensor([[74.81, -68.62, -67.6, 59.62, -59.84, 76.71]], dtype=dtype)
+    with_nan = torch.tensor([[0.3, math.nan, -1.0, 2.0]], dtype=dtype)
+    with_inf = torch.tensor([[math.inf, 0.5, -math.inf, 2.0, 1.0]], dtype=dtype)
+    inf_centre = torch.tensor([[math.inf, math.inf, 0.5, 1.0]], dtype=dtype)  # x_(1), x_(2)
+    # (row, k, τ, whether the single-row path may accept it)
+    cases = [
+        (saturated, 2, 0.01, False),
+        (with_nan, 1, 1.0, False),
+        (inf_centre, 1, 1.0, False),
+        (with_inf, 2, 0.5, True),
+        (with_inf, 3, 1.0, True),
+    ]
+    for x, k, tau, may_accept in cases:
+        accepted = newton_single_row(x, k, tau, FAST_STEPS[dtype])[1]
+        assert may_accept or not accepted
+        expected = lml_bisect(x.double().numpy(), k, tau)
+        y = lml(x, k, tau).double().numpy()
+        assert np.array_equal(np.isnan(y), np.isnan(expected))
+        assert np.nan_to_num(np.abs(y - expected)).max() <= ACCURACY[dtype]
+
+
+@pytest.mark.spec("LML-24", "LML-22")
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(problem=lml_problems(max_batch=1), data=st.data())
+def test_a_single_row_with_a_tensor_temperature(
+    problem: LMLProblem, dtype: torch.dtype, data: st.DataObject
+) -> None:
+    # One element, 0-dim or (1, 1): read on the host, bit for bit the float of
+    # its rounding; a bad τ gives a NaN row; a (1, n) row of a (1, 1, n) input.
+    x = torch.from_numpy(problem.x).to(dtype)
+    as_float = lml(x, problem.k, float(torch.tensor(problem.tau, dtype=dtype)))
+    shape = data.draw(st.sampled_from([(), (1,), (1, 1)]))
+    tau = torch.full(shape, problem.tau, dtype=torch.float64)
+    assert torch.equal(lml(x, problem.k, tau), as_float)
+    assert torch.equal(lml(x.unsqueeze(0), problem.k, tau), as_float.unsqueeze(0))
+    bad = data.draw(st.sampled_from([0.0, -1.0, math.inf, math.nan]))
+    assert torch.isnan(lml(x, problem.k, torch.full(shape, bad, dtype=dtype))).all()
+
+
+@pytest.mark.spec("LML-24", "LML-12")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_single_row_forward_and_backward_through_autograd(dtype: torch.dtype) -> None:
+    # The autograd.Function's forward takes the single-row path too.
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 40, generator=gen, dtype=dtype, requires_grad=True)
+    g = torch.randn(1, 40, generator=gen, dtype=dtype)
+    y = lml(x, 5, 0.7)
+    (grad,) = torch.autograd.grad(y, x, g)
+    expected = lml_bisect(x.detach().double().numpy(), 5, 0.7)
+    assert np.abs(y.detach().double().numpy() - expected).max() <= ACCURACY[dtype]
+    vjp = lml_vjp(expected, g.double().numpy(), 0.7)
+    bound = 1e-5 if dtype == torch.float32 else 1e-10
+    assert np.abs(grad.double().numpy() - vjp).max() <= bound
