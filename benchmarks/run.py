@@ -923,7 +923,7 @@ def run(
     only: str | None = None,
     clock: Literal["wall", "cpu"] = "wall",
 ) -> list[Row]:
-    """Every benchmark, or only the group ``only`` (``lml``)."""
+    """Every benchmark, or only the group ``only`` (``lml`` or ``solve``)."""
     shapes = QUICK_SHAPES if quick else SHAPES
     timing = Timing(repeats, MIN_SAMPLE_SECONDS[quick], clock)
     rows: list[Row] = []
@@ -939,14 +939,16 @@ def run(
                     status="error", note=f"{type(error).__name__}: {error}"[:200])
             )  # fmt: skip
 
-    for shape in QUICK_SHAPES if quick else LML_SHAPES:
-        attempt(f"lml {shape}", partial(bench_lml, shape, timing, device))
+    if only in (None, "lml"):
+        for shape in QUICK_SHAPES if quick else LML_SHAPES:
+            attempt(f"lml {shape}", partial(bench_lml, shape, timing, device))
     if only == "lml":
         return rows
-    for shape in shapes:
-        attempt(f"iteration {shape}", partial(bench_iteration, shape, timing, device))
-    loop_shape = QUICK_LOOP_SHAPE if quick else LOOP_SHAPE
-    attempt(f"loop {loop_shape}", partial(bench_loop, loop_shape, timing, device))
+    if only is None:
+        for shape in shapes:
+            attempt(f"iteration {shape}", partial(bench_iteration, shape, timing, device))
+        loop_shape = QUICK_LOOP_SHAPE if quick else LOOP_SHAPE
+        attempt(f"loop {loop_shape}", partial(bench_loop, loop_shape, timing, device))
     for kind in ("mlp", "quadratic"):
         for shape in shapes:
             samples = shape[0] * shape[1]
@@ -971,6 +973,8 @@ def run(
                 partial(bench_solve, kind, shape, timing, device, compiled),
             )
     attempt("solve authors' DCEM", partial(bench_authors_dcem, timing, device, quick))
+    if only == "solve":
+        return rows
     for kind, memory_shape in MEMORY_SHAPES.items():
         for iters in QUICK_MEMORY_ITERS if quick else MEMORY_ITERS:
             shape = QUICK_MEMORY_SHAPE if quick else memory_shape
@@ -1068,7 +1072,7 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="torch threads (default: torch's own)"
     )
     parser.add_argument(
-        "--only", choices=("lml",), default=None, help="one group, to <device>-<group>.*"
+        "--only", choices=("lml", "solve"), default=None, help="one group, to <device>-<group>.*"
     )
     parser.add_argument(
         "--clock",

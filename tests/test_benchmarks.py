@@ -76,6 +76,23 @@ def test_quick_run_writes_the_json_and_the_table(tmp_path: Path, clock: str) -> 
     assert table.count("\n| ") == len(rows) + 1  # header + one line per row
 
 
+def test_only_the_solve_group(tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    args = ["--quick", "--out", str(tmp_path), "--device", "cpu", "--threads", "1"]
+    try:
+        assert main([*args, "--only", "solve", "--clock", "cpu"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = json.loads((tmp_path / "cpu-solve.json").read_text(encoding="utf-8"))["results"]
+    assert {row["group"] for row in rows} == {"solve"}
+    names = {row["name"] for row in rows}
+    assert "authors' DCEM / DCEM solve (speed-up)" in names
+    assert "dispatched ops per solve: DCEM / authors' DCEM" in names
+    assert "dispatched ops besides f: DCEM solve / f evaluations, mlp f" in names
+    for row in rows:
+        assert row["status"] in STATUSES and row["ratio"] is not None, row["name"]
+
+
 def test_lml_accuracy_script_checks_the_bound(tmp_path: Path) -> None:
     out = tmp_path / "accuracy.json"
     assert lml_accuracy.main(["--rows", "18", "--seeds", "7", "--out", str(out)]) == 0
