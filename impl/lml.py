@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch._functorch.utils import unwrap_dead_wrappers
 
 from impl._checks import (
     require_broadcastable,
@@ -203,9 +204,21 @@ class _LMLForwardFunction(_LMLFunction):
 
 
 def _apply(x: Tensor, tau: Temperature, k: int, max_steps: int) -> Tensor:
-    """The autograd.Function of ``lml``: with forward mode, except under ``torch.compile``."""
-    function = _LMLFunction if torch.compiler.is_compiling() else _LMLForwardFunction
-    y: Tensor = function.apply(x, tau, k, max_steps)  # type: ignore[no-untyped-call]
+    """The autograd.Function of ``lml``: with forward mode, except under ``torch.compile``.
+
+    Outside ``torch.compile`` and the ``torch.func`` transforms this calls the
+    C++ ``apply`` that ``Function.apply`` ends in: ``Function.apply`` first
+    binds the arguments to ``forward``'s signature with ``inspect`` (because
+    ``setup_context`` is defined), which changes nothing here (positional
+    arguments, no defaults) and costs more than a small solve on the CPU.
+    """
+    if torch.compiler.is_compiling():
+        y: Tensor = _LMLFunction.apply(x, tau, k, max_steps)  # type: ignore[no-untyped-call]
+    elif torch._C._are_functorch_transforms_active():
+        y = _LMLForwardFunction.apply(x, tau, k, max_steps)  # type: ignore[no-untyped-call]
+    else:
+        args = unwrap_dead_wrappers((x, tau, k, max_steps))
+        y = super(torch.autograd.Function, _LMLForwardFunction).apply(*args)  # type: ignore[no-untyped-call]
     return y
 
 
