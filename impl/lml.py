@@ -440,15 +440,24 @@ def newton_from_midpoint(
     accumulate = torch.float64 if by_product else x.dtype
     # Constants made by fill (a Python scalar assigned by indexing is first
     # copied into a tensor, which costs several times more on the CPU).
-    indicators = x.new_zeros(n + m, 2, dtype=accumulate)  # columns: Q, P
-    indicators[:n, 0].fill_(1.0)
-    indicators[n:, 1].fill_(1.0)
-    side = indicators[:, 0] - indicators[:, 1]  # +1 on Q, −1 on P
+    if by_product:
+        indicators = x.new_zeros(n + m, 2, dtype=accumulate)  # columns: Q, P
+        indicators[:n, 0].fill_(1.0)
+        indicators[n:, 1].fill_(1.0)
+        side = indicators[:, 0] - indicators[:, 1]  # +1 on Q, −1 on P
+        zs = zs.to(accumulate)  # the sigmoids in float64 too: no conversion in the loop
+    else:
+        side = x.new_ones(n + m)
+        side[n:].fill_(-1.0)
+        # [a; a(1 − a)], its two sides, and the four sums each step writes in place.
+        work = x.new_empty((2, x.shape[0], n + m))
+        small, spread = work.unbind(0)
+        of_q, of_p = work[:, :, :n], work[:, :, n:]
+        both = x.new_empty((2, x.shape[0], 2))  # [[R, T]; [H_R, H_T]]
+        sum_q, sum_p = both.unbind(-1)
+        sums, spreads = both.unbind(0)
     difference = side[n - 1 : n + 1].unsqueeze(1)  # (1, −1)ᵀ
-    ones = indicators.new_ones(2, 1)
-    if by_product:  # the sigmoids in float64 too: no conversion in the loop
-        zs = zs.to(accumulate)
-    work = x.new_empty((0,) if by_product else (2, x.shape[0], n + m))  # [a; a(1 − a)]
+    ones = side.new_ones(2, 1)
     u = step = centre  # (replaced by the first step)
     for i in range(steps):
         if by_product:
@@ -458,14 +467,13 @@ def newton_from_midpoint(
             sums = torch.mm(small, indicators)  # [R, T]
             spreads = torch.mm(spread, indicators)  # [H_R, H_T]
         else:
-            small, spread = work.unbind(0)
             if i == 0:
                 torch.sigmoid(zs, out=small)
             else:
                 torch.addcmul(zs, side, u, value=-1, out=small).sigmoid_()
             torch.addcmul(small, small, small, value=-1, out=spread)
-            both = torch.stack([work[:, :, :n].sum(-1), work[:, :, n:].sum(-1)], -1)
-            sums, spreads = both.unbind(0)
+            torch.sum(of_q, -1, out=sum_q)
+            torch.sum(of_p, -1, out=sum_p)
         numerator = torch.mm(sums.log(), difference)  # log R − log T
         slope = torch.mm(spreads.div_(sums), ones)  # H_R/R + H_T/T
         if i == 0:
