@@ -30,13 +30,6 @@ from impl._checks import (
 FAST_STEPS = {torch.float32: 3, torch.float64: 4}
 """Unguarded Newton steps of the fast path (LML-23), per compute dtype."""
 
-FAST_MATMUL_MAX_ELEMENTS = 2**12
-"""Largest ``x.numel()`` of a float32 input whose fast-path sums are float64
-matrix products; larger inputs, and float64 ones (which no wider dtype can
-accumulate), use reductions (LML-23; an implementation choice, measured:
-the products win while dispatch dominates, the reductions once memory
-traffic does)."""
-
 MAX_STEPS = {torch.float32: 6, torch.float64: 8}
 """Newton steps of the solver (LML-19), per compute dtype: all of them run on
 devices where stopping early would need a host synchronization (CUDA), under
@@ -345,8 +338,8 @@ def newton_single_row(x: Tensor, k: int, tau: float, steps: int) -> tuple[Tensor
     the root. The row is accepted at the first step that moved ``u`` by at
     most ``STEP_TOLERANCE`` (the loop then ends); it is not accepted when a
     sum is not positive (saturated rows, NaN) or after ``steps`` steps. The
-    sigmoids and sums are in float64 (a matrix product adds in sequence,
-    LML-23); the output ``σ((x − c)/τ ∓ u)`` is computed in ``x``'s dtype as
+    sigmoids and sums are in float64 (a matrix product adds in sequence);
+    the output ``σ((x − c)/τ ∓ u)`` is computed in ``x``'s dtype as
     in LML-23.
     """
     n = x.shape[1]
@@ -393,9 +386,7 @@ def newton_single_row(x: Tensor, k: int, tau: float, steps: int) -> tuple[Tensor
     return (z.add_(u) if flip else z.sub_(u)).sigmoid_(), True
 
 
-def newton_from_midpoint(
-    x: Tensor, k: int, tau: Temperature, steps: int, *, by_product: bool | None = None
-) -> tuple[Tensor, Tensor]:
+def newton_from_midpoint(x: Tensor, k: int, tau: Temperature, steps: int) -> tuple[Tensor, Tensor]:
     """The fast path of LML-23 (no autograd) for ``x (B, n)``: ``(y (B, n), change (B, 1))``.
 
     With ``m``, ``P``, ``Q``, the centre ``c``, ``z = (x − c)/τ`` and the
@@ -412,14 +403,8 @@ def newton_from_midpoint(
     are not.
 
     The small sides live in one buffer ``[z with P masked to −∞ | −z_P]`` as
-    in LML-19. For float32 inputs of up to ``FAST_MATMUL_MAX_ELEMENTS``
-    elements every sum is a matrix product with the indicator columns of
-    ``Q`` and ``P`` (on the CPU, cheaper than reductions for short rows), in
-    float64: a matrix product adds in sequence, whose rounding error grows
-    with ``n`` (in float32 it cost 1e-6 on rows of 1000 near-ties; in float64
-    it broke LML-3's ``n ε`` on rows of ties), where a reduction adds
-    pairwise. Larger and float64 inputs use reductions in the compute dtype.
-    ``by_product`` forces one or the other.
+    in LML-19; the four sums are reductions in the compute dtype (they add
+    pairwise), written in place into one ``(2, B, 2)`` buffer each step.
     """
     n = x.shape[1]
     flip = 2 * k > n
@@ -433,47 +418,28 @@ def newton_from_midpoint(
     z = zs[:, :n].clone()
     zs[:, n:].neg_()
     zs.scatter_(1, top_index[:, :m], -math.inf)
-    # Sums as matrix products (cheap for short rows) in float64, or as
-    # reductions in the compute dtype (they add pairwise) for large inputs.
-    if by_product is None:  # products only where they can add in a wider dtype
-        by_product = x.dtype == torch.float32 and x.numel() <= FAST_MATMUL_MAX_ELEMENTS
-    accumulate = torch.float64 if by_product else x.dtype
     # Constants made by fill (a Python scalar assigned by indexing is first
     # copied into a tensor, which costs several times more on the CPU).
-    if by_product:
-        indicators = x.new_zeros(n + m, 2, dtype=accumulate)  # columns: Q, P
-        indicators[:n, 0].fill_(1.0)
-        indicators[n:, 1].fill_(1.0)
-        side = indicators[:, 0] - indicators[:, 1]  # +1 on Q, −1 on P
-        zs = zs.to(accumulate)  # the sigmoids in float64 too: no conversion in the loop
-    else:
-        side = x.new_ones(n + m)
-        side[n:].fill_(-1.0)
-        # [a; a(1 − a)], its two sides, and the four sums each step writes in place.
-        work = x.new_empty((2, x.shape[0], n + m))
-        small, spread = work.unbind(0)
-        of_q, of_p = work[:, :, :n], work[:, :, n:]
-        both = x.new_empty((2, x.shape[0], 2))  # [[R, T]; [H_R, H_T]]
-        sum_q, sum_p = both.unbind(-1)
-        sums, spreads = both.unbind(0)
+    side = x.new_ones(n + m)
+    side[n:].fill_(-1.0)  # +1 on Q, −1 on P
     difference = side[n - 1 : n + 1].unsqueeze(1)  # (1, −1)ᵀ
     ones = side.new_ones(2, 1)
+    # [a; a(1 − a)], its two sides, and the four sums each step writes in place.
+    work = x.new_empty((2, x.shape[0], n + m))
+    small, spread = work.unbind(0)
+    of_q, of_p = work[:, :, :n], work[:, :, n:]
+    both = x.new_empty((2, x.shape[0], 2))  # [[R, T]; [H_R, H_T]]
+    sum_q, sum_p = both.unbind(-1)
+    sums, spreads = both.unbind(0)
     u = step = centre  # (replaced by the first step)
     for i in range(steps):
-        if by_product:
-            first = i == 0
-            small = torch.sigmoid(zs) if first else torch.addcmul(zs, side, u, value=-1).sigmoid_()
-            spread = torch.addcmul(small, small, small, value=-1)
-            sums = torch.mm(small, indicators)  # [R, T]
-            spreads = torch.mm(spread, indicators)  # [H_R, H_T]
+        if i == 0:
+            torch.sigmoid(zs, out=small)
         else:
-            if i == 0:
-                torch.sigmoid(zs, out=small)
-            else:
-                torch.addcmul(zs, side, u, value=-1, out=small).sigmoid_()
-            torch.addcmul(small, small, small, value=-1, out=spread)
-            torch.sum(of_q, -1, out=sum_q)
-            torch.sum(of_p, -1, out=sum_p)
+            torch.addcmul(zs, side, u, value=-1, out=small).sigmoid_()
+        torch.addcmul(small, small, small, value=-1, out=spread)
+        torch.sum(of_q, -1, out=sum_q)
+        torch.sum(of_p, -1, out=sum_p)
         numerator = torch.mm(sums.log(), difference)  # log R − log T
         slope = torch.mm(spreads.div_(sums), ones)  # H_R/R + H_T/T
         if i == 0:
@@ -483,11 +449,9 @@ def newton_from_midpoint(
         else:
             step = numerator.div_(slope)
             u = u + step
-    change = step.abs()
-    u = u if u.dtype == x.dtype else u.to(x.dtype)
     if flip:
-        return torch.sub(u, z, out=z).sigmoid_(), change  # 1 − σ(z − u)
-    return torch.sub(z, u, out=z).sigmoid_(), change
+        return torch.sub(u, z, out=z).sigmoid_(), step.abs()  # 1 − σ(z − u)
+    return torch.sub(z, u, out=z).sigmoid_(), step.abs()
 
 
 def solve_lml(x: Tensor, k: int, tau: Temperature, max_steps: int, *, early_exit: bool) -> Tensor:
