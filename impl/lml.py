@@ -328,12 +328,12 @@ def newton_single_row(x: Tensor, k: int, tau: float, steps: int) -> tuple[Tensor
     ``s = (−1, …, −1, +1, …, +1)``: no mask, no concatenation. Each step
     dispatches four operations,
 
-        a = σ(zs − s u),   h = a(1 − a),   [[R, T], [H_R, H_T]] = [a; h] · [1_Q, 1_P],
+        a = σ(zs − s u),   h = a(1 − a),   [[Σa, Σsa], [Σh, Σsh]] = [a; h] · [1, s],
 
     reads the four sums and takes ``u ← u + log(R/T) / (H_R/R + H_T/T)`` in
-    float64 on the host. The sums come from one product with the columns
-    ``1`` and ``s`` (``R = (Σa + Σsa)/2``, ``T = (Σa − Σsa)/2``, and the same
-    for ``h``): both sums are over the small sides only, so the difference
+    float64 on the host, with ``R = (Σa + Σsa)/2``, ``T = (Σa − Σsa)/2`` and
+    the same for ``H_R``, ``H_T`` from ``h``: both sums are over the small
+    sides only, so the difference
     loses no more than ``n ε`` relative to ``R + T``, i.e. to ``R ≈ T`` near
     the root. The row is accepted at the first step that moved ``u`` by at
     most ``STEP_TOLERANCE`` (the loop then ends); it is not accepted when a
