@@ -205,11 +205,14 @@ def time_interleaved(
 ) -> dict[str, list[float]]:
     """Seconds per call of each function, ``timing.repeats`` samples each, interleaved.
 
-    Each function runs once to warm up; a sample of a fast function is the
-    mean over enough calls to last ``timing.min_sample_seconds``.
+    Each function runs twice to warm up (a first call may pay a one-time
+    cost: the first backward pass of a process takes ~0.3 s here), and the
+    second call sets the calls per sample: a sample of a fast function is
+    the mean over enough calls to last ``timing.min_sample_seconds``.
     """
     calls: dict[str, int] = {}
     for name, fn in fns.items():
+        fn()
         synchronize(device)
         start = timing.now()
         fn()
