@@ -17,11 +17,17 @@ calls ``LML(−f · temp)``, i.e. ``temp = 1/τ``):
    read on the host);
 4. ``ν`` is the midpoint of the final bracket and ``y = σ(x + ν)``.
 
-Only the forward pass is written (the benchmark compares forwards). It is a
-baseline, not a reference: its accuracy is that of a ``1e-4`` bracket.
+``AuthorsLML`` adds the release's backward pass, the implicit-function
+formula from the saved output (spec/paper.md §1.5): with ``h = y(1 − y)``,
+``∂L/∂x = h ⊙ (g − hᵀg / 1ᵀh)`` in the scaled scores (the scaling by the
+temperature is differentiated by autograd around it); ``benchmarks.authors_dcem``
+runs the release's DCEM loop on it. It is a baseline, not a reference: its
+accuracy is that of its bracket (``1e-4`` by default).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -35,8 +41,11 @@ BRACKET_MARGIN = 7.0
 """Slack added on either side of the initial bracket (scaled units)."""
 
 
-def authors_lml(x: Tensor, k: int, tau: float = 1.0) -> Tensor:
-    """``Π_L(x/τ)`` row by row for ``x (B, n)`` by the release's grid search; shape ``(B, n)``."""
+def authors_lml(x: Tensor, k: int, tau: float = 1.0, eps: float = EPS) -> Tensor:
+    """``Π_L(x/τ)`` row by row for ``x (B, n)`` by the release's grid search; shape ``(B, n)``.
+
+    ``eps``: the bracket width at which a row is finished (scaled units).
+    """
     if x.dim() != 2:
         raise ValueError(f"x must have shape (B, n), got {tuple(x.shape)}")
     n = x.shape[1]
@@ -49,7 +58,7 @@ def authors_lml(x: Tensor, k: int, tau: float = 1.0) -> Tensor:
     grid = torch.linspace(0, 1, BRANCH, dtype=x.dtype, device=x.device)
     for _ in range(MAX_ITERATIONS):
         width = upper - lower
-        working = width > EPS
+        working = width > eps
         if int(working.sum()) == 0:
             break
         nus = width[working].unsqueeze(1) * grid + lower[working].unsqueeze(1)  # (c, BRANCH)
@@ -63,3 +72,30 @@ def authors_lml(x: Tensor, k: int, tau: float = 1.0) -> Tensor:
         upper[working] = new_upper
     nu = lower + (upper - lower) / 2
     return torch.sigmoid(scaled + nu.unsqueeze(1))
+
+
+class AuthorsLML(torch.autograd.Function):
+    """The release's LML layer on already scaled scores ``x (B, n)``: the grid
+    search forward (``authors_lml`` at ``τ = 1``) and the implicit backward."""
+
+    @staticmethod
+    def forward(x: Tensor, k: int, eps: float) -> Tensor:
+        with torch.no_grad():
+            return authors_lml(x, k, 1.0, eps)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        (y,) = ctx.saved_tensors
+        h = y * (1 - y)
+        centre = (h * grad).sum(1, keepdim=True) / h.sum(1, keepdim=True)
+        return h * (grad - centre), None, None
+
+
+def authors_lml_layer(x: Tensor, k: int, eps: float = EPS) -> Tensor:
+    """``AuthorsLML.apply`` with types: ``x (B, n)`` scaled scores → ``(B, n)``."""
+    y: Tensor = AuthorsLML.apply(x, k, eps)  # type: ignore[no-untyped-call]
+    return y

@@ -15,13 +15,15 @@ threshold solver, at a random ``n``, ``k`` and ``τ``:
 
 ``τ`` is log-uniform in [1e-3, 1e2], raised where needed to keep
 ``max|x|/τ ≤ 1e4`` (the domain of LML-4). For each row and dtype the script
-records the error of ``lml`` against the float64 bisection reference, whether
-the fast path accepted the row (LML-23; otherwise ``lml`` used the guarded
-solver), the worst error of the fast path's accepted rows when its sums are
-forced to be reductions (the way of inputs above ``FAST_MATMUL_MAX_ELEMENTS``;
-rows here are solved one at a time), and the number of guarded solver steps after which the row had
-stopped (the least ``s`` for which the full ``s``-step schedule already gives
-the bits of the default schedule; LML-19).
+records the error of ``lml`` against the float64 bisection reference (a row
+alone takes the single-row fast path, LML-24, and the guarded solver for
+what it does not accept), whether the single-row path accepted the row
+(``single_row_rows``), whether the batched fast path (LML-23) accepts it
+(``fast_path_rows``) and the worst error of the rows it accepts
+(``reduction_worst``: its sums are reductions), and the number of guarded
+solver steps after which the row had stopped (the least ``s`` for which the
+full ``s``-step schedule already gives the bits of the default schedule;
+LML-19).
 """
 
 from __future__ import annotations
@@ -38,7 +40,15 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from impl.lml import FAST_STEPS, MAX_STEPS, STEP_TOLERANCE, lml, newton_from_midpoint, solve_lml
+from impl.lml import (
+    FAST_STEPS,
+    MAX_STEPS,
+    STEP_TOLERANCE,
+    lml,
+    newton_from_midpoint,
+    newton_single_row,
+    solve_lml,
+)
 from reference.lml import lml_bisect
 
 T = TypeVar("T")
@@ -100,6 +110,7 @@ class Accuracy:
     median_error: dict[str, float]
     stopping_steps: dict[str, dict[int, int]]
     fast_path_rows: dict[str, int]
+    single_row_rows: dict[str, int]
     reduction_worst: dict[str, float]
     max_steps: dict[str, int] = field(default_factory=lambda: by_dtype(MAX_STEPS))
     bound: dict[str, float] = field(default_factory=lambda: by_dtype(ACCURACY))
@@ -113,6 +124,7 @@ def measure(rows: int, seed: int) -> Accuracy:
     steps: dict[str, Counter[int]] = {str(d): Counter() for d in DTYPES}
     errors: dict[str, list[float]] = {str(d): [] for d in DTYPES}
     fast: Counter[str] = Counter()
+    single: Counter[str] = Counter()
     reduction_worst = {str(d): 0.0 for d in DTYPES}
     for i in range(rows):
         family = names[i % len(names)]
@@ -132,11 +144,12 @@ def measure(rows: int, seed: int) -> Accuracy:
                 worst[key] = Worst(error, family, n, k, tau)
             guarded = solve_lml(row, k, tau, MAX_STEPS[dtype], early_exit=False)
             steps[key][stopping_step(row, k, tau, guarded)] += 1
-            change = newton_from_midpoint(row, k, tau, FAST_STEPS[dtype])[1]
-            fast[key] += int(bool(change.max() <= STEP_TOLERANCE[dtype]))
-            # The fast path with the sums of large inputs (reductions), forced.
-            y_red, change = newton_from_midpoint(row, k, tau, FAST_STEPS[dtype], by_product=False)
+            # lml takes the single-row path (LML-24) on a (1, n) row; the batched
+            # fast path (LML-23, sums by reductions) is measured on its own.
+            single[key] += int(newton_single_row(row, k, tau, FAST_STEPS[dtype])[1])
+            y_red, change = newton_from_midpoint(row, k, tau, FAST_STEPS[dtype])
             if bool(change.max() <= STEP_TOLERANCE[dtype]):
+                fast[key] += 1
                 reduction_error = float(np.abs(y_red.double().numpy() - reference).max())
                 reduction_worst[key] = max(reduction_worst[key], reduction_error)
     return Accuracy(
@@ -146,6 +159,7 @@ def measure(rows: int, seed: int) -> Accuracy:
         median_error={key: float(np.median(v)) for key, v in errors.items()},
         stopping_steps={key: dict(sorted(c.items())) for key, c in steps.items()},
         fast_path_rows={key: fast[key] for key in errors},
+        single_row_rows={key: single[key] for key in errors},
         reduction_worst=reduction_worst,
     )
 

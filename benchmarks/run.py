@@ -18,7 +18,9 @@ Benchmarks (float32, ``(B, n, k)`` = problems, samples, elites):
   elite mask with a per-problem Python loop (as the authors' release does).
 - ``solve``: a whole DCEM solve against the bare evaluations of ``f`` on the
   same samples, for ``f`` a per-candidate MLP and a quadratic; eager and
-  ``torch.compile``.
+  ``torch.compile``; the operations one iteration dispatches besides ``f``;
+  and a solve with its backward pass at B = 1 against the authors' DCEM loop
+  (``benchmarks.authors_dcem``, written from its description).
 - ``memory``: the peak memory of a forward + backward pass through ``T``
   iterations, plain against ``checkpoint=True`` and ``grad_iters=K``.
 - ``sync`` (CUDA only): no host-device synchronization in ``lml``/``dcem``.
@@ -51,6 +53,7 @@ import torch
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks.authors_dcem import authors_dcem
 from benchmarks.authors_lml import authors_lml
 from benchmarks.op_count import count_ops
 from impl.dcem import DCEMResult, DCEMStep, dcem, hard_selection
@@ -116,6 +119,17 @@ TARGET_AUTHORS_SPEEDUP = {(1, 100, 10): 5.0, (1024, 100, 10): 8.0}
 """Authors' LML forward / LML forward, at least (issue 12)."""
 TARGET_LML_FORWARD_BACKWARD = 5.0
 TARGET_SOLVE_MLP = 1.3
+TARGET_SOLVE_MLP_SINGLE = 2.0
+"""Eager DCEM solve / ``f`` evaluations at B = 1, MLP ``f`` (issue 12; other
+batches: ``TARGET_SOLVE_MLP``)."""
+TARGET_AUTHORS_DCEM_SPEEDUP = 3.0
+"""Authors' DCEM solve / ours, forward + backward at ``AUTHORS_DCEM_SHAPE`` (issue 12)."""
+AUTHORS_DCEM_SHAPE = (1, 100, 10)
+"""``(B, N, k)`` of the comparison with the authors' DCEM loop (``d = DIM``,
+``T = SOLVE_ITERS``)."""
+QUICK_AUTHORS_DCEM_ITERS = 2
+SMALL_HIDDEN = 32
+"""Units of the hidden layers of the small MLP ``f`` of the authors' DCEM comparison."""
 TARGET_HARD_OVER_SOFT = 1.0
 TARGET_LOOP_SPEEDUP = 50.0
 TARGET_MEMORY = 0.2
@@ -191,11 +205,14 @@ def time_interleaved(
 ) -> dict[str, list[float]]:
     """Seconds per call of each function, ``timing.repeats`` samples each, interleaved.
 
-    Each function runs once to warm up; a sample of a fast function is the
-    mean over enough calls to last ``timing.min_sample_seconds``.
+    Each function runs twice to warm up (a first call may pay a one-time
+    cost: the first backward pass of a process takes ~0.3 s here), and the
+    second call sets the calls per sample: a sample of a fast function is
+    the mean over enough calls to last ``timing.min_sample_seconds``.
     """
     calls: dict[str, int] = {}
     for name, fn in fns.items():
+        fn()
         synchronize(device)
         start = timing.now()
         fn()
@@ -307,16 +324,16 @@ class Quadratic(nn.Module):
 
 
 class MLPObjective(nn.Module):
-    """A learned model scoring each candidate: ``d → 200 → 200 → 1``, ReLU."""
+    """A learned model scoring each candidate: ``d → h → h → 1``, ReLU (``h = HIDDEN``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hidden: int = HIDDEN) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(DIM, HIDDEN),
+            nn.Linear(DIM, hidden),
             nn.ReLU(),
-            nn.Linear(HIDDEN, HIDDEN),
+            nn.Linear(hidden, hidden),
             nn.ReLU(),
-            nn.Linear(HIDDEN, 1),
+            nn.Linear(hidden, 1),
         )
 
     def forward(self, x: Tensor) -> Tensor:  # (B, N, d) → (B, N)
@@ -605,7 +622,7 @@ def bench_solve(
 
     fns: dict[str, Callable[[], object]] = {"f on the samples": bare, "DCEM solve": eager}
     rows: list[Row] = []
-    target = TARGET_SOLVE_MLP if kind == "mlp" else None
+    target = solve_target(kind, batch)
     compiled_note = ""
     if compile_solve:
         try:
@@ -654,6 +671,15 @@ def bench_solve(
             note="eager, no grad",
         ),
     )
+    solve_ops, f_ops = count_ops(eager).total, count_ops(bare).total
+    rows.insert(
+        1,
+        Row("solve", f"dispatched ops besides f: DCEM solve / f evaluations, {kind} f", dims,
+            "DCEM solve", "f on the samples", solve_ops - f_ops, f_ops, "ops",
+            (solve_ops - f_ops) / f_ops,
+            note=f"eager, no grad, T={iters}: {(solve_ops - f_ops) / iters:.1f} ops per iteration "
+            "besides f's"),
+    )  # fmt: skip
     if "compiled DCEM solve" in times:
         rows.append(
             ratio_row(
@@ -681,6 +707,57 @@ def bench_solve(
     return rows
 
 
+def solve_target(kind: str, batch: int) -> float | None:
+    """The target of ``DCEM solve / f evaluations``: MLP ``f`` only."""
+    if kind != "mlp":
+        return None
+    return TARGET_SOLVE_MLP_SINGLE if batch == 1 else TARGET_SOLVE_MLP
+
+
+def bench_authors_dcem(timing: Timing, device: torch.device, quick: bool) -> list[Row]:
+    """Our DCEM solve against the authors' loop, forward + backward, small MLP ``f``.
+
+    Both draw fresh noise per call (ours from a generator, theirs by
+    ``Normal.rsample``), both differentiate ``μ_T`` (summed) with respect to
+    ``f``'s parameters; ``init_std = 1``, ``τ = 1``, no bounds.
+    """
+    batch, n, k = QUICK_SHAPES[0] if quick else AUTHORS_DCEM_SHAPE
+    iters = QUICK_AUTHORS_DCEM_ITERS if quick else SOLVE_ITERS
+    dims = shape_dict(batch, n, k, d=DIM, T=iters)
+    f = MLPObjective(SMALL_HIDDEN).to(device=device, dtype=DTYPE)
+    params = list(f.parameters())
+    mean = torch.zeros(batch, DIM, device=device, dtype=DTYPE)
+    std = torch.ones(batch, DIM, device=device, dtype=DTYPE)
+    gen = torch.Generator(device=device).manual_seed(0)
+    runs: list[int] = []
+
+    def ours() -> object:
+        result = dcem(
+            f, mean, 1.0, n_sample=n, n_elite=k, n_iter=iters, tau=TAU, generator=gen,
+            validate=False,
+        )  # fmt: skip
+        return torch.autograd.grad(result.mean.sum(), params)
+
+    def theirs() -> object:
+        mu, run = authors_dcem(f, mean, std, n_sample=n, n_elite=k, n_iter=iters, temp=1 / TAU)
+        runs.append(run)
+        return torch.autograd.grad(mu.sum(), params)
+
+    times = time_interleaved({"DCEM solve": ours, "authors' DCEM solve": theirs}, timing, device)
+    ours_ops, theirs_ops = count_ops(ours).total, count_ops(theirs).total
+    layers = f"{DIM}-{SMALL_HIDDEN}-{SMALL_HIDDEN}-1"
+    note = f"forward + backward, MLP f {layers}; authors' iterations run: "
+    note += ", ".join(str(r) for r in sorted(set(runs)))
+    return [
+        ratio_row("solve", "authors' DCEM / DCEM solve (speed-up)", dims, times,
+                  "authors' DCEM solve", "DCEM solve", target=TARGET_AUTHORS_DCEM_SPEEDUP,
+                  sense="min", note=note),
+        Row("solve", "dispatched ops per solve: DCEM / authors' DCEM", dims, "DCEM solve",
+            "authors' DCEM solve", ours_ops, theirs_ops, "ops", ours_ops / theirs_ops,
+            note="forward + backward"),
+    ]  # fmt: skip
+
+
 def skipped_solve(kind: str, shape: tuple[int, int, int], reason: str) -> Row:
     batch, n, k = shape
     return Row(
@@ -693,7 +770,7 @@ def skipped_solve(kind: str, shape: tuple[int, int, int], reason: str) -> Row:
         None,
         "s",
         None,
-        TARGET_SOLVE_MLP if kind == "mlp" else None,
+        solve_target(kind, batch),
         note=reason,
     )
 
@@ -849,7 +926,7 @@ def run(
     only: str | None = None,
     clock: Literal["wall", "cpu"] = "wall",
 ) -> list[Row]:
-    """Every benchmark, or only the group ``only`` (``lml``)."""
+    """Every benchmark, or only the group ``only`` (``lml`` or ``solve``)."""
     shapes = QUICK_SHAPES if quick else SHAPES
     timing = Timing(repeats, MIN_SAMPLE_SECONDS[quick], clock)
     rows: list[Row] = []
@@ -865,14 +942,16 @@ def run(
                     status="error", note=f"{type(error).__name__}: {error}"[:200])
             )  # fmt: skip
 
-    for shape in QUICK_SHAPES if quick else LML_SHAPES:
-        attempt(f"lml {shape}", partial(bench_lml, shape, timing, device))
+    if only in (None, "lml"):
+        for shape in QUICK_SHAPES if quick else LML_SHAPES:
+            attempt(f"lml {shape}", partial(bench_lml, shape, timing, device))
     if only == "lml":
         return rows
-    for shape in shapes:
-        attempt(f"iteration {shape}", partial(bench_iteration, shape, timing, device))
-    loop_shape = QUICK_LOOP_SHAPE if quick else LOOP_SHAPE
-    attempt(f"loop {loop_shape}", partial(bench_loop, loop_shape, timing, device))
+    if only is None:
+        for shape in shapes:
+            attempt(f"iteration {shape}", partial(bench_iteration, shape, timing, device))
+        loop_shape = QUICK_LOOP_SHAPE if quick else LOOP_SHAPE
+        attempt(f"loop {loop_shape}", partial(bench_loop, loop_shape, timing, device))
     for kind in ("mlp", "quadratic"):
         for shape in shapes:
             samples = shape[0] * shape[1]
@@ -896,6 +975,9 @@ def run(
                 f"solve {kind} {shape}",
                 partial(bench_solve, kind, shape, timing, device, compiled),
             )
+    attempt("solve authors' DCEM", partial(bench_authors_dcem, timing, device, quick))
+    if only == "solve":
+        return rows
     for kind, memory_shape in MEMORY_SHAPES.items():
         for iters in QUICK_MEMORY_ITERS if quick else MEMORY_ITERS:
             shape = QUICK_MEMORY_SHAPE if quick else memory_shape
@@ -993,7 +1075,7 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="torch threads (default: torch's own)"
     )
     parser.add_argument(
-        "--only", choices=("lml",), default=None, help="one group, to <device>-<group>.*"
+        "--only", choices=("lml", "solve"), default=None, help="one group, to <device>-<group>.*"
     )
     parser.add_argument(
         "--clock",

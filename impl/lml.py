@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch._functorch.utils import unwrap_dead_wrappers
 
 from impl._checks import (
     require_broadcastable,
@@ -28,13 +29,6 @@ from impl._checks import (
 
 FAST_STEPS = {torch.float32: 3, torch.float64: 4}
 """Unguarded Newton steps of the fast path (LML-23), per compute dtype."""
-
-FAST_MATMUL_MAX_ELEMENTS = 2**12
-"""Largest ``x.numel()`` of a float32 input whose fast-path sums are float64
-matrix products; larger inputs, and float64 ones (which no wider dtype can
-accumulate), use reductions (LML-23; an implementation choice, measured:
-the products win while dispatch dominates, the reductions once memory
-traffic does)."""
 
 MAX_STEPS = {torch.float32: 6, torch.float64: 8}
 """Newton steps of the solver (LML-19), per compute dtype: all of them run on
@@ -203,9 +197,21 @@ class _LMLForwardFunction(_LMLFunction):
 
 
 def _apply(x: Tensor, tau: Temperature, k: int, max_steps: int) -> Tensor:
-    """The autograd.Function of ``lml``: with forward mode, except under ``torch.compile``."""
-    function = _LMLFunction if torch.compiler.is_compiling() else _LMLForwardFunction
-    y: Tensor = function.apply(x, tau, k, max_steps)  # type: ignore[no-untyped-call]
+    """The autograd.Function of ``lml``: with forward mode, except under ``torch.compile``.
+
+    Outside ``torch.compile`` and the ``torch.func`` transforms this calls the
+    C++ ``apply`` that ``Function.apply`` ends in: ``Function.apply`` first
+    binds the arguments to ``forward``'s signature with ``inspect`` (because
+    ``setup_context`` is defined), which changes nothing here (positional
+    arguments, no defaults) and costs more than a small solve on the CPU.
+    """
+    if torch.compiler.is_compiling():
+        y: Tensor = _LMLFunction.apply(x, tau, k, max_steps)  # type: ignore[no-untyped-call]
+    elif torch._C._are_functorch_transforms_active():
+        y = _LMLForwardFunction.apply(x, tau, k, max_steps)  # type: ignore[no-untyped-call]
+    else:
+        args = unwrap_dead_wrappers((x, tau, k, max_steps))
+        y = super(torch.autograd.Function, _LMLForwardFunction).apply(*args)  # type: ignore[no-untyped-call]
     return y
 
 
@@ -286,6 +292,9 @@ def solve_lml_with_fast_path(x: Tensor, k: int, tau: Temperature, max_steps: int
     """
     n = x.shape[-1]
     rows = x if x.dim() == 2 else x.reshape(-1, n)
+    if rows.shape[0] == 1 and (not isinstance(tau, Tensor) or tau.numel() == 1):
+        y = _solve_single_row(rows, k, float(tau), max_steps)
+        return y if x.dim() == 2 else y.view(x.shape)
     if isinstance(tau, Tensor) and tau.dim() > 0:  # one τ per row of ``rows``
         tau = tau.expand(*x.shape[:-1], 1).reshape(-1, 1)
     y, change = newton_from_midpoint(rows, k, tau, FAST_STEPS[x.dtype])
@@ -298,9 +307,86 @@ def solve_lml_with_fast_path(x: Tensor, k: int, tau: Temperature, max_steps: int
     return y if x.dim() == 2 else y.view(x.shape)
 
 
-def newton_from_midpoint(
-    x: Tensor, k: int, tau: Temperature, steps: int, *, by_product: bool | None = None
-) -> tuple[Tensor, Tensor]:
+def _solve_single_row(x: Tensor, k: int, tau: float, max_steps: int) -> Tensor:
+    """LML-24 for ``x (1, n)`` with ``τ`` read on the host, then LML-19 if not accepted.
+
+    A ``τ`` that is not positive and finite (read from a tensor, LML-22) gives NaN.
+    """
+    if not 0.0 < tau < math.inf:
+        return torch.full_like(x, math.nan)
+    y, accepted = newton_single_row(x, k, tau, FAST_STEPS[x.dtype])
+    return y if accepted else solve_lml(x, k, tau, max_steps, early_exit=True)
+
+
+def newton_single_row(x: Tensor, k: int, tau: float, steps: int) -> tuple[Tensor, bool]:
+    """The one-row fast path of LML-24 (CPU, no autograd): ``x (1, n)`` → ``(y (1, n), accepted)``.
+
+    The iteration of LML-23 for a single row, with its scalar arithmetic on
+    the host, where reading a CPU tensor costs no synchronization. The row is
+    sorted with the ``m`` entries of ``P`` first, so the small sides are
+    ``a = σ(zs − s u)`` with ``zs = s ⊙ (x_sorted − c)/τ`` and the side signs
+    ``s = (−1, …, −1, +1, …, +1)``: no mask, no concatenation. Each step
+    dispatches four operations,
+
+        a = σ(zs − s u),   h = a(1 − a),   [[Σa, Σsa], [Σh, Σsh]] = [a; h] · [1, s],
+
+    reads the four sums and takes ``u ← u + log(R/T) / (H_R/R + H_T/T)`` in
+    float64 on the host, with ``R = (Σa + Σsa)/2``, ``T = (Σa − Σsa)/2`` and
+    the same for ``H_R``, ``H_T`` from ``h``: both sums are over the small
+    sides only, so the difference
+    loses no more than ``n ε`` relative to ``R + T``, i.e. to ``R ≈ T`` near
+    the root. The row is accepted at the first step that moved ``u`` by at
+    most ``STEP_TOLERANCE`` (the loop then ends); it is not accepted when a
+    sum is not positive (saturated rows, NaN) or after ``steps`` steps. The
+    sigmoids and sums are in float64 (a matrix product adds in sequence);
+    the output ``σ((x − c)/τ ∓ u)`` is computed in ``x``'s dtype as
+    in LML-23.
+    """
+    n = x.shape[1]
+    flip = 2 * k > n
+    m = n - k if flip else k
+    ordered = torch.sort(x.view(n), descending=not flip).values
+    values = ordered.tolist()
+    centre = 0.5 * values[m - 1] + 0.5 * values[m]  # x_(m) and x_(m+1) of ±x
+    if not math.isfinite(centre):  # an infinite or NaN m-th or (m+1)-th entry
+        return x, False
+    # [1]*n + [−1]*m + [1]*(n − m): its windows at 0 and n are the columns 1 and s.
+    pattern = x.new_ones(2 * n, dtype=torch.float64)
+    pattern[n : n + m].fill_(-1.0)
+    columns = pattern.as_strided((n, 2), (1, n))
+    sides = pattern[n:]
+    offsets = torch.sub(centre, ordered) if flip else torch.sub(ordered, centre)
+    zs = torch.mul(offsets, sides)  # float64
+    if tau != 1.0:
+        zs.div_(tau)
+    work = x.new_empty((2, n), dtype=torch.float64)  # [a; h]
+    small, spread = work.unbind(0)
+    tolerance = STEP_TOLERANCE[x.dtype]
+    u, accepted = 0.0, False
+    for i in range(steps):
+        if i == 0:
+            torch.sigmoid(zs, out=small)
+        else:
+            torch.add(zs, sides, alpha=-u, out=small).sigmoid_()
+        torch.addcmul(small, small, small, value=-1, out=spread)
+        (total, signed), (h_total, h_signed) = torch.mm(work, columns).tolist()
+        r, t = total + signed, total - signed  # 2R, 2T
+        if not (r > 0.0 and t > 0.0 and h_total > 0.0):  # saturated or NaN
+            break
+        step = (math.log(r) - math.log(t)) / ((h_total + h_signed) / r + (h_total - h_signed) / t)
+        u += step
+        if abs(step) <= tolerance:
+            accepted = True
+            break
+    if not accepted:
+        return x, False
+    z = torch.sub(x, centre)
+    if tau != 1.0:
+        z.div_(tau)
+    return (z.add_(u) if flip else z.sub_(u)).sigmoid_(), True
+
+
+def newton_from_midpoint(x: Tensor, k: int, tau: Temperature, steps: int) -> tuple[Tensor, Tensor]:
     """The fast path of LML-23 (no autograd) for ``x (B, n)``: ``(y (B, n), change (B, 1))``.
 
     With ``m``, ``P``, ``Q``, the centre ``c``, ``z = (x − c)/τ`` and the
@@ -317,14 +403,8 @@ def newton_from_midpoint(
     are not.
 
     The small sides live in one buffer ``[z with P masked to −∞ | −z_P]`` as
-    in LML-19. For float32 inputs of up to ``FAST_MATMUL_MAX_ELEMENTS``
-    elements every sum is a matrix product with the indicator columns of
-    ``Q`` and ``P`` (on the CPU, cheaper than reductions for short rows), in
-    float64: a matrix product adds in sequence, whose rounding error grows
-    with ``n`` (in float32 it cost 1e-6 on rows of 1000 near-ties; in float64
-    it broke LML-3's ``n ε`` on rows of ties), where a reduction adds
-    pairwise. Larger and float64 inputs use reductions in the compute dtype.
-    ``by_product`` forces one or the other.
+    in LML-19; the four sums are reductions in the compute dtype (they add
+    pairwise), written in place into one ``(2, B, 2)`` buffer each step.
     """
     n = x.shape[1]
     flip = 2 * k > n
@@ -338,39 +418,28 @@ def newton_from_midpoint(
     z = zs[:, :n].clone()
     zs[:, n:].neg_()
     zs.scatter_(1, top_index[:, :m], -math.inf)
-    # Sums as matrix products (cheap for short rows) in float64, or as
-    # reductions in the compute dtype (they add pairwise) for large inputs.
-    if by_product is None:  # products only where they can add in a wider dtype
-        by_product = x.dtype == torch.float32 and x.numel() <= FAST_MATMUL_MAX_ELEMENTS
-    accumulate = torch.float64 if by_product else x.dtype
     # Constants made by fill (a Python scalar assigned by indexing is first
     # copied into a tensor, which costs several times more on the CPU).
-    indicators = x.new_zeros(n + m, 2, dtype=accumulate)  # columns: Q, P
-    indicators[:n, 0].fill_(1.0)
-    indicators[n:, 1].fill_(1.0)
-    side = indicators[:, 0] - indicators[:, 1]  # +1 on Q, −1 on P
+    side = x.new_ones(n + m)
+    side[n:].fill_(-1.0)  # +1 on Q, −1 on P
     difference = side[n - 1 : n + 1].unsqueeze(1)  # (1, −1)ᵀ
-    ones = indicators.new_ones(2, 1)
-    if by_product:  # the sigmoids in float64 too: no conversion in the loop
-        zs = zs.to(accumulate)
-    work = x.new_empty((0,) if by_product else (2, x.shape[0], n + m))  # [a; a(1 − a)]
+    ones = side.new_ones(2, 1)
+    # [a; a(1 − a)], its two sides, and the four sums each step writes in place.
+    work = x.new_empty((2, x.shape[0], n + m))
+    small, spread = work.unbind(0)
+    of_q, of_p = work[:, :, :n], work[:, :, n:]
+    both = x.new_empty((2, x.shape[0], 2))  # [[R, T]; [H_R, H_T]]
+    sum_q, sum_p = both.unbind(-1)
+    sums, spreads = both.unbind(0)
     u = step = centre  # (replaced by the first step)
     for i in range(steps):
-        if by_product:
-            first = i == 0
-            small = torch.sigmoid(zs) if first else torch.addcmul(zs, side, u, value=-1).sigmoid_()
-            spread = torch.addcmul(small, small, small, value=-1)
-            sums = torch.mm(small, indicators)  # [R, T]
-            spreads = torch.mm(spread, indicators)  # [H_R, H_T]
+        if i == 0:
+            torch.sigmoid(zs, out=small)
         else:
-            small, spread = work.unbind(0)
-            if i == 0:
-                torch.sigmoid(zs, out=small)
-            else:
-                torch.addcmul(zs, side, u, value=-1, out=small).sigmoid_()
-            torch.addcmul(small, small, small, value=-1, out=spread)
-            both = torch.stack([work[:, :, :n].sum(-1), work[:, :, n:].sum(-1)], -1)
-            sums, spreads = both.unbind(0)
+            torch.addcmul(zs, side, u, value=-1, out=small).sigmoid_()
+        torch.addcmul(small, small, small, value=-1, out=spread)
+        torch.sum(of_q, -1, out=sum_q)
+        torch.sum(of_p, -1, out=sum_p)
         numerator = torch.mm(sums.log(), difference)  # log R − log T
         slope = torch.mm(spreads.div_(sums), ones)  # H_R/R + H_T/T
         if i == 0:
@@ -380,11 +449,9 @@ def newton_from_midpoint(
         else:
             step = numerator.div_(slope)
             u = u + step
-    change = step.abs()
-    u = u if u.dtype == x.dtype else u.to(x.dtype)
     if flip:
-        return torch.sub(u, z, out=z).sigmoid_(), change  # 1 − σ(z − u)
-    return torch.sub(z, u, out=z).sigmoid_(), change
+        return torch.sub(u, z, out=z).sigmoid_(), step.abs()  # 1 − σ(z − u)
+    return torch.sub(z, u, out=z).sigmoid_(), step.abs()
 
 
 def solve_lml(x: Tensor, k: int, tau: Temperature, max_steps: int, *, early_exit: bool) -> Tensor:

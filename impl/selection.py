@@ -31,6 +31,9 @@ class Selection:
 
     weights: Tensor
     valid: Tensor
+    all_valid: bool = False
+    """``True`` when every row is known to be valid without reading ``valid``
+    (the selection saw on the host that every value was finite, CEM-43)."""
 
 
 def normalize_values(values: Tensor, finite: Tensor) -> Tensor:
@@ -128,3 +131,33 @@ def soft_weights(
     scores = torch.where(finite, scores, -torch.inf)
     scores = torch.where(valid.unsqueeze(-1), scores, 0)
     return Selection(weights=lml(scores, k, tau), valid=valid)
+
+
+def soft_weights_of_finite_values(
+    values: Tensor, k: int, tau: float | Tensor, normalize: bool
+) -> Selection:
+    """``soft_weights`` for ``(B, N)`` values that are all finite, with ``N > k`` (CEM-43).
+
+    The same projection ``Π_L(−ṽ/τ)`` of CEM-5, with the statistics of CEM-3
+    taken without masks: ``u = v/m`` (``m`` the row's largest magnitude),
+    ``(s², ū) = var_mean(u)`` (unbiased) and
+
+        −ṽ = (ū − u) / (sqrt(max(s², tiny)) + VALUE_NORM_EPS/m),
+
+    the formula of ``normalize_values`` up to rounding (a row that is not
+    constant has ``s² ≫ tiny``; a constant one gets ``−ṽ = 0`` with a finite
+    gradient). Every row is valid (``all_valid``).
+    """
+    if normalize:
+        tiny = torch.finfo(values.dtype).tiny
+        magnitude = values.abs().amax(-1, keepdim=True).clamp_min(tiny)
+        unit = values / magnitude
+        variance, mean = torch.var_mean(unit, -1, keepdim=True)
+        spread = torch.add(
+            variance.clamp_min(tiny).sqrt(), magnitude.reciprocal(), alpha=VALUE_NORM_EPS
+        )
+        scores = (mean - unit) / spread
+    else:
+        scores = -values
+    valid = torch.ones(values.shape[:-1], dtype=torch.bool, device=values.device)
+    return Selection(weights=lml(scores, k, tau), valid=valid, all_valid=True)

@@ -12,11 +12,12 @@ import torch
 from hypothesis import given
 
 from benchmarks import lml_accuracy
-from benchmarks.authors_lml import EPS, authors_lml
+from benchmarks.authors_dcem import authors_dcem
+from benchmarks.authors_lml import EPS, authors_lml, authors_lml_layer
 from benchmarks.op_count import count_ops
 from benchmarks.run import main
 from impl.lml import lml
-from reference.lml import lml_bisect
+from reference.lml import lml_bisect, lml_vjp
 from tests.strategies import LMLProblem, lml_problems
 
 GROUPS = {"lml", "iteration", "loop", "solve", "memory", "sync"}
@@ -75,6 +76,23 @@ def test_quick_run_writes_the_json_and_the_table(tmp_path: Path, clock: str) -> 
     assert table.count("\n| ") == len(rows) + 1  # header + one line per row
 
 
+def test_only_the_solve_group(tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    args = ["--quick", "--out", str(tmp_path), "--device", "cpu", "--threads", "1"]
+    try:
+        assert main([*args, "--only", "solve", "--clock", "cpu"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = json.loads((tmp_path / "cpu-solve.json").read_text(encoding="utf-8"))["results"]
+    assert {row["group"] for row in rows} == {"solve"}
+    names = {row["name"] for row in rows}
+    assert "authors' DCEM / DCEM solve (speed-up)" in names
+    assert "dispatched ops per solve: DCEM / authors' DCEM" in names
+    assert "dispatched ops besides f: DCEM solve / f evaluations, mlp f" in names
+    for row in rows:
+        assert row["status"] in STATUSES and row["ratio"] is not None, row["name"]
+
+
 def test_lml_accuracy_script_checks_the_bound(tmp_path: Path) -> None:
     out = tmp_path / "accuracy.json"
     assert lml_accuracy.main(["--rows", "18", "--seeds", "7", "--out", str(out)]) == 0
@@ -102,3 +120,33 @@ def test_op_counter_counts_what_runs() -> None:
     assert counter.counts == {"aten.add.Tensor": 1, "aten.sigmoid_.default": 1}
     assert counter.total == 2
     assert count_ops(lambda: lml(x, 2, 1.0)).total > 2
+
+
+@given(problem=lml_problems(max_n=40, max_batch=3, max_scaled=50.0))
+def test_authors_layer_backward_is_the_implicit_vjp(problem: LMLProblem) -> None:
+    # On scaled scores (τ = 1 inside the layer): the VJP of LML-12 at the layer's output.
+    x = torch.from_numpy(problem.x / problem.tau).requires_grad_(True)
+    g = torch.from_numpy(np.random.default_rng(0).normal(size=problem.x.shape))
+    y = authors_lml_layer(x, problem.k)
+    (grad,) = torch.autograd.grad(y, x, g)
+    expected = lml_vjp(y.detach().numpy(), g.numpy(), 1.0)
+    np.testing.assert_allclose(grad.numpy(), expected, atol=1e-12)
+
+
+def test_authors_dcem_minimizes_and_differentiates() -> None:
+    # A quadratic with its minimum at c: the loop's μ approaches c, and μ_T is
+    # differentiable in c (the gradient flows through the LML layer and f).
+    torch.manual_seed(0)
+    centre = torch.tensor([[0.5, -1.0, 2.0]], dtype=torch.float64, requires_grad=True)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return (x - centre.unsqueeze(1)).square().sum(-1)
+
+    init = torch.zeros(1, 3, dtype=torch.float64)
+    mu, run = authors_dcem(f, init, init + 2.0, n_sample=200, n_elite=20, n_iter=8)
+    assert 1 <= run <= 8
+    assert (mu - centre).abs().max() < 0.3
+    (grad,) = torch.autograd.grad(mu.sum(), centre)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="n_elite"):
+        authors_dcem(f, init, init + 1.0, n_sample=5, n_elite=5, n_iter=1)

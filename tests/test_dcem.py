@@ -14,10 +14,17 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from impl.cem.selectors import SoftTopK, reads_values_on_host
 from impl.dcem import DEFAULT_STD_MIN, DCEMResult, DCEMStep, dcem, hard_selection
 from impl.gaussian import MATMUL_MIN_ELEMENTS, weighted_gaussian_fit
 from impl.lml import lml
-from impl.selection import VALUE_NORM_EPS, hard_weights, normalize_values, soft_weights
+from impl.selection import (
+    VALUE_NORM_EPS,
+    hard_weights,
+    normalize_values,
+    soft_weights,
+    soft_weights_of_finite_values,
+)
 from tests.objectives import Objective, objectives
 from tests.strategies import temperatures
 
@@ -1033,3 +1040,108 @@ def test_dtypes(dtype: torch.dtype, tau: float | None) -> None:
         assert getattr(result, name).dtype == dtype
     assert (result.mean.float() - 0.25).abs().max() < 0.05
     assert DEFAULT_STD_MIN > 0
+
+
+# --- Selection of all-finite values read on the host (CEM-43) ---
+
+
+@st.composite
+def finite_rows(draw: st.DrawFn) -> tuple[np.ndarray, int]:
+    n = draw(st.integers(2, 30))
+    k = draw(st.integers(1, n - 1))
+    batch = draw(st.integers(1, 3))
+    scale = 10.0 ** draw(st.integers(-20, 30))
+    pool = st.floats(-1e3, 1e3)
+    rows = draw(st.lists(st.lists(pool, min_size=n, max_size=n), min_size=batch, max_size=batch))
+    values = np.array(rows, dtype=np.float64) * scale
+    if draw(st.booleans()):  # constant rows and ties
+        values[0] = values[0, 0]
+    return values, k
+
+
+@pytest.mark.spec("CEM-43", "CEM-3", "CEM-5")
+@given(rows=finite_rows(), tau=temperatures(-2.0, 1.0), normalize=st.booleans())
+def test_selection_of_finite_values_matches_the_reference(
+    rows: tuple[np.ndarray, int], tau: float, normalize: bool
+) -> None:
+    v, k = rows
+    if not normalize:  # raw scores: keep them within LML-4's |x|/τ range
+        v = v / max(1.0, float(np.abs(v).max()) / (1e3 * tau))
+    values = torch.from_numpy(v)
+    fast = soft_weights_of_finite_values(values, k, tau, normalize)
+    masked = soft_weights(values, torch.isfinite(values), k, tau, normalize)
+    assert fast.all_valid and not masked.all_valid and bool(fast.valid.all())
+    for i, row in enumerate(v):
+        expected = ref_cem.soft_weights(row, k, tau, normalize)
+        np.testing.assert_allclose(fast.weights[i].numpy(), expected, atol=1e-12)
+    torch.testing.assert_close(fast.weights, masked.weights, atol=1e-12, rtol=0)
+
+
+@pytest.mark.spec("CEM-43", "CEM-3")
+@given(power=st.integers(-30, 38), seed=st.integers(0, 2**16))
+def test_selection_of_huge_or_tiny_finite_float32_values(power: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    raw = rng.uniform(-3.0, 3.0, (2, 9)).astype(np.float32) * np.float32(10.0**power)
+    v = torch.from_numpy(raw)
+    fast = soft_weights_of_finite_values(v, 3, 1.0, True).weights
+    assert torch.isfinite(fast).all()
+    expected = ref_cem.soft_weights(raw[0].astype(np.float64), 3, 1.0, True)
+    np.testing.assert_allclose(fast[0].double().numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.spec("CEM-43", "CEM-17")
+def test_selection_of_constant_finite_values_has_finite_gradients() -> None:
+    v = torch.full((2, 5), 3.0, dtype=torch.float64, requires_grad=True)
+    weights = soft_weights_of_finite_values(v, 2, 1.0, True).weights
+    (grad,) = torch.autograd.grad((weights * torch.arange(5.0)).sum(), v)
+    torch.testing.assert_close(weights, torch.full_like(weights, 0.4))
+    assert torch.isfinite(grad).all()
+
+
+@pytest.mark.spec("CEM-43", "CEM-12")
+def test_the_soft_selector_reads_the_values_on_the_cpu_only_when_all_are_finite() -> None:
+    selector = SoftTopK(3, 1.0, True)
+    values = torch.randn(4, 12, dtype=torch.float64)
+    ranked = torch.nan_to_num(values, nan=torch.inf, posinf=torch.inf, neginf=torch.inf)
+    assert selector(values, ranked).all_valid
+    values[1, 2] = math.nan
+    ranked = torch.nan_to_num(values, nan=torch.inf, posinf=torch.inf, neginf=torch.inf)
+    selection = selector(values, ranked)
+    assert not selection.all_valid and selection.valid.tolist() == [True] * 4
+    for i in range(4):
+        expected = ref_cem.soft_weights(values[i].numpy(), 3, 1.0, True)
+        np.testing.assert_allclose(selection.weights[i].numpy(), expected, atol=1e-12)
+    # No read where values cannot be read: meta tensors and torch.func transforms.
+    meta = torch.empty(2, 12, device="meta")
+    assert not selector(meta, meta).all_valid
+    seen: list[bool] = []
+
+    def mapped(row: torch.Tensor) -> torch.Tensor:
+        seen.append(reads_values_on_host(row))
+        return row
+
+    torch.func.vmap(mapped)(values)
+    assert seen == [False] and reads_values_on_host(values)
+
+
+@pytest.mark.spec("CEM-43", "CEM-12", "CEM-35")
+def test_an_iteration_with_a_nan_value_takes_the_masked_path_and_holds_that_row() -> None:
+    # Iteration 0 of row 1 sees a NaN: that row keeps μ₀ and σ₀ (CEM-12), the
+    # others update, and the iterations after it (all finite) read on the host.
+    calls = [0]
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        values = (x * x).sum(-1)
+        if calls[0] == 0:
+            values = values.clone()
+            values[1, : values.shape[1] - 2] = math.nan  # 2 finite values < k: row invalid
+        calls[0] += 1
+        return values
+
+    mean = torch.zeros(3, 2, dtype=torch.float64)
+    steps: list[DCEMStep] = []
+    dcem(f, mean, 1.0, n_sample=12, n_elite=3, n_iter=3, callback=steps.append,
+         generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert torch.equal(steps[0].mean[1], mean[1]) and not torch.equal(steps[0].mean[0], mean[0])
+    assert (steps[0].weights[1] == 0).all()
+    assert not torch.equal(steps[1].mean[1], steps[0].mean[1])

@@ -11,12 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from impl.lml import (
-    FAST_MATMUL_MAX_ELEMENTS,
     FAST_STEPS,
     MAX_STEPS,
     STEP_TOLERANCE,
     lml,
     newton_from_midpoint,
+    newton_single_row,
     solve_lml,
 )
 from reference.lml import (
@@ -621,16 +621,12 @@ def test_compiles_with_a_learnable_temperature() -> None:
 
 @pytest.mark.spec("LML-23")
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("by_product", [True, False])
 @given(problem=lml_problems(max_n=300))
 def test_rows_the_fast_path_accepts_match_the_reference(
-    problem: LMLProblem, dtype: torch.dtype, by_product: bool
+    problem: LMLProblem, dtype: torch.dtype
 ) -> None:
-    # Both ways of summing (matrix products for small inputs, reductions
-    # above FAST_MATMUL_MAX_ELEMENTS), forced on the same problems.
     x = torch.from_numpy(problem.x).to(dtype)
-    steps = FAST_STEPS[dtype]
-    y, change = newton_from_midpoint(x, problem.k, problem.tau, steps, by_product=by_product)
+    y, change = newton_from_midpoint(x, problem.k, problem.tau, FAST_STEPS[dtype])
     accepted = (change <= STEP_TOLERANCE[dtype]).squeeze(1).numpy()
     error = np.abs(y.double().numpy() - ref(problem)).max(axis=1)
     assert (error[accepted] <= ACCURACY[dtype]).all(), error[accepted].max()
@@ -646,9 +642,8 @@ def test_the_fast_path_accepts_gaussian_rows(
     # The schedule of FAST_STEPS is enough for N(0, 1) scores at these τ
     # (the benchmark's rows), so the fast path is what they run.
     x = torch.randn(64, n, generator=torch.Generator().manual_seed(n + k), dtype=dtype)
-    for by_product in (True, False):
-        change = newton_from_midpoint(x, k, tau, FAST_STEPS[dtype], by_product=by_product)[1]
-        assert (change <= STEP_TOLERANCE[dtype]).all()
+    change = newton_from_midpoint(x, k, tau, FAST_STEPS[dtype])[1]
+    assert (change <= STEP_TOLERANCE[dtype]).all()
 
 
 @pytest.mark.spec("LML-23")
@@ -693,14 +688,109 @@ def test_a_batch_with_rows_for_both_solvers(dtype: torch.dtype) -> None:
         assert np.nan_to_num(np.abs(y[i] - expected)).max() <= ACCURACY[dtype]
 
 
-@pytest.mark.spec("LML-4", "LML-23")
+@pytest.mark.spec("LML-4", "LML-23", "LML-24")
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch", [1, 40, 41, 300])
-def test_lml_on_both_sides_of_the_matmul_threshold(batch: int, dtype: torch.dtype) -> None:
-    # n = 100: 40 rows are at most FAST_MATMUL_MAX_ELEMENTS, 41 are not.
-    assert 40 * 100 <= FAST_MATMUL_MAX_ELEMENTS < 41 * 100
+@pytest.mark.parametrize("batch", [1, 2, 40, 300])
+def test_lml_of_gaussian_batches(batch: int, dtype: torch.dtype) -> None:
+    # One row (LML-24) and batches (LML-23) of the benchmark's kind of rows.
     gen = torch.Generator().manual_seed(batch)
     x = torch.randn(batch, 100, generator=gen, dtype=torch.float64) * 3
     x = x.to(dtype)
     expected = lml_bisect(x.double().numpy(), 10, 0.5)
     assert np.abs(lml(x, 10, 0.5).double().numpy() - expected).max() <= ACCURACY[dtype]
+
+
+# --- The single-row fast path (LML-24) ---
+
+
+@pytest.mark.spec("LML-24")
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(problem=lml_problems(max_n=300, max_batch=1))
+def test_rows_the_single_row_path_accepts_match_the_reference(
+    problem: LMLProblem, dtype: torch.dtype
+) -> None:
+    x = torch.from_numpy(problem.x).to(dtype)
+    y, accepted = newton_single_row(x, problem.k, problem.tau, FAST_STEPS[dtype])
+    if accepted:
+        expected = lml_bisect(x.double().numpy(), problem.k, problem.tau)
+        assert np.abs(y.double().numpy() - expected).max() <= ACCURACY[dtype]
+    # Accepted or not, lml of the row is the projection (LML-4).
+    error = np.abs(lml(x, problem.k, problem.tau).double().numpy() - ref(problem)).max()
+    assert error <= ACCURACY[dtype]
+
+
+@pytest.mark.spec("LML-24")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("n", "k"), [(100, 10), (100, 90), (1000, 100), (7, 3), (50, 25)])
+@pytest.mark.parametrize("tau", [0.1, 1.0, 10.0])
+def test_the_single_row_path_accepts_gaussian_rows(
+    n: int, k: int, tau: float, dtype: torch.dtype
+) -> None:
+    # The benchmark's and DCEM's rows (N(0, 1) scores) take this path, both
+    # sides of the complement (k > n/2), τ = 1 (no division) and others.
+    gen = torch.Generator().manual_seed(n + k)
+    for _ in range(8):
+        x = torch.randn(1, n, generator=gen, dtype=dtype)
+        y, accepted = newton_single_row(x, k, tau, FAST_STEPS[dtype])
+        assert accepted
+        expected = lml_bisect(x.double().numpy(), k, tau)
+        assert np.abs(y.double().numpy() - expected).max() <= ACCURACY[dtype]
+
+
+@pytest.mark.spec("LML-24", "LML-15")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rows_the_single_row_path_leaves_go_to_the_guarded_solver(dtype: torch.dtype) -> None:
+    # A gap of 1519 τ after the top two: every sum underflows (saturated).
+    saturated = torch.tensor([[74.81, -68.62, -67.6, 59.62, -59.84, 76.71]], dtype=dtype)
+    with_nan = torch.tensor([[0.3, math.nan, -1.0, 2.0]], dtype=dtype)
+    with_inf = torch.tensor([[math.inf, 0.5, -math.inf, 2.0, 1.0]], dtype=dtype)
+    inf_centre = torch.tensor([[math.inf, math.inf, 0.5, 1.0]], dtype=dtype)  # x_(1), x_(2)
+    # (row, k, τ, whether the single-row path may accept it)
+    cases = [
+        (saturated, 2, 0.01, False),
+        (with_nan, 1, 1.0, False),
+        (inf_centre, 1, 1.0, False),
+        (with_inf, 2, 0.5, True),
+        (with_inf, 3, 1.0, True),
+    ]
+    for x, k, tau, may_accept in cases:
+        accepted = newton_single_row(x, k, tau, FAST_STEPS[dtype])[1]
+        assert may_accept or not accepted
+        expected = lml_bisect(x.double().numpy(), k, tau)
+        y = lml(x, k, tau).double().numpy()
+        assert np.array_equal(np.isnan(y), np.isnan(expected))
+        assert np.nan_to_num(np.abs(y - expected)).max() <= ACCURACY[dtype]
+
+
+@pytest.mark.spec("LML-24", "LML-22")
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(problem=lml_problems(max_batch=1), data=st.data())
+def test_a_single_row_with_a_tensor_temperature(
+    problem: LMLProblem, dtype: torch.dtype, data: st.DataObject
+) -> None:
+    # One element, 0-dim or (1, 1): read on the host, bit for bit the float of
+    # its rounding; a bad τ gives a NaN row; a (1, n) row of a (1, 1, n) input.
+    x = torch.from_numpy(problem.x).to(dtype)
+    as_float = lml(x, problem.k, float(torch.tensor(problem.tau, dtype=dtype)))
+    shape = data.draw(st.sampled_from([(), (1,), (1, 1)]))
+    tau = torch.full(shape, problem.tau, dtype=torch.float64)
+    assert torch.equal(lml(x, problem.k, tau), as_float)
+    assert torch.equal(lml(x.unsqueeze(0), problem.k, tau), as_float.unsqueeze(0))
+    bad = data.draw(st.sampled_from([0.0, -1.0, math.inf, math.nan]))
+    assert torch.isnan(lml(x, problem.k, torch.full(shape, bad, dtype=dtype))).all()
+
+
+@pytest.mark.spec("LML-24", "LML-12")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_single_row_forward_and_backward_through_autograd(dtype: torch.dtype) -> None:
+    # The autograd.Function's forward takes the single-row path too.
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 40, generator=gen, dtype=dtype, requires_grad=True)
+    g = torch.randn(1, 40, generator=gen, dtype=dtype)
+    y = lml(x, 5, 0.7)
+    (grad,) = torch.autograd.grad(y, x, g)
+    expected = lml_bisect(x.detach().double().numpy(), 5, 0.7)
+    assert np.abs(y.detach().double().numpy() - expected).max() <= ACCURACY[dtype]
+    vjp = lml_vjp(expected, g.double().numpy(), 0.7)
+    bound = 1e-5 if dtype == torch.float32 else 1e-10
+    assert np.abs(grad.double().numpy() - vjp).max() <= bound

@@ -14,8 +14,15 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from impl.lml import can_stop_early
 from impl.options import CEMOptions
-from impl.selection import Selection, exponential_elite_weights, hard_selection, soft_weights
+from impl.selection import (
+    Selection,
+    exponential_elite_weights,
+    hard_selection,
+    soft_weights,
+    soft_weights_of_finite_values,
+)
 
 
 class Selector(Protocol):
@@ -63,7 +70,17 @@ class SoftTopK:
 
     def __call__(self, values: Tensor, ranked: Tensor) -> Selection:
         # ranked holds +∞ exactly where values is not finite: one comparison.
-        return soft_weights(values, ranked < torch.inf, self.k, self.tau, self.normalize)
+        finite = ranked < torch.inf
+        if values.shape[-1] > self.k and reads_values_on_host(values) and bool(finite.all()):
+            return soft_weights_of_finite_values(values, self.k, self.tau, self.normalize)
+        return soft_weights(values, finite, self.k, self.tau, self.normalize)
+
+
+def reads_values_on_host(values: Tensor) -> bool:
+    """Whether a selection may branch on ``values`` read on the host (CEM-43): CPU
+    tensors (no synchronization), outside ``torch.compile`` and ``torch.func``
+    transforms (a traced or batched value cannot be read)."""
+    return can_stop_early(values) and not torch._C._are_functorch_transforms_active()
 
 
 def selector_for(options: CEMOptions) -> Selector:

@@ -162,10 +162,15 @@ def step(
         old = state.kept
         if problem.tol is not None and old is not None and old.shape == kept.shape:
             kept = torch.where(active.view(-1, 1, 1), kept, old)  # a converged row keeps its own
-    keep = applied.unsqueeze(-1)
+    if problem.tol is None and selection.all_valid:  # every row applied (CEM-43)
+        next_mean, next_std = new_mean, new_std
+    else:
+        keep = applied.unsqueeze(-1)
+        next_mean = torch.where(keep, new_mean, mean)
+        next_std = torch.where(keep, new_std, std)
     next_state = CEMState(
-        mean=torch.where(keep, new_mean, mean),
-        std=torch.where(keep, new_std, std),
+        mean=next_mean,
+        std=next_std,
         best_x=best_x,
         best_value=best_value,
         n_iter=state.n_iter + active,  # int64 + bool: int64
