@@ -204,19 +204,18 @@ def child(case: Case, device_name: str, phase: str, mega: Path, repeats: int) ->
     out = compiled()
     suite.synchronize(device)
     report["first_call_seconds"] = time.perf_counter() - first_start
+    launched = float(os.environ.get(LAUNCH_ENV, started))
+    report["start_to_result_seconds"] = time.time() - launched
+    report["import_seconds"] = imported - started
+    report["counters_after_first"] = _counters()
+    if phase == "cold":  # the eager path's first result, from the same seed
+        report["max_abs_difference"] = float((out - eager()).abs().max())
     if case.kind == "mpc":  # the second step traces the graph with kept elites
         second_start = time.perf_counter()
         compiled()
         suite.synchronize(device)
         report["second_call_seconds"] = time.perf_counter() - second_start
-    launched = float(os.environ.get(LAUNCH_ENV, started))
-    report["start_to_result_seconds"] = time.time() - launched
-    report["import_seconds"] = imported - started
-    report["counters_after_first"] = _counters()
     if phase == "cold":
-        reference = eager()
-        if case.kind != "mpc":
-            report["max_abs_difference"] = float((out - reference).abs().max())
         timing = suite.Timing(repeats, 0.05, "cpu" if device.type == "cpu" else "wall")
         times = suite.time_interleaved({"compiled": compiled, "eager": eager}, timing, device)
         report["warm_seconds"] = {name: sorted(values) for name, values in times.items()}
@@ -233,13 +232,20 @@ def child(case: Case, device_name: str, phase: str, mega: Path, repeats: int) ->
 # The parent
 
 
-def run_case(case: Case, device: str, repeats: int, work: Path) -> dict[str, Any]:
-    """The three processes of ``case`` (cold, disk, mega) in ``work``."""
+PHASES = ("cold", "disk", "mega")
+
+
+def run_case(
+    case: Case, device: str, repeats: int, work: Path, phases: tuple[str, ...] = PHASES
+) -> dict[str, Any]:
+    """The processes of ``case`` (``phases`` of cold, disk, mega, in order) in ``work``."""
     disk_cache = work / f"{case.name}-cache"
     mega_cache = work / f"{case.name}-mega-cache"
     mega = work / f"{case.name}.mega"
     reports: dict[str, Any] = {}
     for phase, cache in (("cold", disk_cache), ("disk", disk_cache), ("mega", mega_cache)):
+        if phase not in phases:
+            continue
         if phase == "mega" and not mega.is_file():
             reports[phase] = {"error": "no mega-cache was saved"}
             continue
@@ -280,11 +286,11 @@ def _median(values: list[float]) -> float:
 def table(results: list[dict[str, Any]]) -> list[str]:
     """The markdown rows of ``results``."""
     lines = [
-        "| case | B, N, k, d, T | cold first call | warm compiled | warm eager | eager / compiled "
-        "| max abs diff | 2nd process (disk cache): first call; start to result | 3rd process "
-        "(mega-cache): first call; start to result | cold / disk first call | graphs; cache hits "
-        "(disk) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| case | B, N, k, d, T | cold: first call; start to result | warm compiled "
+        "| warm eager | eager / compiled | max abs diff | 2nd process (disk cache): first call; "
+        "start to result | 3rd process (mega-cache): first call; start to result "
+        "| cold / disk first call | graphs; FX-graph cache hits (disk) | CUDA-graph skips |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         case = result["case"]
@@ -294,7 +300,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
         shape = f"{case['batch']}, {case['n']}, {case['k']}, {case['dim']}, {case['iters']}"
         name = case["name"] + (" (fwd+bwd)" if case["grad"] else "")
         if "error" in cold:
-            lines.append(f"| {name} | {shape} | error: {cold['error'][-200:]!r} |" + " |" * 8)
+            lines.append(f"| {name} | {shape} | error: {cold['error'][-200:]!r} |" + " |" * 9)
             continue
         warm = {key: _median(values) for key, values in cold.get("warm_seconds", {}).items()}
         first_cold = _first(cold)
@@ -306,13 +312,15 @@ def table(results: list[dict[str, Any]]) -> list[str]:
         diff = cold.get("max_abs_difference")
         hits = disk.get("counters_after_first", {}).get("inductor", {}).get("fxgraph_cache_hit")
         graphs = disk.get("counters_after_first", {}).get("stats", {}).get("unique_graphs")
+        skips = cold.get("counters", {}).get("inductor", {}).get("cudagraph_skips", 0)
         lines.append(
-            f"| {name} | {shape} | {_seconds(first_cold)} | {_seconds(warm.get('compiled'))} | "
+            f"| {name} | {shape} | {_seconds(first_cold)}; "
+            f"{_seconds(cold.get('start_to_result_seconds'))} | {_seconds(warm.get('compiled'))} | "
             f"{_seconds(warm.get('eager'))} | {speedup} | "
             f"{'—' if diff is None else f'{diff:.1e}'} | "
             f"{_seconds(first_disk)}; {_seconds(disk.get('start_to_result_seconds'))} | "
             f"{_seconds(_first(mega))}; {_seconds(mega.get('start_to_result_seconds'))} | "
-            f"{ratio} | {graphs}; {hits} |"
+            f"{ratio} | {graphs}; {hits} | {skips if case['mode'] else '—'} |"
         )
     return lines
 
@@ -331,10 +339,25 @@ def _seconds(value: float | None) -> str:
     return f"{value * 1e3:.3g} ms" if value < 1 else f"{value:.3g} s"
 
 
-def write(out: Path, device: str, results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+def write(
+    out: Path,
+    device: str,
+    results: list[dict[str, Any]],
+    meta: dict[str, Any],
+    with_markdown: bool,
+) -> None:
+    """``compiled-<device>.json`` (and its ``.md``) in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"compiled-{device.split(':')[0]}.json"
     path.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    if with_markdown:
+        write_markdown(path.with_suffix(".md"), device, results, meta)
+
+
+def write_markdown(
+    path: Path, device: str, results: list[dict[str, Any]], meta: dict[str, Any]
+) -> None:
+    """The table of ``results`` as markdown, in ``path``."""
     lines = [
         f"# The compiled path on {device}",
         "",
@@ -343,13 +366,16 @@ def write(out: Path, device: str, results: list[dict[str, Any]], meta: dict[str,
         f"- device: {device}; {meta['cpu_count']} CPUs, 1 torch thread, "
         f"load average before/after {meta['load_before']} / {meta['load_after']}",
         "- first call: trace + compile + run (MPC: the first two steps, two graphs); "
-        "start to result: from the parent's launch of the process (imports included)",
+        "start to result: from the parent's launch of the process to the first result "
+        "(imports included; MPC: the first step)",
         f"- warm: medians of {meta['repeats']} interleaved samples (clock: process CPU time "
         "on the CPU, wall on CUDA), no validation, no grad unless fwd+bwd",
+        "- max abs diff: the first results of the compiled and the eager path from the same "
+        "seed (solve: the final mean, or the gradient; MPC: the first plan's actions)",
         "",
         *table(results),
     ]
-    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--work", type=Path, default=None, help="cache folders (default: a temp)")
     parser.add_argument("--merge", action="store_true", help="add to the existing results file")
+    parser.add_argument("--phases", default=",".join(PHASES), help="processes per case")
+    parser.add_argument("--json-only", action="store_true", help="write no .md (GPU check)")
+    parser.add_argument("--render", type=Path, default=None, help="write the .md of a .json")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--phase", default="cold", help=argparse.SUPPRESS)
     parser.add_argument("--mega", type=Path, default=None, help=argparse.SUPPRESS)
@@ -368,6 +397,13 @@ def main(argv: list[str] | None = None) -> int:
         report = child(CASES[args.child], args.device, args.phase, args.mega, args.repeats)
         print(json.dumps(report))
         return 0
+    if args.render is not None:
+        payload = json.loads(args.render.read_text())
+        write_markdown(
+            args.render.with_suffix(".md"), args.device, payload["results"], payload["meta"]
+        )
+        return 0
+    phases = tuple(phase for phase in PHASES if phase in args.phases.split(","))
     cuda = args.device.startswith("cuda")
     names = args.cases.split(",") if args.cases else [
         name for name, case in CASES.items() if cuda or not case.cuda_only
@@ -386,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work or Path(temporary)
         for name in names:
             print(f"{name}:", flush=True)
-            results.append(run_case(CASES[name], args.device, args.repeats, work))
+            results.append(run_case(CASES[name], args.device, args.repeats, work, phases))
             import torch
 
             meta = {
@@ -401,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             order = list(CASES)
             results.sort(key=lambda r: order.index(r["case"]["name"]))
-            write(args.out, args.device, results, meta)
+            write(args.out, args.device, results, meta, with_markdown=not args.json_only)
     return 0
 
 
