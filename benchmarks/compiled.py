@@ -114,8 +114,8 @@ def _build(case: Case, device: Any) -> tuple[Callable[[], Any], Callable[[], Any
     from benchmarks import run as suite
     from impl.cem import CEMOptions, solve
     from impl.cem.compiled import CompiledSolve
-    from impl.control import MPC, PLANNER_SOLVER, Pendulum, PlannerConfig, rollout
-    from impl.control.compiled import CompiledMPC
+    from impl.control import MPC, PLANNER_SOLVER, Pendulum, PlannerConfig
+    from impl.control.compiled import CompiledMPC, observed_rollout_cost
 
     torch.manual_seed(0)
     if case.kind == "mpc":
@@ -128,9 +128,7 @@ def _build(case: Case, device: Any) -> tuple[Callable[[], Any], Callable[[], Any
             solver=options,
         )
 
-        def cost(observation: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-            return rollout(system.step, system.cost, observation, actions)[0]
-
+        cost = observed_rollout_cost(system.step, system.cost)
         state = system.sample_initial(case.batch, torch.Generator().manual_seed(0), device=device)
         compiled = CompiledMPC(
             config,

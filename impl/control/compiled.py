@@ -25,11 +25,14 @@ from impl.cem.samplers import ColoredNoise, NoiseSource, WhiteNoise
 from impl.control.planner import (
     INIT_STD_SCALE,
     MPC,
+    Dynamics,
     MPCState,
     Plan,
     PlannerConfig,
+    StepCost,
     action_bounds,
     check_costs,
+    rollout,
     shift_warm_start,
     vector,
 )
@@ -37,7 +40,21 @@ from impl.control.planner import (
 ObservedCost = Callable[[Tensor, Tensor], Tensor]
 """The objective of eq. 7 from the observed states: ``(observation (B, n_x),
 actions (B, N, H, n_u))`` → costs ``(B, N)``; e.g.
-``lambda x, u: rollout(dynamics, step_cost, x, u)[0]``."""
+``observed_rollout_cost(dynamics, step_cost)``."""
+
+
+def observed_rollout_cost(dynamics: Dynamics, step_cost: StepCost) -> ObservedCost:
+    """The ``ObservedCost`` of eq. 7: ``rollout``'s summed cost from the observations (CTL-1).
+
+    ``cost(observation (B, n_x), actions (B, N, H, n_u)) → (B, N)``, the
+    ``rollout_cost`` of ``impl.control.planner`` with the initial states as an
+    argument instead of a constant.
+    """
+
+    def cost(observation: Tensor, actions: Tensor) -> Tensor:
+        return rollout(dynamics, step_cost, observation, actions)[0]
+
+    return cost
 
 
 class CompiledMPC:
