@@ -107,8 +107,12 @@ CASES.update(
 # The child: one process, one phase
 
 
-def _build(case: Case, device: Any) -> tuple[Callable[[], Any], Callable[[], Any], Any]:
-    """``(compiled call, eager call, first-output getter)`` of ``case`` on ``device``."""
+def _build(
+    case: Case, device: Any
+) -> tuple[Callable[[], Any], Callable[[], Any], Callable[[], Any] | None]:
+    """``(compiled call, eager call, f alone)`` of ``case`` on ``device``; ``f
+    alone`` (forward solves only): the ``T`` evaluations of ``f`` on the
+    candidates of one solve, recorded beforehand (``benchmarks.run``'s baseline)."""
     import torch
 
     from benchmarks import run as suite
@@ -158,10 +162,19 @@ def _build(case: Case, device: Any) -> tuple[Callable[[], Any], Callable[[], Any
         with torch.no_grad():
             return call(mean, 1.0, generator=generator, validate=False).mean
 
+    recorded: list[torch.Tensor] = []
+    with torch.no_grad():
+        solve(f, mean, 1.0, options, generator=torch.Generator(device=device).manual_seed(1),
+              callback=lambda step: recorded.append(step.samples.clone()))  # fmt: skip
+
+    def bare() -> Any:
+        with torch.no_grad():
+            return [f(samples) for samples in recorded]
+
     return (
         lambda: run(solver, generators[0]),
         lambda: run(partial_solve(solve, f, options), generators[1]),
-        None,
+        None if case.grad else bare,
     )
 
 
@@ -197,7 +210,7 @@ def child(case: Case, device_name: str, phase: str, mega: Path, repeats: int) ->
         info = torch.compiler.load_cache_artifacts(mega.read_bytes())
         report["mega_load_seconds"] = time.perf_counter() - load_start
         report["mega_loaded"] = str(info)[:500] if info is not None else None
-    compiled, eager, _ = _build(case, device)
+    compiled, eager, bare = _build(case, device)
     first_start = time.perf_counter()
     out = compiled()
     suite.synchronize(device)
@@ -215,7 +228,10 @@ def child(case: Case, device_name: str, phase: str, mega: Path, repeats: int) ->
         report["second_call_seconds"] = time.perf_counter() - second_start
     if phase == "cold":
         timing = suite.Timing(repeats, 0.05, "cpu" if device.type == "cpu" else "wall")
-        times = suite.time_interleaved({"compiled": compiled, "eager": eager}, timing, device)
+        fns = {"compiled": compiled, "eager": eager}
+        if bare is not None:
+            fns["f alone"] = bare
+        times = suite.time_interleaved(fns, timing, device)
         report["warm_seconds"] = {name: sorted(values) for name, values in times.items()}
         report["clock"] = timing.clock
         artifacts = torch.compiler.save_cache_artifacts()
@@ -285,10 +301,11 @@ def table(results: list[dict[str, Any]]) -> list[str]:
     """The markdown rows of ``results``."""
     lines = [
         "| case | B, N, k, d, T | cold: first call; start to result | warm compiled "
-        "| warm eager | eager / compiled | max abs diff | 2nd process (disk cache): first call; "
-        "start to result | 3rd process (mega-cache): first call; start to result "
+        "| warm eager | eager / compiled | compiled / f alone | max abs diff "
+        "| 2nd process (disk cache): first call; start to result "
+        "| 3rd process (mega-cache): first call; start to result "
         "| cold / disk first call | graphs; FX-graph cache hits (disk) | CUDA-graph skips |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         case = result["case"]
@@ -298,7 +315,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
         shape = f"{case['batch']}, {case['n']}, {case['k']}, {case['dim']}, {case['iters']}"
         name = case["name"] + (" (fwd+bwd)" if case["grad"] else "")
         if "error" in cold:
-            lines.append(f"| {name} | {shape} | error: {cold['error'][-200:]!r} |" + " |" * 9)
+            lines.append(f"| {name} | {shape} | error: {cold['error'][-200:]!r} |" + " |" * 10)
             continue
         warm = {key: _median(values) for key, values in cold.get("warm_seconds", {}).items()}
         first_cold = _first(cold)
@@ -307,6 +324,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
         if first_cold is not None and first_disk:
             ratio = f"{first_cold / first_disk:.3g}"
         speedup = f"{warm['eager'] / warm['compiled']:.3g}" if warm else "—"
+        over_f = f"{warm['compiled'] / warm['f alone']:.3g}" if "f alone" in warm else "—"
         diff = cold.get("max_abs_difference")
         hits = disk.get("counters_after_first", {}).get("inductor", {}).get("fxgraph_cache_hit")
         graphs = disk.get("counters_after_first", {}).get("stats", {}).get("unique_graphs")
@@ -314,7 +332,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {name} | {shape} | {_seconds(first_cold)}; "
             f"{_seconds(cold.get('start_to_result_seconds'))} | {_seconds(warm.get('compiled'))} | "
-            f"{_seconds(warm.get('eager'))} | {speedup} | "
+            f"{_seconds(warm.get('eager'))} | {speedup} | {over_f} | "
             f"{'—' if diff is None else f'{diff:.1e}'} | "
             f"{_seconds(first_disk)}; {_seconds(disk.get('start_to_result_seconds'))} | "
             f"{_seconds(_first(mega))}; {_seconds(mega.get('start_to_result_seconds'))} | "
@@ -367,7 +385,8 @@ def write_markdown(
         "start to result: from the parent's launch of the process to the first result "
         "(imports included; MPC: the first step)",
         f"- warm: medians of {meta['repeats']} interleaved samples (clock: process CPU time "
-        "on the CPU, wall on CUDA), no validation, no grad unless fwd+bwd",
+        "on the CPU, wall on CUDA), no validation, no grad unless fwd+bwd; f alone: the T "
+        "evaluations of f on one solve's candidates",
         "- max abs diff: the first results of the compiled and the eager path from the same "
         "seed (solve: the final mean, or the gradient; MPC: the first plan's actions)",
         "",
