@@ -23,7 +23,8 @@ What stays outside the graph, eagerly, on every call (CEM-44):
 A ``CompiledSolve`` keeps the graphs ``torch.compile`` made for it; a call
 with other shapes, dtypes, device, grad mode or arguments given/omitted
 traces (and compiles) another one. ``torch.compile``'s own limits apply:
-``torch._dynamo.config.recompile_limit`` graphs per traced function, and a
+``torch._dynamo.config.recompile_limit`` graphs per ``CompiledSolve`` (each
+traces a private copy of the graph function's code), and a
 cold compile with the default ``inductor`` backend takes tens of seconds to
 minutes on a CPU (``benchmarks/compiled.py`` measures it, and the on-disk
 cache that a second process reuses).
@@ -218,9 +219,10 @@ class CompiledSolve:
     Differentiable as the eager solve is (forward + backward are compiled
     together when a graph is recorded, CEM-17).
 
-    Not supported (a ``ValueError`` at construction or call): a
-    ``callback`` (no argument for it: it would run Python in every
-    iteration), ``output="sample"`` with a float16/bfloat16 ``init_mean``.
+    Not supported (CEM-46): a ``callback`` (there is no argument for it: it
+    would run Python in every iteration; use ``solve``), and
+    ``output="sample"`` with a float16/bfloat16 ``init_mean`` (a
+    ``ValueError`` at the call).
 
     Args:
         f: candidates ``(B, M, d)`` → values ``(B, M)``; traced into the graph,
