@@ -26,13 +26,18 @@ what is left of ``--budget`` (default 360 s, ``DEFAULT_BUDGET_SECONDS``):
 5. ``oracle-tests``: the reference-comparison suites (``tests/test_lml.py``,
    ``test_dcem.py``, ``test_control.py``) with this machine's torch, when
    CVXPY imports; writes ``pytest-oracle.xml``.
-6. ``bench-compiled``: the ``torch.compile`` solve rows of ``benchmarks.run``
+6. ``compiled-path`` (CUDA only): ``benchmarks.compiled``'s CUDA-graph cases
+   (``impl.cem.compiled.CompiledSolve`` and ``impl.control.compiled.CompiledMPC``
+   with ``mode="reduce-overhead"``), then the default mode; writes
+   ``compiled-cuda.json`` (``python -m benchmarks.compiled --render`` makes
+   its table).
+7. ``bench-compiled``: the ``torch.compile`` solve rows of ``benchmarks.run``
    (compiled against eager and against ``f``'s evaluations) at the largest
    shape it compiles, appended to the table.
 
 Every phase's output goes to ``log.txt``, and ``summary.json`` records each
 phase's command, exit status, time and outcome with the versions and the
-device: at most 7 files in the output folder. ``--fast`` runs phases 1–4 at
+device: at most 8 files in the output folder. ``--fast`` runs phases 1–4 at
 the quick sizes, and only the ``meta`` tests of phase 3; ``--phases a,b``
 runs only the phases named (a rerun of what failed; the wheels phase is
 needed whenever a later one imports CVXPY). The dm-control
@@ -67,6 +72,13 @@ lease of 15 minutes with the machine's start (about a minute)."""
 EXTRA_LML_SHAPES = ((65536, 100, 10),)
 """``(B, n, k)`` of LML against ``topk`` beyond ``benchmarks.run.SHAPES``."""
 QUICK_EXTRA_LML_SHAPES = ((256, 100, 10),)
+COMPILED_PATH_ARGS = (
+    "--cases", "solve-mlp-b1-cudagraph,mpc-pendulum-b1-cudagraph,solve-mlp-b1",
+    "--phases", "cold", "--repeats", "5", "--json-only",
+)  # fmt: skip
+"""``benchmarks.compiled`` in the GPU check: the CUDA-graph solve and MPC step
+(``mode="reduce-overhead"``: compiled against eager, and whether the CUDA graph
+was skipped), then the default mode; cold processes only; ``compiled-cuda.json``."""
 ORACLE_TESTS = ("tests/test_lml.py", "tests/test_dcem.py", "tests/test_control.py")
 LOG_NAME = "log.txt"
 SUMMARY_NAME = "summary.json"
@@ -78,6 +90,7 @@ PHASE_CAPS_SECONDS = {
     "bench-quick": 90.0,
     "bench": 200.0,
     "oracle-tests": 150.0,
+    "compiled-path": 240.0,
     "bench-compiled": 480.0,
 }
 """The most each phase may take; the budget's remainder cuts it further."""
@@ -280,6 +293,7 @@ def run_checks(runner: Runner, args: argparse.Namespace, device: torch.device) -
         runner.run("bench", [*bench, "--stage", "eager"])
     if args.fast:
         runner.skip("oracle-tests", "--fast")
+        runner.skip("compiled-path", "--fast")
         runner.skip("bench-compiled", "--fast")
         return
 
@@ -291,6 +305,11 @@ def run_checks(runner: Runner, args: argparse.Namespace, device: torch.device) -
         xml = out / "pytest-oracle.xml"
         phase = runner.run("oracle-tests", [*pytest, *ORACLE_TESTS, f"--junitxml={xml}"])
         phase.details = junit_counts(xml)
+    if device.type == "cuda":  # the CPU's figures: benchmarks/results/compiled-cpu.md
+        compiled_path = [*COMPILED_PATH_ARGS, "--device", str(device), "--out", str(out)]
+        runner.run("compiled-path", _module("benchmarks.compiled", *compiled_path))
+    else:
+        runner.skip("compiled-path", "CUDA only (the CPU's: python -m benchmarks.compiled)")
     compiled = [*bench, "--stage", "compiled"]
     runner.run("bench-compiled", [*compiled, "--quick"] if quick else compiled)
 

@@ -64,6 +64,7 @@ def test_rehearsal_summary_records_every_phase(rehearsal: tuple[Path, str]) -> N
         "bench-quick": "ok",
         "bench": "skipped",  # the CPU stops at the quick sizes
         "oracle-tests": "skipped",
+        "compiled-path": "skipped",
         "bench-compiled": "skipped",
     }
     assert summary["environment"]["torch"] == torch.__version__
