@@ -551,17 +551,13 @@ def measure_speed(repeats: int, device: torch.device) -> dict[str, float]:
             mean, std = weighted_gaussian_fit(leaf, weights, N_ELITE, DEFAULT_STD_MIN)
             (mean.sum() + std.sum()).backward()  # type: ignore[no-untyped-call]
 
-    timings["dcem_energy_ms"] = 1e3 * timed(energy_part, repeats)
-    timings["dcem_topk_ms"] = 1e3 * timed(topk_part, repeats)
-    timings["dcem_gaussian_fit_ms"] = 1e3 * timed(fit_part, repeats)
-    timings["dcem_rest_ms"] = (
-        timings["dcem_update_ms"]
-        - timings["dcem_energy_ms"]
-        - timings["dcem_topk_ms"]
-        - timings["dcem_gaussian_fit_ms"]
-    )
-    timings["dcem_energy_share"] = timings["dcem_energy_ms"] / timings["dcem_update_ms"]
-    timings["dcem_topk_share"] = timings["dcem_topk_ms"] / timings["dcem_update_ms"]
+    rest = timings["dcem_update_ms"]
+    for part, work in (("energy", energy_part), ("topk", topk_part), ("gaussian_fit", fit_part)):
+        timings[f"dcem_{part}_ms"] = 1e3 * timed(work, repeats)
+        rest -= timings[f"dcem_{part}_ms"]
+    timings["dcem_rest_ms"] = rest
+    for part in ("energy", "topk"):
+        timings[f"dcem_{part}_share"] = timings[f"dcem_{part}_ms"] / timings["dcem_update_ms"]
     return timings
 
 
@@ -730,13 +726,7 @@ def figure_predictions(run: RunDirectory, results: Sequence[dict[str, Any]]) -> 
 def write_tables(run: RunDirectory, results: Sequence[dict[str, Any]]) -> None:
     """``metrics.csv`` (the training curves) and ``ablation.csv``."""
     metrics = [
-        {
-            "step": p["step"],
-            "method": r["method"],
-            "seed": r["seed"],
-            "mse": p["mse"],
-            "lr": p["lr"],
-        }
+        dict(step=p["step"], method=r["method"], seed=r["seed"], mse=p["mse"], lr=p["lr"])
         for r in results
         for p in r["curve"]
     ]
