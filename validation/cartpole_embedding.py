@@ -52,6 +52,7 @@ from validation.harness import (
     Report,
     RunDirectory,
     at_least,
+    load_state,
     positive_int,
     pyplot,
     tensor_bytes,
@@ -375,7 +376,7 @@ def model_path(job: Job) -> str:
 
 def load_decoder(run: RunDirectory, job: Job) -> ActionDecoder:
     decoder = decoder_for(job.latent_dim, job.seed)
-    decoder.load_state_dict(torch.load(run.root / model_path(job), weights_only=True))
+    decoder.load_state_dict(load_state(run.root / model_path(job)))
     return decoder
 
 

@@ -98,6 +98,12 @@ class JobOutput:
     files: dict[str, bytes] = field(default_factory=dict)
 
 
+def load_state(path: Path) -> dict[str, Any]:
+    """A ``torch.save``d dict of tensors (a checkpoint), onto the CPU (``weights_only``)."""
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return state
+
+
 def tensor_bytes(state: Mapping[str, Any]) -> bytes:
     """``torch.save(state)`` into bytes (a file of a ``JobOutput``)."""
     buffer = io.BytesIO()
@@ -130,10 +136,7 @@ class JobContext:
 
     def load_checkpoint(self, job: str) -> dict[str, Any] | None:
         path = self.checkpoint_path(job)
-        if not path.exists():
-            return None
-        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-        return state
+        return load_state(path) if path.exists() else None
 
     def log(self, line: str) -> None:
         """Append ``line`` to ``progress.log``; echo it when stderr is not a terminal."""

@@ -17,8 +17,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from validation.dmc.config import (
     LATENT_RATIO_TARGET,
     PAPER_CEM,
@@ -28,7 +26,7 @@ from validation.dmc.config import (
     DMCConfig,
 )
 from validation.dmc.run import job_name
-from validation.harness import Claim, RunDirectory, at_least, at_most, pyplot
+from validation.harness import Claim, RunDirectory, at_least, at_most, load_state, pyplot
 
 FULL_TARGET_FRACTION = 0.9
 """``full`` mode must reach this fraction of the paper's median eval reward (this
@@ -351,7 +349,7 @@ def _current_metrics(root: Path, job: str) -> list[dict[str, Any]]:
     """The metrics rows of ``job`` so far (none before its first episode)."""
     checkpoint, result = root / "checkpoints" / f"{job}.pt", root / "jobs" / f"{job}.json"
     if checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = load_state(checkpoint)
         phases = state["results"]
         if state["session"] is not None:
             return list(state["session"]["metrics"])

@@ -20,7 +20,7 @@ import torch
 
 from validation.dmc.config import DMCConfig
 from validation.dmc.train import Session
-from validation.harness import JobContext, JobOutput, progress
+from validation.harness import JobContext, JobOutput, load_state, progress
 
 PHASE_CONTROLLERS = {
     1: ("full_cem",),
@@ -108,7 +108,7 @@ def open_session(job: Job, ctx: JobContext, phase: int, current: dict[str, Any] 
         source = ctx.checkpoint_path(final_name(job.name, phase - 1))
         if phase == job.phases[0] and job.from_checkpoint is not None:
             source = Path(job.from_checkpoint)
-        previous = torch.load(source, map_location="cpu", weights_only=True)
+        previous = load_state(source)
         if previous.get("compact", False):
             session.load_compact(previous)
         else:

@@ -116,9 +116,7 @@ class Session:
         self.value = ValueNet(env.obs_dim, config.ppo.value_hidden)
         self.value_opt = torch.optim.Adam(self.value.parameters(), lr=config.ppo.value_lr)
         self.log_std = nn.Parameter(torch.tensor(math.log(config.ppo.std), device=device))
-        ppo_params = tuned_parameters(self.model, self.decoder, config.ppo)
-        if config.ppo.learn_std:
-            ppo_params = [*ppo_params, self.log_std]
+        ppo_params = tuned_parameters(self.model, self.decoder, self.log_std, config.ppo)
         self.ppo_opt = torch.optim.Adam(ppo_params, lr=config.ppo.lr)
         self.counters = Counters()
         self.metrics: list[Row] = []
