@@ -707,17 +707,9 @@ class CartpoleEmbedding:
         )
 
     def jobs(self, config: Settings, mode: str) -> list[Job]:
+        shared = ("updates", "batch_states", "validate_every", "validation_states", "grad_iters")
         return [
-            Job(
-                dim,
-                tau,
-                seed,
-                config.updates,
-                config.batch_states,
-                config.validate_every,
-                config.validation_states,
-                config.grad_iters,
-            )
+            Job(dim, tau, seed, **{name: getattr(config, name) for name in shared})
             for dim in config.latent_dims
             for tau in config.taus
             for seed in config.seeds
@@ -806,10 +798,11 @@ class CartpoleEmbedding:
                     f"[95 % CI] {stats.text()}, seeds {min(values):.3f}..{max(values):.3f} "
                     f"(expert mean return {expert_return:.3f})"
                 )
-                if (dim, tau) == TARGET_KEY and run.mode != "smoke":
-                    claims.append(
-                        at_least(key + suffix, description, paper_text, stats.mean, TARGET_MEAN)
-                    )
+                # elsewhere (reported beside the paper) the bound asks only for a positive return
+                target = (dim, tau) == TARGET_KEY and run.mode != "smoke"
+                bound = TARGET_MEAN if target else 0.0
+                claims.append(at_least(key + suffix, description, paper_text, stats.mean, bound))
+                if target:
                     claims.append(
                         at_least(
                             f"{key}{suffix}-ci-low",
@@ -819,9 +812,6 @@ class CartpoleEmbedding:
                             TARGET_LOW,
                         )
                     )
-                else:
-                    # Reported beside the paper; the bound asks only for a positive return.
-                    claims.append(at_least(key + suffix, description, paper_text, stats.mean, 0.0))
         if run.mode == "smoke":
             for dim, tau in factors:
                 runs = [r for r in results if (r["latent_dim"], r["tau"]) == (dim, tau)]

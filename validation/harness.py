@@ -233,19 +233,16 @@ class RunDirectory:
         result: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return result
 
-    def save_result(self, job: str, result: Mapping[str, Any]) -> None:
-        """Record a finished job and drop its checkpoint."""
-        self._write_json(self.result_path(job), result)
-        self.context().checkpoint_path(job).unlink(missing_ok=True)
-
     def accept(self, job: str, output: JobOutput | None) -> None:
-        """Write what a job returned (``None``: stopped early) and record the time."""
+        """Write what a job returned (``None``: stopped early): its files, then its
+        result (the job is finished: its checkpoint goes); record the time."""
         if output is not None:
             for relative, data in output.files.items():
                 path = self.root / relative
                 path.parent.mkdir(parents=True, exist_ok=True)
                 _write_atomic(path, data)
-            self.save_result(job, output.result)
+            self._write_json(self.result_path(job), output.result)
+            self.context().checkpoint_path(job).unlink(missing_ok=True)
         self.record_time()
 
     # -- outputs ------------------------------------------------------------
@@ -261,13 +258,10 @@ class RunDirectory:
         _write_atomic(path, ("\n".join(lines) + "\n").encode())
         return path
 
-    def figure_path(self, name: str) -> Path:
-        return self.root / f"{name}.png"
-
     def save_figure(self, fig: Any, name: str, **options: Any) -> None:
         """Save matplotlib figure ``fig`` as ``name.png`` (``savefig`` options,
         120 dpi unless given) and close it."""
-        fig.savefig(self.figure_path(name), **{"dpi": 120, **options})
+        fig.savefig(self.root / f"{name}.png", **{"dpi": 120, **options})
         pyplot().close(fig)
 
     def wall_seconds(self) -> float:

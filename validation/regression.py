@@ -331,9 +331,7 @@ def predict(
     """The predictions ``ŷ (S, B, 1)`` of ``method`` with ``steps`` inner steps."""
     if method == "gd":
         return predict_gd(nets, x, steps, create_graph=train)
-    if train:
-        return predict_dcem(nets, x, steps, generator)
-    with torch.no_grad():
+    with torch.set_grad_enabled(train):
         return predict_dcem(nets, x, steps, generator)
 
 

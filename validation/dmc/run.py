@@ -140,15 +140,12 @@ def run_phase(
 
     if phase == 3:
         per_iteration = config.ppo.episodes_per_iteration
-        total = config.ppo.iterations * per_iteration
+        total, unit = config.ppo.iterations * per_iteration, "PPO episodes"
         done = c.ppo_iterations * per_iteration + len(session.rollout)
-        bar = progress(total, f"{job} phase 3 (PPO episodes)", initial=done, position=ctx.position)
     else:
         steps = config.phase1_env_steps if phase == 1 else config.phase2_env_steps
-        done = min(steps, c.phase_env_steps)
-        bar = progress(
-            steps, f"{job} phase {phase} (env steps)", initial=done, position=ctx.position
-        )
+        total, unit, done = steps, "env steps", min(steps, c.phase_env_steps)
+    bar = progress(total, f"{job} phase {phase} ({unit})", initial=done, position=ctx.position)
 
     def finished_training() -> bool:
         if phase == 3:
