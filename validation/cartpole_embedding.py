@@ -271,12 +271,7 @@ class DecoderTrainer(Trainer):
         self.states = validation_states(job.validation_states)
         self.decoder = decoder_for(job.latent_dim, job.seed)
         self.modules = [self.decoder]
-        self.optimizers = [torch.optim.Adam(self.decoder.parameters(), lr=LEARNING_RATE)]
-        self.schedulers = [
-            torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizers[0], mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE
-            )
-        ]
+        self.use_adam(LEARNING_RATE, PLATEAU_PATIENCE, PLATEAU_FACTOR)
         self.generator = torch.Generator().manual_seed(1_000 + job.seed)
         self.rows: list[dict[str, Any]] = []
         self.train_costs: list[float] = []

@@ -393,15 +393,7 @@ class EnergyTrainer(Trainer):
         self.method, self.device = method, device
         self.nets = [make_net(seed, device) for seed in seeds]
         self.modules = self.nets
-        self.optimizers = [
-            torch.optim.Adam(net.parameters(), lr=LEARNING_RATE) for net in self.nets
-        ]
-        self.schedulers = [
-            torch.optim.lr_scheduler.ReduceLROnPlateau(
-                opt, mode="min", patience=PLATEAU_PATIENCE, factor=PLATEAU_FACTOR
-            )
-            for opt in self.optimizers
-        ]
+        self.use_adam(LEARNING_RATE, PLATEAU_PATIENCE, PLATEAU_FACTOR)
         self.generator = torch.Generator(device=device).manual_seed(job_seed(seeds))
         self.points = [0] * len(self.nets)
         self.curves: list[list[dict[str, float]]] = [[] for _ in self.nets]

@@ -215,11 +215,7 @@ class LatentDCEM:
     """Latent DCEM (App. E: N=100, k=10, T=10, τ=1) as a controller; no graph."""
 
     def __init__(
-        self,
-        model: RSSM,
-        decoder: ActionDecoder,
-        config: LatentConfig,
-        generator: torch.Generator,
+        self, model: RSSM, decoder: ActionDecoder, config: LatentConfig, generator: torch.Generator
     ) -> None:
         self.model = model
         self.decoder = decoder

@@ -183,7 +183,8 @@ def write_outputs(
                 for k, v in results[2]["speed_ms"].items()
             ],
         )
-    _figures(run, config, results, eval_rows, prefix)
+    learning_curves(run, config.task, config.spec.random_reward, last["metrics"], prefix)
+    eval_figure(run, config, results, eval_rows, prefix)
     diagnostics_figure(run, config.task, last["metrics"], prefix)
 
 
@@ -275,17 +276,16 @@ def learning_curves(
     run.save_figure(fig, prefix + "learning_curves")
 
 
-def _figures(
+def eval_figure(
     run: RunDirectory,
     config: DMCConfig,
     results: dict[int, dict[str, Any]],
     eval_rows: list[dict[str, Any]],
     prefix: str,
 ) -> None:
+    """``eval_boxplot.png``: the final evaluations of each controller beside the
+    paper's medians (Fig. 4), and the planning times."""
     plt = pyplot()
-    metrics = results[max(results)]["metrics"]
-    learning_curves(run, config.task, config.spec.random_reward, metrics, prefix)
-
     spec = config.spec
     columns = [  # controller, its tick label, the paper's median, the phase it is evaluated in
         ("full_cem", f"full CEM\n(N={config.cem.solver.n_sample})", spec.paper_full, 2),
