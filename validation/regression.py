@@ -624,12 +624,12 @@ def _mean_and_range(
     columns = list(zip(*table, strict=True))
     mean = [sum(col) / len(col) for col in columns]
     ax.plot(xs, mean, style, ms=3, color=COLORS[method], label=LABELS[method])
-    ax.fill_between(xs, [min(c) for c in columns], [max(c) for c in columns],
-                    color=COLORS[method], alpha=0.25, linewidth=0)  # fmt: skip
+    low, high = [min(col) for col in columns], [max(col) for col in columns]
+    ax.fill_between(xs, low, high, color=COLORS[method], alpha=0.25, linewidth=0)
 
 
 def _save(fig: Any, ax: Any, run: RunDirectory, name: str, **labels: str) -> None:
-    ax.set(yscale="log", **labels)
+    ax.set(yscale="log", ylabel="training MSE", **labels)
     ax.legend()
     fig.tight_layout()
     run.save_figure(fig, name)
@@ -644,8 +644,7 @@ def figure_training(run: RunDirectory, results: Sequence[dict[str, Any]]) -> Non
         table = [[point["mse"] for point in curve] for curve in curves]
         _mean_and_range(ax, [point["step"] for point in curves[0]], table, method)
     title = f"Training (mean, range over {len(curves)} seeds)"
-    _save(fig, ax, run, "fig5_left_training", xlabel="updates", ylabel="training MSE",
-          title=title)  # fmt: skip
+    _save(fig, ax, run, "fig5_left_training", xlabel="updates", title=title)
 
 
 def figure_ablation(run: RunDirectory, results: Sequence[dict[str, Any]]) -> None:
@@ -656,8 +655,8 @@ def figure_ablation(run: RunDirectory, results: Sequence[dict[str, Any]]) -> Non
         runs = [r["ablation"] for r in results if r["method"] == method]
         _mean_and_range(ax, runs[0]["steps"], [r["mse"] for r in runs], method, "o-")
     ax.axvline(INNER_STEPS, color="gray", linestyle=":", label="trained at 10")
-    _save(fig, ax, run, "fig5_right_ablation", xlabel="inner-loop iterations at test time",
-          ylabel="training MSE", title="Inner-step ablation (mean, range over seeds)")  # fmt: skip
+    ax.set(xlabel="inner-loop iterations at test time")
+    _save(fig, ax, run, "fig5_right_ablation", title="Inner-step ablation (mean, range over seeds)")
 
 
 def _first_seed(results: Sequence[dict[str, Any]], method: str) -> dict[str, Any]:
