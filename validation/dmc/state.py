@@ -114,13 +114,12 @@ def import_state(state: Path, run: Path) -> None:
             raise ValueError(f"{run} already holds a run; continue it with --resume instead")
     for sub in ("jobs", "checkpoints"):
         (run / sub).mkdir(parents=True, exist_ok=True)
-    for name in TEXT_FILES:
-        if (state / name).exists():
-            shutil.copy2(state / name, run / name)
-    for sub in ("jobs", "checkpoints"):
         for path in sorted((state / sub).glob("*")):
             if not path.name.endswith(COMPACT_SUFFIX):
                 shutil.copy2(path, run / sub / path.name)
+    for name in TEXT_FILES:
+        if (state / name).exists():
+            shutil.copy2(state / name, run / name)
 
 
 def upgrade_legacy(run: Path, record: dict[str, Any]) -> bool:
