@@ -436,15 +436,13 @@ def plot_factors(
         strict=True,
     ):
         stats = [MeanInterval.of(table[key]) for key in keys]
-        finite = [(st.low, st.high) if st.n > 1 else (st.mean, st.mean) for st in stats]
+        # one seed: an infinite interval, drawn without a bar
+        errors = [(st.mean - st.low, st.high - st.mean) if st.n > 1 else (0.0, 0.0) for st in stats]
         ax.bar(
             [i + shift for i in range(len(keys))],
             [st.mean for st in stats],
             width,
-            yerr=[
-                [st.mean - lo for st, (lo, _) in zip(stats, finite, strict=True)],
-                [hi - st.mean for st, (_, hi) in zip(stats, finite, strict=True)],
-            ],
+            yerr=[list(side) for side in zip(*errors, strict=True)],
             capsize=3,
             color=color,
             label=label,
@@ -744,10 +742,9 @@ class CartpoleEmbedding:
         run.write_csv("improvement_factors", rows)
         plot_curves(run, results, expert)
         plot_factors(run, by_key(rows, "factor_validation"), by_key(rows, "factor_held_out"))
-        jobs = self.jobs(config, run.mode)
         by_tau = {
             job.tau: load_decoder(run, job)
-            for job in jobs
+            for job in self.jobs(config, run.mode)
             if job.latent_dim == 2 and job.seed == config.seeds[0]
         }
         if by_tau:
