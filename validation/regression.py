@@ -683,8 +683,7 @@ def figure_surfaces(run: RunDirectory, results: Sequence[dict[str, Any]]) -> Non
         )
         xs = r["predictions"]["x"]
         ax.plot(xs, [v * math.sin(v) for v in xs], color="black", lw=2, label="target")
-        ax.set_title(f"{LABELS[method]} (seed {r['seed']})")
-        ax.set_xlabel("x")
+        ax.set(title=f"{LABELS[method]} (seed {r['seed']})", xlabel="x")
     axes[0].set_ylabel("y")
     axes[0].legend(loc="lower left")
     fig.colorbar(mesh, ax=axes, label="normalized energy")

@@ -222,8 +222,7 @@ def diagnostics_figure(
     ax_ret.legend(fontsize=6)
     ax_act.set_ylabel("mean |action| (controller, before noise)")
     ax_act.legend(fontsize=7)
-    ax_spread.set_ylabel("decoded-plan std over the latent box")
-    ax_spread.set_xlabel("environment steps")
+    ax_spread.set(ylabel="decoded-plan std over the latent box", xlabel="environment steps")
     ax_spread.legend(fontsize=7)
     held_out = [r for r in rows if str(r["kind"]).startswith("eval") and OPEN_LOOP_COLUMNS[0] in r]
     if held_out:
@@ -238,8 +237,7 @@ def diagnostics_figure(
                 label=f"{r['env_steps']} steps, phase {r['phase']}",
             )
         ax_open.legend(fontsize=5, ncol=2)
-    ax_open.set_xlabel("k (open-loop steps)")
-    ax_open.set_ylabel("mean |reward error| (held-out episodes)")
+    ax_open.set(xlabel="k (open-loop steps)", ylabel="mean |reward error| (held-out episodes)")
     fig.suptitle(f"{task}: diagnostics per episode")
     fig.tight_layout()
     run.save_figure(fig, prefix + "diagnostics")
@@ -267,9 +265,7 @@ def learning_curves(
     ax_r.axhline(random_reward, color="gray", ls=":", label="random policy")
     ax_r.set_ylabel("episode reward")
     ax_r.legend(fontsize=7)
-    ax_l.set_ylabel("negative bound")
-    ax_l.set_xlabel("environment steps")
-    ax_l.set_yscale("symlog")
+    ax_l.set(ylabel="negative bound", xlabel="environment steps", yscale="symlog")
     ax_l.legend(fontsize=7)
     fig.suptitle(f"{task}: learning curves")
     fig.tight_layout()
@@ -315,9 +311,8 @@ def eval_figure(
         names = list(speed)
         ax_s.bar(range(len(names)), [speed[n] for n in names])
         ax_s.set_xticks(range(len(names)), [n.removesuffix("_ms") for n in names], fontsize=7)
-        ax_s.set_ylabel("planning ms per control step")
-        ax_s.set_yscale("log")
-        ax_s.set_title("planning time, same model and device")
+        title = "planning time, same model and device"
+        ax_s.set(ylabel="planning ms per control step", yscale="log", title=title)
     fig.tight_layout()
     run.save_figure(fig, prefix + "eval_boxplot")
 
