@@ -438,10 +438,11 @@ def test_model_gap_script_on_a_saved_model(runs: tuple[Path, Path], tmp_path: Pa
         model_gap.main(["--checkpoint", str(tmp_path / "missing.pt")])
 
 
-def test_filtered_return_pairs_each_action_with_the_next_belief() -> None:
-    # A reward head that reads the first deterministic unit: the filtered
-    # return of beliefs h = 0, 1, …, L−1 is 1 + … + (L−1) (the first belief,
-    # before any action, is not counted).
+def test_model_return_pairs_each_action_with_the_next_belief() -> None:
+    # A reward head that reads the first deterministic unit: the model return
+    # of beliefs h = 0, 1, …, L−1 is 1 + … + (L−1) (the first belief, before
+    # any action, is not counted) plus the reward of the belief the filter
+    # reaches after the last action.
     config = config_for("cheetah.run", "smoke")
     model = RSSM(4, 2, config.model)
     with torch.no_grad():
@@ -467,7 +468,12 @@ def test_filtered_return_pairs_each_action_with_the_next_belief() -> None:
         plan_seconds=0.0,
         planned=torch.zeros(length),
     )
-    assert model_gap.filtered_return(model, episode) == sum(range(1, length))
+    with torch.no_grad():
+        last = model.observe(
+            Belief(h[-1:], s[-1:]), episode.actions[-1:], episode.observations[-1:]
+        )
+        final = float(model.reward(last).sum())
+    assert diagnostics.model_return(model, episode) == pytest.approx(sum(range(1, length)) + final)
 
 
 def test_export_of_a_finished_run_is_compact_and_starts_phase_2(

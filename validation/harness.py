@@ -98,6 +98,12 @@ class JobOutput:
     files: dict[str, bytes] = field(default_factory=dict)
 
 
+def load_state(path: Path) -> dict[str, Any]:
+    """A ``torch.save``d dict of tensors (a checkpoint), onto the CPU (``weights_only``)."""
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return state
+
+
 def tensor_bytes(state: Mapping[str, Any]) -> bytes:
     """``torch.save(state)`` into bytes (a file of a ``JobOutput``)."""
     buffer = io.BytesIO()
@@ -130,10 +136,7 @@ class JobContext:
 
     def load_checkpoint(self, job: str) -> dict[str, Any] | None:
         path = self.checkpoint_path(job)
-        if not path.exists():
-            return None
-        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-        return state
+        return load_state(path) if path.exists() else None
 
     def log(self, line: str) -> None:
         """Append ``line`` to ``progress.log``; echo it when stderr is not a terminal."""
@@ -230,19 +233,16 @@ class RunDirectory:
         result: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return result
 
-    def save_result(self, job: str, result: Mapping[str, Any]) -> None:
-        """Record a finished job and drop its checkpoint."""
-        self._write_json(self.result_path(job), result)
-        self.context().checkpoint_path(job).unlink(missing_ok=True)
-
     def accept(self, job: str, output: JobOutput | None) -> None:
-        """Write what a job returned (``None``: stopped early) and record the time."""
+        """Write what a job returned (``None``: stopped early): its files, then its
+        result (the job is finished: its checkpoint goes); record the time."""
         if output is not None:
             for relative, data in output.files.items():
                 path = self.root / relative
                 path.parent.mkdir(parents=True, exist_ok=True)
                 _write_atomic(path, data)
-            self.save_result(job, output.result)
+            self._write_json(self.result_path(job), output.result)
+            self.context().checkpoint_path(job).unlink(missing_ok=True)
         self.record_time()
 
     # -- outputs ------------------------------------------------------------
@@ -258,13 +258,10 @@ class RunDirectory:
         _write_atomic(path, ("\n".join(lines) + "\n").encode())
         return path
 
-    def figure_path(self, name: str) -> Path:
-        return self.root / f"{name}.png"
-
     def save_figure(self, fig: Any, name: str, **options: Any) -> None:
         """Save matplotlib figure ``fig`` as ``name.png`` (``savefig`` options,
         120 dpi unless given) and close it."""
-        fig.savefig(self.figure_path(name), **{"dpi": 120, **options})
+        fig.savefig(self.root / f"{name}.png", **{"dpi": 120, **options})
         pyplot().close(fig)
 
     def wall_seconds(self) -> float:

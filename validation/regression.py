@@ -331,9 +331,7 @@ def predict(
     """The predictions ``ŷ (S, B, 1)`` of ``method`` with ``steps`` inner steps."""
     if method == "gd":
         return predict_gd(nets, x, steps, create_graph=train)
-    if train:
-        return predict_dcem(nets, x, steps, generator)
-    with torch.no_grad():
+    with torch.set_grad_enabled(train):
         return predict_dcem(nets, x, steps, generator)
 
 
@@ -395,15 +393,7 @@ class EnergyTrainer(Trainer):
         self.method, self.device = method, device
         self.nets = [make_net(seed, device) for seed in seeds]
         self.modules = self.nets
-        self.optimizers = [
-            torch.optim.Adam(net.parameters(), lr=LEARNING_RATE) for net in self.nets
-        ]
-        self.schedulers = [
-            torch.optim.lr_scheduler.ReduceLROnPlateau(
-                opt, mode="min", patience=PLATEAU_PATIENCE, factor=PLATEAU_FACTOR
-            )
-            for opt in self.optimizers
-        ]
+        self.use_adam(LEARNING_RATE, PLATEAU_PATIENCE, PLATEAU_FACTOR)
         self.generator = torch.Generator(device=device).manual_seed(job_seed(seeds))
         self.points = [0] * len(self.nets)
         self.curves: list[list[dict[str, float]]] = [[] for _ in self.nets]
@@ -551,17 +541,13 @@ def measure_speed(repeats: int, device: torch.device) -> dict[str, float]:
             mean, std = weighted_gaussian_fit(leaf, weights, N_ELITE, DEFAULT_STD_MIN)
             (mean.sum() + std.sum()).backward()  # type: ignore[no-untyped-call]
 
-    timings["dcem_energy_ms"] = 1e3 * timed(energy_part, repeats)
-    timings["dcem_topk_ms"] = 1e3 * timed(topk_part, repeats)
-    timings["dcem_gaussian_fit_ms"] = 1e3 * timed(fit_part, repeats)
-    timings["dcem_rest_ms"] = (
-        timings["dcem_update_ms"]
-        - timings["dcem_energy_ms"]
-        - timings["dcem_topk_ms"]
-        - timings["dcem_gaussian_fit_ms"]
-    )
-    timings["dcem_energy_share"] = timings["dcem_energy_ms"] / timings["dcem_update_ms"]
-    timings["dcem_topk_share"] = timings["dcem_topk_ms"] / timings["dcem_update_ms"]
+    rest = timings["dcem_update_ms"]
+    for part, work in (("energy", energy_part), ("topk", topk_part), ("gaussian_fit", fit_part)):
+        timings[f"dcem_{part}_ms"] = 1e3 * timed(work, repeats)
+        rest -= timings[f"dcem_{part}_ms"]
+    timings["dcem_rest_ms"] = rest
+    for part in ("energy", "topk"):
+        timings[f"dcem_{part}_share"] = timings[f"dcem_{part}_ms"] / timings["dcem_update_ms"]
     return timings
 
 
@@ -638,12 +624,12 @@ def _mean_and_range(
     columns = list(zip(*table, strict=True))
     mean = [sum(col) / len(col) for col in columns]
     ax.plot(xs, mean, style, ms=3, color=COLORS[method], label=LABELS[method])
-    ax.fill_between(xs, [min(c) for c in columns], [max(c) for c in columns],
-                    color=COLORS[method], alpha=0.25, linewidth=0)  # fmt: skip
+    low, high = [min(col) for col in columns], [max(col) for col in columns]
+    ax.fill_between(xs, low, high, color=COLORS[method], alpha=0.25, linewidth=0)
 
 
 def _save(fig: Any, ax: Any, run: RunDirectory, name: str, **labels: str) -> None:
-    ax.set(yscale="log", **labels)
+    ax.set(yscale="log", ylabel="training MSE", **labels)
     ax.legend()
     fig.tight_layout()
     run.save_figure(fig, name)
@@ -658,8 +644,7 @@ def figure_training(run: RunDirectory, results: Sequence[dict[str, Any]]) -> Non
         table = [[point["mse"] for point in curve] for curve in curves]
         _mean_and_range(ax, [point["step"] for point in curves[0]], table, method)
     title = f"Training (mean, range over {len(curves)} seeds)"
-    _save(fig, ax, run, "fig5_left_training", xlabel="updates", ylabel="training MSE",
-          title=title)  # fmt: skip
+    _save(fig, ax, run, "fig5_left_training", xlabel="updates", title=title)
 
 
 def figure_ablation(run: RunDirectory, results: Sequence[dict[str, Any]]) -> None:
@@ -670,8 +655,8 @@ def figure_ablation(run: RunDirectory, results: Sequence[dict[str, Any]]) -> Non
         runs = [r["ablation"] for r in results if r["method"] == method]
         _mean_and_range(ax, runs[0]["steps"], [r["mse"] for r in runs], method, "o-")
     ax.axvline(INNER_STEPS, color="gray", linestyle=":", label="trained at 10")
-    _save(fig, ax, run, "fig5_right_ablation", xlabel="inner-loop iterations at test time",
-          ylabel="training MSE", title="Inner-step ablation (mean, range over seeds)")  # fmt: skip
+    ax.set(xlabel="inner-loop iterations at test time")
+    _save(fig, ax, run, "fig5_right_ablation", title="Inner-step ablation (mean, range over seeds)")
 
 
 def _first_seed(results: Sequence[dict[str, Any]], method: str) -> dict[str, Any]:
@@ -698,8 +683,7 @@ def figure_surfaces(run: RunDirectory, results: Sequence[dict[str, Any]]) -> Non
         )
         xs = r["predictions"]["x"]
         ax.plot(xs, [v * math.sin(v) for v in xs], color="black", lw=2, label="target")
-        ax.set_title(f"{LABELS[method]} (seed {r['seed']})")
-        ax.set_xlabel("x")
+        ax.set(title=f"{LABELS[method]} (seed {r['seed']})", xlabel="x")
     axes[0].set_ylabel("y")
     axes[0].legend(loc="lower left")
     fig.colorbar(mesh, ax=axes, label="normalized energy")
@@ -730,13 +714,7 @@ def figure_predictions(run: RunDirectory, results: Sequence[dict[str, Any]]) -> 
 def write_tables(run: RunDirectory, results: Sequence[dict[str, Any]]) -> None:
     """``metrics.csv`` (the training curves) and ``ablation.csv``."""
     metrics = [
-        {
-            "step": p["step"],
-            "method": r["method"],
-            "seed": r["seed"],
-            "mse": p["mse"],
-            "lr": p["lr"],
-        }
+        dict(step=p["step"], method=r["method"], seed=r["seed"], mse=p["mse"], lr=p["lr"])
         for r in results
         for p in r["curve"]
     ]

@@ -55,6 +55,17 @@ class Trainer(ABC):
     schedulers: Sequence[torch.optim.lr_scheduler.ReduceLROnPlateau]
     generator: torch.Generator
 
+    def use_adam(self, lr: float, patience: int, factor: float) -> None:
+        """Set ``optimizers``: Adam at ``lr`` for each module; ``schedulers``: a
+        ReduceLROnPlateau (``mode="min"``, ``patience``, ``factor``) for each optimizer."""
+        self.optimizers = [torch.optim.Adam(module.parameters(), lr=lr) for module in self.modules]
+        self.schedulers = [
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="min", patience=patience, factor=factor
+            )
+            for opt in self.optimizers
+        ]
+
     def start(self) -> None:  # noqa: B027 - optional hook
         """Work before the first update of a fresh run (not of a resumed one)."""
 

@@ -57,8 +57,6 @@ def latent_planning_cost(
     """Latent DCEM's objective on decoded plans ``(B, N, H, n_u)`` → ``(B, N)``:
     ``−Σ_t (mean_t − β std_t) + λ · mean(a²)`` with ``β = pessimism`` over the
     reward heads and ``λ = action_penalty`` (both 0 by default: ``planning_cost``)."""
-    if config.pessimism == 0 and config.action_penalty == 0:
-        return planning_cost(model, belief)
 
     def cost(actions: Tensor) -> Tensor:
         value = -model.imagine_return(belief, actions, config.pessimism)
@@ -217,11 +215,7 @@ class LatentDCEM:
     """Latent DCEM (App. E: N=100, k=10, T=10, τ=1) as a controller; no graph."""
 
     def __init__(
-        self,
-        model: RSSM,
-        decoder: ActionDecoder,
-        config: LatentConfig,
-        generator: torch.Generator,
+        self, model: RSSM, decoder: ActionDecoder, config: LatentConfig, generator: torch.Generator
     ) -> None:
         self.model = model
         self.decoder = decoder

@@ -21,7 +21,7 @@ from validation.dmc.config import TASKS, config_for
 from validation.dmc.experiment import apply_overrides
 from validation.dmc.state import export_run
 from validation.dmc.train import Session
-from validation.harness import positive_int
+from validation.harness import MODES, load_state, positive_int
 
 
 def parser(doc: str | None, checkpoint_help: str) -> argparse.ArgumentParser:
@@ -29,7 +29,7 @@ def parser(doc: str | None, checkpoint_help: str) -> argparse.ArgumentParser:
     result = argparse.ArgumentParser(description=doc.split("\n")[0] if doc else None)
     result.add_argument("--checkpoint", type=Path, required=True, help=checkpoint_help)
     result.add_argument("--task", choices=sorted(TASKS), default="cheetah.run")
-    result.add_argument("--mode", choices=("smoke", "short", "full"), default="short")
+    result.add_argument("--mode", choices=MODES, default="short")
     result.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     result.add_argument("--threads", type=positive_int, default=1)
     result.add_argument("--out", type=Path, default=None, help="write the JSON here")
@@ -43,7 +43,7 @@ def open_checkpoint(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     torch.set_num_threads(args.threads)
     config = apply_overrides(config_for(args.task, args.mode), args.overrides)
     session = Session(config, torch.device("cpu"))
-    session.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=True))
+    session.load_state_dict(load_state(args.checkpoint))
     return session
 
 

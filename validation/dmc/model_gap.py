@@ -8,7 +8,8 @@ and records, per episode:
 
 - ``real``: the environment's return;
 - ``filtered``: the return the model's reward head predicts along the same
-  episode, from the filter's beliefs (``RSSM.observe``) after each step.
+  episode, from the filter's beliefs after each step
+  (``validation.dmc.diagnostics.model_return``).
 
 A planner that finds action sequences where the model is wrong shows
 ``filtered ≫ real``: the plans look good to the model and are not. This is
@@ -30,29 +31,12 @@ import sys
 import time
 from typing import Any
 
-import torch
-
 from validation.dmc import checkpoint_tool
-from validation.dmc.agent import Episode
-from validation.dmc.rssm import RSSM, Belief
+from validation.dmc.diagnostics import model_return
 from validation.harness import positive_int
 
 CONTROLLERS = ("full_cem", "full_cem_paper", "latent_dcem")
 """Controllers compared; ``full_cem_paper`` is full CEM at N=1000, k=100, T=10."""
-
-
-def filtered_return(model: RSSM, episode: Episode) -> float:
-    """The model's predicted return along a played episode.
-
-    ``episode.beliefs`` holds the belief before each of the ``L`` actions;
-    the reward of action ``t`` is predicted from the belief after it (index
-    ``t + 1``), so the sum covers actions ``0 … L−2`` and is compared with
-    the same ``L − 1`` real rewards.
-    """
-    beliefs = episode.beliefs
-    with torch.no_grad():
-        predicted = model.reward(Belief(beliefs.h[1:], beliefs.s[1:]))
-    return float(predicted.sum())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             episode = session.play(controller, noise=0.0, evaluation=True)
             rows.append(
                 {
-                    "real": float(episode.rewards[:-1].sum()),
-                    "filtered": filtered_return(session.model, episode),
+                    "real": episode.total_reward,
+                    "filtered": model_return(session.model, episode),
                     "mean_abs_action": float(episode.actions.abs().mean()),
                     "plan_ms": 1000 * episode.plan_seconds / max(1, episode.actions.shape[0]),
                 }

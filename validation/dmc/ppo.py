@@ -51,8 +51,11 @@ class ValueNet(nn.Module):
         return out
 
 
-def tuned_parameters(model: RSSM, decoder: ActionDecoder, config: PPOConfig) -> list[nn.Parameter]:
-    """The parameters PPO fine-tunes (App. E: decoder and reward; transition optional)."""
+def tuned_parameters(
+    model: RSSM, decoder: ActionDecoder, log_std: nn.Parameter, config: PPOConfig
+) -> list[nn.Parameter]:
+    """The parameters PPO fine-tunes (App. E: decoder and reward; transition and
+    the policy's log-std optional)."""
     params: list[nn.Parameter] = []
     if config.tune_decoder:
         params += list(decoder.parameters())
@@ -64,7 +67,7 @@ def tuned_parameters(model: RSSM, decoder: ActionDecoder, config: PPOConfig) -> 
             params += list(module.parameters())
     if not params:
         raise ValueError("PPO must fine-tune at least one of decoder, reward, transition")
-    return params
+    return [*params, log_std] if config.learn_std else params
 
 
 def gae(rewards: Tensor, values: Tensor, gamma: float, lam: float) -> Tensor:
@@ -154,9 +157,7 @@ def ppo_update(
         n = ppo.states_per_iteration
     chunks = list(_minibatches(n, ppo.minibatch, generator))
     seeds = [int(torch.randint(SEED_RANGE, (), generator=generator)) for _ in chunks]
-    params = tuned_parameters(model, decoder, ppo)
-    if ppo.learn_std:
-        params = [*params, log_std]
+    params = tuned_parameters(model, decoder, log_std, ppo)
 
     def log_prob(part: Batch, seed: int) -> Tensor:
         dcem_generator = torch.Generator(device=device).manual_seed(seed)
@@ -168,12 +169,8 @@ def ppo_update(
 
     with torch.no_grad():
         old = [log_prob(data.take(index), seed) for index, seed in zip(chunks, seeds, strict=True)]
-    stats: dict[str, list[float]] = {
-        "policy_loss": [],
-        "value_loss": [],
-        "approx_kl": [],
-        "clip_fraction": [],
-    }
+    keys = ("policy_loss", "value_loss", "approx_kl", "clip_fraction")
+    stats: dict[str, list[float]] = {key: [] for key in keys}
     for _ in range(ppo.passes):
         for index, seed, old_logp in zip(chunks, seeds, old, strict=True):
             part = data.take(index)

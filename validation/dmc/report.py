@@ -17,8 +17,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from validation.dmc.config import (
     LATENT_RATIO_TARGET,
     PAPER_CEM,
@@ -28,7 +26,7 @@ from validation.dmc.config import (
     DMCConfig,
 )
 from validation.dmc.run import job_name
-from validation.harness import Claim, RunDirectory, at_least, at_most, pyplot
+from validation.harness import Claim, RunDirectory, at_least, at_most, load_state, pyplot
 
 FULL_TARGET_FRACTION = 0.9
 """``full`` mode must reach this fraction of the paper's median eval reward (this
@@ -185,7 +183,8 @@ def write_outputs(
                 for k, v in results[2]["speed_ms"].items()
             ],
         )
-    _figures(run, config, results, eval_rows, prefix)
+    learning_curves(run, config.task, config.spec.random_reward, last["metrics"], prefix)
+    eval_figure(run, config, results, eval_rows, prefix)
     diagnostics_figure(run, config.task, last["metrics"], prefix)
 
 
@@ -223,8 +222,7 @@ def diagnostics_figure(
     ax_ret.legend(fontsize=6)
     ax_act.set_ylabel("mean |action| (controller, before noise)")
     ax_act.legend(fontsize=7)
-    ax_spread.set_ylabel("decoded-plan std over the latent box")
-    ax_spread.set_xlabel("environment steps")
+    ax_spread.set(ylabel="decoded-plan std over the latent box", xlabel="environment steps")
     ax_spread.legend(fontsize=7)
     held_out = [r for r in rows if str(r["kind"]).startswith("eval") and OPEN_LOOP_COLUMNS[0] in r]
     if held_out:
@@ -239,8 +237,7 @@ def diagnostics_figure(
                 label=f"{r['env_steps']} steps, phase {r['phase']}",
             )
         ax_open.legend(fontsize=5, ncol=2)
-    ax_open.set_xlabel("k (open-loop steps)")
-    ax_open.set_ylabel("mean |reward error| (held-out episodes)")
+    ax_open.set(xlabel="k (open-loop steps)", ylabel="mean |reward error| (held-out episodes)")
     fig.suptitle(f"{task}: diagnostics per episode")
     fig.tight_layout()
     run.save_figure(fig, prefix + "diagnostics")
@@ -268,26 +265,23 @@ def learning_curves(
     ax_r.axhline(random_reward, color="gray", ls=":", label="random policy")
     ax_r.set_ylabel("episode reward")
     ax_r.legend(fontsize=7)
-    ax_l.set_ylabel("negative bound")
-    ax_l.set_xlabel("environment steps")
-    ax_l.set_yscale("symlog")
+    ax_l.set(ylabel="negative bound", xlabel="environment steps", yscale="symlog")
     ax_l.legend(fontsize=7)
     fig.suptitle(f"{task}: learning curves")
     fig.tight_layout()
     run.save_figure(fig, prefix + "learning_curves")
 
 
-def _figures(
+def eval_figure(
     run: RunDirectory,
     config: DMCConfig,
     results: dict[int, dict[str, Any]],
     eval_rows: list[dict[str, Any]],
     prefix: str,
 ) -> None:
+    """``eval_boxplot.png``: the final evaluations of each controller beside the
+    paper's medians (Fig. 4), and the planning times."""
     plt = pyplot()
-    metrics = results[max(results)]["metrics"]
-    learning_curves(run, config.task, config.spec.random_reward, metrics, prefix)
-
     spec = config.spec
     columns = [  # controller, its tick label, the paper's median, the phase it is evaluated in
         ("full_cem", f"full CEM\n(N={config.cem.solver.n_sample})", spec.paper_full, 2),
@@ -317,9 +311,8 @@ def _figures(
         names = list(speed)
         ax_s.bar(range(len(names)), [speed[n] for n in names])
         ax_s.set_xticks(range(len(names)), [n.removesuffix("_ms") for n in names], fontsize=7)
-        ax_s.set_ylabel("planning ms per control step")
-        ax_s.set_yscale("log")
-        ax_s.set_title("planning time, same model and device")
+        title = "planning time, same model and device"
+        ax_s.set(ylabel="planning ms per control step", yscale="log", title=title)
     fig.tight_layout()
     run.save_figure(fig, prefix + "eval_boxplot")
 
@@ -351,7 +344,7 @@ def _current_metrics(root: Path, job: str) -> list[dict[str, Any]]:
     """The metrics rows of ``job`` so far (none before its first episode)."""
     checkpoint, result = root / "checkpoints" / f"{job}.pt", root / "jobs" / f"{job}.json"
     if checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = load_state(checkpoint)
         phases = state["results"]
         if state["session"] is not None:
             return list(state["session"]["metrics"])

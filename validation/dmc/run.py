@@ -20,7 +20,7 @@ import torch
 
 from validation.dmc.config import DMCConfig
 from validation.dmc.train import Session
-from validation.harness import JobContext, JobOutput, progress
+from validation.harness import JobContext, JobOutput, load_state, progress
 
 PHASE_CONTROLLERS = {
     1: ("full_cem",),
@@ -108,7 +108,7 @@ def open_session(job: Job, ctx: JobContext, phase: int, current: dict[str, Any] 
         source = ctx.checkpoint_path(final_name(job.name, phase - 1))
         if phase == job.phases[0] and job.from_checkpoint is not None:
             source = Path(job.from_checkpoint)
-        previous = torch.load(source, map_location="cpu", weights_only=True)
+        previous = load_state(source)
         if previous.get("compact", False):
             session.load_compact(previous)
         else:
@@ -140,15 +140,12 @@ def run_phase(
 
     if phase == 3:
         per_iteration = config.ppo.episodes_per_iteration
-        total = config.ppo.iterations * per_iteration
+        total, unit = config.ppo.iterations * per_iteration, "PPO episodes"
         done = c.ppo_iterations * per_iteration + len(session.rollout)
-        bar = progress(total, f"{job} phase 3 (PPO episodes)", initial=done, position=ctx.position)
     else:
         steps = config.phase1_env_steps if phase == 1 else config.phase2_env_steps
-        done = min(steps, c.phase_env_steps)
-        bar = progress(
-            steps, f"{job} phase {phase} (env steps)", initial=done, position=ctx.position
-        )
+        total, unit, done = steps, "env steps", min(steps, c.phase_env_steps)
+    bar = progress(total, f"{job} phase {phase} ({unit})", initial=done, position=ctx.position)
 
     def finished_training() -> bool:
         if phase == 3:

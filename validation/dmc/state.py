@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from validation.harness import JobContext
+from validation.harness import JobContext, load_state
 
 COMPACT_SUFFIX = ".compact.pt"
 TEXT_FILES = ("config.json", "timing.json", "progress.log")
@@ -91,14 +91,14 @@ def _export_once(run: Path, to: Path) -> list[Path]:
             written.append(Path(shutil.copy2(path, to / "checkpoints")))
     for job, by_phase in finals.items():
         current = run / "checkpoints" / f"{job}.pt"
-        between = not current.exists() or _load(current)["session"] is None
+        between = not current.exists() or load_state(current)["session"] is None
         last = max(by_phase)
         for phase, path in by_phase.items():
             if phase == last and last < PHASES[-1] and between:
                 written.append(Path(shutil.copy2(path, to / "checkpoints")))
             else:
                 compact_path = to / "checkpoints" / path.name.replace(".pt", COMPACT_SUFFIX)
-                torch.save(compact(_load(path)), compact_path)
+                torch.save(compact(load_state(path)), compact_path)
                 written.append(compact_path)
     return written
 
@@ -114,13 +114,12 @@ def import_state(state: Path, run: Path) -> None:
             raise ValueError(f"{run} already holds a run; continue it with --resume instead")
     for sub in ("jobs", "checkpoints"):
         (run / sub).mkdir(parents=True, exist_ok=True)
-    for name in TEXT_FILES:
-        if (state / name).exists():
-            shutil.copy2(state / name, run / name)
-    for sub in ("jobs", "checkpoints"):
         for path in sorted((state / sub).glob("*")):
             if not path.name.endswith(COMPACT_SUFFIX):
                 shutil.copy2(path, run / sub / path.name)
+    for name in TEXT_FILES:
+        if (state / name).exists():
+            shutil.copy2(state / name, run / name)
 
 
 def upgrade_legacy(run: Path, record: dict[str, Any]) -> bool:
@@ -151,7 +150,7 @@ def upgrade_legacy(run: Path, record: dict[str, Any]) -> bool:
         result = {"task": settings["task"], "seed": settings["seed"], "phases": results}
         (jobs / f"{job}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     else:
-        session = _load(checkpoints / f"phase{pending[0]}.pt") if pending else None
+        session = load_state(checkpoints / f"phase{pending[0]}.pt") if pending else None
         JobContext(run).save_checkpoint(job, {"results": results, "session": session})
     for phase in PHASES:
         for suffix in (".pt", COMPACT_SUFFIX):
@@ -165,11 +164,6 @@ def upgrade_legacy(run: Path, record: dict[str, Any]) -> bool:
         (checkpoints / f"phase{phase}.pt").unlink(missing_ok=True)
         (jobs / f"phase{phase}.json").unlink(missing_ok=True)
     return True
-
-
-def _load(path: Path) -> dict[str, Any]:
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-    return state
 
 
 def _half(tensors: dict[str, Tensor]) -> dict[str, Tensor]:

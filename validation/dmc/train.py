@@ -116,9 +116,7 @@ class Session:
         self.value = ValueNet(env.obs_dim, config.ppo.value_hidden)
         self.value_opt = torch.optim.Adam(self.value.parameters(), lr=config.ppo.value_lr)
         self.log_std = nn.Parameter(torch.tensor(math.log(config.ppo.std), device=device))
-        ppo_params = tuned_parameters(self.model, self.decoder, config.ppo)
-        if config.ppo.learn_std:
-            ppo_params = [*ppo_params, self.log_std]
+        ppo_params = tuned_parameters(self.model, self.decoder, self.log_std, config.ppo)
         self.ppo_opt = torch.optim.Adam(ppo_params, lr=config.ppo.lr)
         self.counters = Counters()
         self.metrics: list[Row] = []
@@ -443,13 +441,10 @@ class Session:
         from the beliefs of the first stored episode."""
         obs = self.buffer.observations[: self.config.speed_steps + 1].to(self.device)
         actions = self.buffer.actions[: self.config.speed_steps].to(self.device)
-        beliefs: list[Belief] = []
         with torch.no_grad():
-            belief = self.model.observe(None, None, obs[:1])
-            beliefs.append(belief)
+            beliefs = [self.model.observe(None, None, obs[:1])]
             for t in range(1, self.config.speed_steps):
-                belief = self.model.observe(belief, actions[t - 1 : t], obs[t : t + 1])
-                beliefs.append(belief)
+                beliefs.append(self.model.observe(beliefs[-1], actions[t - 1 : t], obs[t : t + 1]))
         result = {}
         for name in CONTROLLERS:
             controller = self.controller(name)
