@@ -714,12 +714,17 @@ def solve_target(kind: str, batch: int) -> float | None:
     return TARGET_SOLVE_MLP_SINGLE if batch == 1 else TARGET_SOLVE_MLP
 
 
-def bench_authors_dcem(timing: Timing, device: torch.device, quick: bool) -> list[Row]:
+def bench_authors_dcem(
+    timing: Timing, device: torch.device, quick: bool, compile_solve: bool = False
+) -> list[Row]:
     """Our DCEM solve against the authors' loop, forward + backward, small MLP ``f``.
 
     Both draw fresh noise per call (ours from a generator, theirs by
     ``Normal.rsample``), both differentiate ``μ_T`` (summed) with respect to
-    ``f``'s parameters; ``init_std = 1``, ``τ = 1``, no bounds.
+    ``f``'s parameters; ``init_std = 1``, ``τ = 1``, no bounds. With
+    ``compile_solve``, the compiled path (``impl.cem.compiled.CompiledSolve``,
+    forward and backward compiled together) is timed in the same interleaved
+    rounds, after one untimed first call (the compile, reported in the note).
     """
     batch, n, k = QUICK_SHAPES[0] if quick else AUTHORS_DCEM_SHAPE
     iters = QUICK_AUTHORS_DCEM_ITERS if quick else SOLVE_ITERS
@@ -743,12 +748,32 @@ def bench_authors_dcem(timing: Timing, device: torch.device, quick: bool) -> lis
         runs.append(run)
         return torch.autograd.grad(mu.sum(), params)
 
-    times = time_interleaved({"DCEM solve": ours, "authors' DCEM solve": theirs}, timing, device)
+    fns: dict[str, Callable[[], object]] = {"DCEM solve": ours, "authors' DCEM solve": theirs}
+    compile_note = ""
+    if compile_solve:
+        from impl.cem import CEMOptions
+        from impl.cem.compiled import CompiledSolve
+
+        options = CEMOptions(n_sample=n, n_elite=k, n_iter=iters, tau=TAU)
+        solver = CompiledSolve(f, options)
+        compiled_gen = torch.Generator(device=device).manual_seed(0)
+
+        def compiled() -> object:
+            result = solver(mean, 1.0, generator=compiled_gen, validate=False)
+            return torch.autograd.grad(result.mean.sum(), params)
+
+        start = time.perf_counter()
+        compiled()
+        compile_note = (
+            f"; compiled: first call (trace + compile) {time.perf_counter() - start:.1f} s"
+        )
+        fns["compiled DCEM solve"] = compiled
+    times = time_interleaved(fns, timing, device)
     ours_ops, theirs_ops = count_ops(ours).total, count_ops(theirs).total
     layers = f"{DIM}-{SMALL_HIDDEN}-{SMALL_HIDDEN}-1"
     note = f"forward + backward, MLP f {layers}; authors' iterations run: "
     note += ", ".join(str(r) for r in sorted(set(runs)))
-    return [
+    rows = [
         ratio_row("solve", "authors' DCEM / DCEM solve (speed-up)", dims, times,
                   "authors' DCEM solve", "DCEM solve", target=TARGET_AUTHORS_DCEM_SPEEDUP,
                   sense="min", note=note),
@@ -756,6 +781,14 @@ def bench_authors_dcem(timing: Timing, device: torch.device, quick: bool) -> lis
             "authors' DCEM solve", ours_ops, theirs_ops, "ops", ours_ops / theirs_ops,
             note="forward + backward"),
     ]  # fmt: skip
+    if "compiled DCEM solve" in times:
+        rows.append(
+            ratio_row("solve", "authors' DCEM / compiled DCEM solve (speed-up)", dims, times,
+                      "authors' DCEM solve", "compiled DCEM solve",
+                      target=TARGET_AUTHORS_DCEM_SPEEDUP, sense="min",
+                      note=note + compile_note)
+        )  # fmt: skip
+    return rows
 
 
 def skipped_solve(kind: str, shape: tuple[int, int, int], reason: str) -> Row:
@@ -926,7 +959,8 @@ def run(
     only: str | None = None,
     clock: Literal["wall", "cpu"] = "wall",
 ) -> list[Row]:
-    """Every benchmark, or only the group ``only`` (``lml`` or ``solve``)."""
+    """Every benchmark, or only the group ``only`` (``lml``, ``solve``, or ``authors``:
+    the comparison with the authors' DCEM alone)."""
     shapes = QUICK_SHAPES if quick else SHAPES
     timing = Timing(repeats, MIN_SAMPLE_SECONDS[quick], clock)
     rows: list[Row] = []
@@ -942,6 +976,10 @@ def run(
                     status="error", note=f"{type(error).__name__}: {error}"[:200])
             )  # fmt: skip
 
+    if only == "authors":
+        attempt("solve authors' DCEM", partial(bench_authors_dcem, timing, device, quick,
+                                               compile_solve and not quick))  # fmt: skip
+        return rows
     if only in (None, "lml"):
         for shape in QUICK_SHAPES if quick else LML_SHAPES:
             attempt(f"lml {shape}", partial(bench_lml, shape, timing, device))
@@ -975,7 +1013,10 @@ def run(
                 f"solve {kind} {shape}",
                 partial(bench_solve, kind, shape, timing, device, compiled),
             )
-    attempt("solve authors' DCEM", partial(bench_authors_dcem, timing, device, quick))
+    attempt(
+        "solve authors' DCEM",
+        partial(bench_authors_dcem, timing, device, quick, compile_solve and not quick),
+    )
     if only == "solve":
         return rows
     for kind, memory_shape in MEMORY_SHAPES.items():
@@ -1075,7 +1116,10 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="torch threads (default: torch's own)"
     )
     parser.add_argument(
-        "--only", choices=("lml", "solve"), default=None, help="one group, to <device>-<group>.*"
+        "--only",
+        choices=("lml", "solve", "authors"),
+        default=None,
+        help="one group, to <device>-<group>.* (authors: only the authors' DCEM comparison)",
     )
     parser.add_argument(
         "--clock",

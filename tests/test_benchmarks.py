@@ -93,6 +93,23 @@ def test_only_the_solve_group(tmp_path: Path) -> None:
         assert row["status"] in STATUSES and row["ratio"] is not None, row["name"]
 
 
+def test_only_the_authors_comparison(tmp_path: Path) -> None:
+    # --only authors runs the comparison with the authors' DCEM and nothing else
+    # (--quick leaves the compiled contender out: its first call compiles for ~80 s).
+    threads = torch.get_num_threads()
+    args = ["--quick", "--out", str(tmp_path), "--device", "cpu", "--threads", "1"]
+    try:
+        assert main([*args, "--only", "authors", "--clock", "cpu"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = json.loads((tmp_path / "cpu-authors.json").read_text(encoding="utf-8"))["results"]
+    assert [row["name"] for row in rows] == [
+        "authors' DCEM / DCEM solve (speed-up)",
+        "dispatched ops per solve: DCEM / authors' DCEM",
+    ]
+    assert all(row["ratio"] is not None and row["ratio"] > 0 for row in rows)
+
+
 def test_lml_accuracy_script_checks_the_bound(tmp_path: Path) -> None:
     out = tmp_path / "accuracy.json"
     assert lml_accuracy.main(["--rows", "18", "--seeds", "7", "--out", str(out)]) == 0
