@@ -35,10 +35,12 @@ pytest.importorskip("dm_control")
 
 from validation import harness
 from validation.dmc import checkpoint_tool, diagnostics, model_gap, report, speed
+from validation.dmc import ppo as ppo_module
 from validation.dmc.agent import Episode, latent_planning_cost, planning_cost
 from validation.dmc.buffer import EpisodeBuffer
 from validation.dmc.config import DMCConfig, config_for
 from validation.dmc.experiment import EXPERIMENT, apply_overrides, main
+from validation.dmc.ppo import LOG_RATIO_LIMIT, ppo_update, tuned_parameters
 from validation.dmc.rssm import RSSM, Belief
 from validation.dmc.state import export_run, upgrade_legacy
 from validation.dmc.train import Session, warmed_up_lr
@@ -807,3 +809,73 @@ def test_every_remedy_and_option_together_through_phases_2_and_3() -> None:
     assert any(
         math.isfinite(float(r.get("policy_loss", math.nan))) for r in [*session.metrics, row]
     )
+
+
+def _ppo_after_a_large_step(session: Session, noise: float) -> dict[str, float]:
+    """One ``ppo_update`` of ``session`` on fresh latent-DCEM episodes played
+    with exploration noise ``noise``."""
+    config = session.config
+    controller = session.controller("latent_dcem")
+    episodes = [
+        session.play(controller, noise=noise) for _ in range(config.ppo.episodes_per_iteration)
+    ]
+    return ppo_update(
+        session.model,
+        session.decoder,
+        session.value,
+        session.log_std,
+        session.ppo_opt,
+        session.value_opt,
+        episodes,
+        config.ppo,
+        config.latent,
+        session.cpu_gen,
+        session.device,
+    )
+
+
+@pytest.mark.spec("VAL-10")
+def test_ppo_step_keeps_parameters_finite_when_the_ratio_overflows() -> None:
+    # Actions played with noise 1 around a narrow policy (σ = 0.01) have
+    # tiny old log-probabilities; a step that moves the DCEM mean toward them
+    # gives log-ratios in the thousands, where exp overflows float32 and its
+    # backward would turn every tuned parameter into NaN.
+    config = config_for("cheetah.run", "smoke")
+    ppo = dataclasses.replace(config.ppo, std=0.01, lr=0.01, passes=3)
+    config = dataclasses.replace(config, ppo=ppo)
+    session = Session(config, torch.device("cpu"))
+    for _ in range(config.seed_episodes):
+        session.train_episode(1)
+    session.start_phase(3)
+    stats = _ppo_after_a_large_step(session, noise=1.0)
+    overflow = math.log(torch.finfo(torch.float32).max)  # exp of more is inf in float32
+    assert stats["max_log_ratio"] > max(overflow, LOG_RATIO_LIMIT)
+    tuned = tuned_parameters(session.model, session.decoder, session.log_std, ppo)
+    assert all(bool(torch.isfinite(param).all()) for param in tuned)
+    assert all(math.isfinite(value) for value in stats.values()), stats
+    assert stats["skipped_steps"] == 0  # the clamp, not the guard, handled it
+
+
+@pytest.mark.spec("VAL-10")
+def test_ppo_step_skips_a_non_finite_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A step whose gradient is NaN (here: NaN advantages) is not taken.
+    config = config_for("cheetah.run", "smoke")
+    session = Session(config, torch.device("cpu"))
+    for _ in range(config.seed_episodes):
+        session.train_episode(1)
+    session.start_phase(3)
+    tuned = tuned_parameters(session.model, session.decoder, session.log_std, config.ppo)
+    before = [param.detach().clone() for param in tuned]
+    original = ppo_module.make_batch
+
+    def poisoned(*args: Any, **kwargs: Any) -> Any:
+        batch = original(*args, **kwargs)
+        return dataclasses.replace(batch, advantages=torch.full_like(batch.advantages, math.nan))
+
+    monkeypatch.setattr(ppo_module, "make_batch", poisoned)
+    stats = _ppo_after_a_large_step(session, noise=config.ppo.std)
+    ppo = config.ppo  # every step: passes × the minibatches of states_per_iteration states
+    steps = ppo.passes * math.ceil(ppo.states_per_iteration / ppo.minibatch)
+    assert stats["skipped_steps"] == steps
+    for param, old in zip(tuned, before, strict=True):
+        assert torch.equal(param.detach(), old)

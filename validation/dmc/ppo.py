@@ -32,6 +32,17 @@ HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 SEED_RANGE = 2**62
 """Per-minibatch DCEM seeds are drawn uniformly below this."""
 
+LOG_RATIO_LIMIT = 20.0
+"""``log π_new − log π_old`` is clamped to ``±`` this before the ratio is taken
+(VAL-10). The policy's mean is a DCEM solve, which a small parameter step
+can move by a large fraction of the action box: with σ = 0.1 the measured
+log-ratios reached 354 in the second pass of the cheetah run's first PPO
+step, ``exp`` overflowed float32 and its backward (``0 · ∞``) made every
+tuned parameter NaN. ``e^20`` is far outside the clip range ``1 ± clip``;
+the clamp changes only the gradient of samples beyond it (to zero): those
+with a positive advantage are clipped anyway, those with a negative one
+would otherwise carry a gradient ``e^20`` or more times the rest."""
+
 
 class ValueNet(nn.Module):
     """``V(o)``: observation ``(…, obs_dim)`` → ``(…)``; a 2-layer tanh MLP (PPO baseline)."""
@@ -148,7 +159,12 @@ def ppo_update(
 ) -> dict[str, float]:
     """One PPO step on the collected ``episodes`` (clipped surrogate, ``passes`` epochs).
 
-    Returns the mean policy loss, value loss, approximate KL and clip fraction.
+    Returns the mean policy loss, value loss, approximate KL and clip
+    fraction; ``max_log_ratio``, the largest ``log π_new − log π_old`` of
+    any state before the clamp of ``LOG_RATIO_LIMIT`` (float32's ``exp``
+    overflows above 88.7); and
+    ``skipped_steps``, policy steps not taken because the gradient was not
+    finite (VAL-10: a NaN or infinite gradient never reaches the parameters).
     """
     data = make_batch(episodes, value, ppo)
     n = data.actions.shape[0]
@@ -171,11 +187,14 @@ def ppo_update(
         old = [log_prob(data.take(index), seed) for index, seed in zip(chunks, seeds, strict=True)]
     keys = ("policy_loss", "value_loss", "approx_kl", "clip_fraction")
     stats: dict[str, list[float]] = {key: [] for key in keys}
+    skipped, max_log_ratio = 0, -math.inf
     for _ in range(ppo.passes):
         for index, seed, old_logp in zip(chunks, seeds, old, strict=True):
             part = data.take(index)
             logp = log_prob(part, seed)
-            ratio = torch.exp(logp - old_logp)
+            log_ratio = logp - old_logp
+            max_log_ratio = max(max_log_ratio, float(log_ratio.detach().max()))
+            ratio = torch.exp(log_ratio.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT))
             surrogate = torch.min(
                 ratio * part.advantages,
                 ratio.clamp(1 - ppo.clip, 1 + ppo.clip) * part.advantages,
@@ -184,8 +203,11 @@ def ppo_update(
             grads = torch.autograd.grad(policy_loss, params, allow_unused=True)
             for param, grad in zip(params, grads, strict=True):
                 param.grad = grad
-            nn.utils.clip_grad_norm_(params, ppo.grad_clip)
-            optimizer.step()
+            norm = nn.utils.clip_grad_norm_(params, ppo.grad_clip)
+            if bool(torch.isfinite(norm)):  # once per PPO step, not in a solver's loop
+                optimizer.step()
+            else:
+                skipped += 1
             optimizer.zero_grad(set_to_none=True)
             value_loss = 0.5 * ((value(part.observations) - part.returns) ** 2).mean()
             value_optimizer.zero_grad(set_to_none=True)
@@ -196,4 +218,5 @@ def ppo_update(
             stats["value_loss"].append(float(value_loss.detach()))
             stats["approx_kl"].append(float((old_logp - logp).detach().mean()))
             stats["clip_fraction"].append(float(((ratio - 1).abs() > ppo.clip).float().mean()))
-    return {key: sum(values) / len(values) for key, values in stats.items()}
+    means = {key: sum(values) / len(values) for key, values in stats.items()}
+    return {**means, "max_log_ratio": max_log_ratio, "skipped_steps": float(skipped)}
