@@ -42,7 +42,7 @@ from validation.dmc.config import DMCConfig, config_for
 from validation.dmc.experiment import EXPERIMENT, apply_overrides, main
 from validation.dmc.ppo import LOG_RATIO_LIMIT, ppo_update, tuned_parameters
 from validation.dmc.rssm import RSSM, Belief
-from validation.dmc.state import export_run, upgrade_legacy
+from validation.dmc.state import export_run, import_state, upgrade_legacy
 from validation.dmc.train import Session, warmed_up_lr
 from validation.harness import STOPPED, RunDirectory
 
@@ -478,6 +478,7 @@ def test_model_return_pairs_each_action_with_the_next_belief() -> None:
     assert diagnostics.model_return(model, episode) == pytest.approx(sum(range(1, length)) + final)
 
 
+@pytest.mark.spec("VAL-11")
 def test_export_of_a_finished_run_is_compact_and_starts_phase_2(
     runs: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -506,6 +507,25 @@ def test_export_of_a_finished_run_is_compact_and_starts_phase_2(
     assert resumed["buffer"]["lengths"].shape[0] == full["buffer"]["lengths"].shape[0] + 1
     with pytest.raises(SystemExit):  # a state folder goes into an empty --out only
         _smoke(out, "--resume-from", str(state))
+
+
+@pytest.mark.spec("VAL-11")
+def test_a_compact_boundary_survives_resume_and_export(tmp_path: Path) -> None:
+    # A run resumed from a committed state that holds a compact phase-1
+    # boundary (and no full one) exports that boundary again, byte for byte;
+    # a compact file whose full final state is in the run is made anew from it.
+    state, run, again = tmp_path / "state", tmp_path / "run", tmp_path / "again"
+    (state / "checkpoints").mkdir(parents=True)
+    (state / "jobs").mkdir()
+    (state / "config.json").write_text("{}", encoding="utf-8")
+    torch.save({"results": [], "session": {"step": 1}}, state / "checkpoints" / f"{JOB}.pt")
+    boundary = state / "checkpoints" / f"{JOB}.phase1_final.compact.pt"
+    torch.save({"compact": True, "marker": torch.arange(3)}, boundary)
+    import_state(state, run)
+    assert (run / "checkpoints" / boundary.name).read_bytes() == boundary.read_bytes()
+    written = {path.name for path in export_run(run, again)}
+    assert {f"{JOB}.pt", boundary.name} <= written
+    assert (again / "checkpoints" / boundary.name).read_bytes() == boundary.read_bytes()
 
 
 # -- the settings of issue 13, piece by piece -----------------------------------

@@ -12,7 +12,9 @@ into a state folder exactly what resuming needs, and no more:
   the resumed run continues exactly as the uninterrupted one would);
 - a job's last final state byte for byte while its next phase has not
   started (it is that phase's start);
-- every other final state in compact form, ``<job>.phase<p>_final.compact.pt``:
+- every other final state in compact form, ``<job>.phase<p>_final.compact.pt``
+  (a compact state already in the run, e.g. one it was resumed with, is
+  copied as it is unless the run holds that phase's full final state):
   fp16 weights of the model and the decoder (with the model's fp32 buffers),
   the replay buffer with fp16 observations and actions (fp32 rewards), the
   counters and metrics; no optimizer or generator states. This is the phase
@@ -87,7 +89,7 @@ def _export_once(run: Path, to: Path) -> list[Path]:
     for path in sorted((run / "checkpoints").glob("*.pt")):
         if match := FINAL.fullmatch(path.name):
             finals.setdefault(match["job"], {})[int(match["phase"])] = path
-        elif not path.name.endswith(COMPACT_SUFFIX):
+        elif not path.name.endswith(COMPACT_SUFFIX) or not _has_full(path):
             written.append(Path(shutil.copy2(path, to / "checkpoints")))
     for job, by_phase in finals.items():
         current = run / "checkpoints" / f"{job}.pt"
@@ -103,10 +105,15 @@ def _export_once(run: Path, to: Path) -> list[Path]:
     return written
 
 
+def _has_full(compact_path: Path) -> bool:
+    """Whether the full final state of compact ``compact_path`` is beside it."""
+    return compact_path.with_name(compact_path.name.replace(COMPACT_SUFFIX, ".pt")).exists()
+
+
 def import_state(state: Path, run: Path) -> None:
     """Copy state folder ``state`` (``export_run``'s output) into run directory
-    ``run``, which must not hold a run yet; the compact files are left out
-    (they are not resume points)."""
+    ``run``, which must not hold a run yet. The compact phase boundaries come
+    along: they are not resume points, but the run's next export carries them."""
     if not (state / "config.json").exists():
         raise ValueError(f"{state} is not an exported run state (no config.json)")
     for sub in ("jobs", "checkpoints"):
@@ -115,8 +122,7 @@ def import_state(state: Path, run: Path) -> None:
     for sub in ("jobs", "checkpoints"):
         (run / sub).mkdir(parents=True, exist_ok=True)
         for path in sorted((state / sub).glob("*")):
-            if not path.name.endswith(COMPACT_SUFFIX):
-                shutil.copy2(path, run / sub / path.name)
+            shutil.copy2(path, run / sub / path.name)
     for name in TEXT_FILES:
         if (state / name).exists():
             shutil.copy2(state / name, run / name)
