@@ -62,6 +62,7 @@ EXPECTED_CLAIMS = {
     "phase2_latent_dcem_reward",
     "phase2_latent_over_full",
     "trajectories_ratio",
+    "phase2_latent_over_paper_cem",
     "planning_speedup",
     "phase3_ppo_change",
 }
