@@ -276,14 +276,27 @@ def test_a_state_of_the_layout_before_the_contract_upgrades_without_a_bit_change
 def test_the_committed_short_states_open_where_they_stopped(task: str, tmp_path: Path) -> None:
     # The documented command's first steps on the committed state (whichever
     # layout it was exported in): import, upgrade, the driver's settings check;
-    # then a Session of this code holds the saved state bit for bit.
+    # then a Session of this code holds the saved state bit for bit. A finished
+    # run's state holds its result and compact phase boundaries (VAL-11), each
+    # of which opens at the env steps its phase ended with.
     state, out = Path(f"validation/results/dmc/{task}/short/state"), tmp_path / "out"
     saved = {p.name: torch.load(p, weights_only=True) for p in (state / "checkpoints").glob("*.pt")}
     args = _parsed(["--mode", "short", "--task", task, "--resume-from", str(state)])
     assert EXPERIMENT.prepare_run(args, out)
     config = EXPERIMENT.configure(args)
-    RunDirectory(out, "dmc", "short", dataclasses.asdict(config), resume=True)
+    run = RunDirectory(out, "dmc", "short", dataclasses.asdict(config), resume=True)
     job = EXPERIMENT.jobs(config, "short")[0]
+    finished = run.load_result(job.name)
+    if finished is not None:
+        phases = finished["phases"]
+        assert [result["phase"] for result in phases] == [1, 2, 3]
+        names = [f"{job.name}.phase{result['phase']}_final.compact.pt" for result in phases]
+        assert sorted(saved) == names
+        for name, result in zip(names, phases, strict=True):
+            session = Session(job.config, torch.device("cpu"))
+            session.load_compact(saved[name])
+            assert session.counters.env_steps == result["total_env_steps"], name
+        return
     checkpoint = torch.load(out / "checkpoints" / f"{job.name}.pt", weights_only=True)
     if checkpoint["session"] is None:  # between phases: the next starts from the last final
         last = len(checkpoint["results"])
