@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -76,14 +77,22 @@ def test_quick_run_writes_the_json_and_the_table(tmp_path: Path, clock: str) -> 
     assert table.count("\n| ") == len(rows) + 1  # header + one line per row
 
 
-def test_only_the_solve_group(tmp_path: Path) -> None:
+def _quick_group(tmp_path: Path, group: str) -> list[dict[str, Any]]:
+    """The rows of ``--quick --only group`` on the CPU, one thread, CPU clock."""
     threads = torch.get_num_threads()
     args = ["--quick", "--out", str(tmp_path), "--device", "cpu", "--threads", "1"]
     try:
-        assert main([*args, "--only", "solve", "--clock", "cpu"]) == 0
+        assert main([*args, "--only", group, "--clock", "cpu"]) == 0
     finally:
         torch.set_num_threads(threads)
-    rows = json.loads((tmp_path / "cpu-solve.json").read_text(encoding="utf-8"))["results"]
+    rows: list[dict[str, Any]] = json.loads(
+        (tmp_path / f"cpu-{group}.json").read_text(encoding="utf-8")
+    )["results"]
+    return rows
+
+
+def test_only_the_solve_group(tmp_path: Path) -> None:
+    rows = _quick_group(tmp_path, "solve")
     assert {row["group"] for row in rows} == {"solve"}
     names = {row["name"] for row in rows}
     assert "authors' DCEM / DCEM solve (speed-up)" in names
@@ -96,13 +105,7 @@ def test_only_the_solve_group(tmp_path: Path) -> None:
 def test_only_the_authors_comparison(tmp_path: Path) -> None:
     # --only authors runs the comparison with the authors' DCEM and nothing else
     # (--quick leaves the compiled contender out: its first call compiles for ~80 s).
-    threads = torch.get_num_threads()
-    args = ["--quick", "--out", str(tmp_path), "--device", "cpu", "--threads", "1"]
-    try:
-        assert main([*args, "--only", "authors", "--clock", "cpu"]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    rows = json.loads((tmp_path / "cpu-authors.json").read_text(encoding="utf-8"))["results"]
+    rows = _quick_group(tmp_path, "authors")
     assert [row["name"] for row in rows] == [
         "authors' DCEM / DCEM solve (speed-up)",
         "dispatched ops per solve: DCEM / authors' DCEM",
