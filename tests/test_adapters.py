@@ -230,6 +230,41 @@ def test_torchrl_planner_rejects_unbounded_actions() -> None:
         DCEMPlanner(env, HORIZON)
 
 
+@pytest.mark.spec("CTL-18")
+def test_torchrl_planner_rejects_a_matrix_of_actions() -> None:
+    env = cartpole_model_env()
+    from torchrl.data import Bounded
+
+    from impl.adapters.torchrl_planner import DCEMPlanner
+
+    env.action_spec = Bounded(-1.0, 1.0, (2, 3))
+    with pytest.raises(ValueError, match=r"1-D action spec \(n_u,\), got \(2, 3\)"):
+        DCEMPlanner(env, HORIZON)
+
+
+@pytest.mark.spec("CTL-18")
+def test_torchrl_planner_reset_restarts_the_warm_starts() -> None:
+    # reset before any plan is a no-op; after one, reset(mask) restarts the masked
+    # problems and reset() all of them, as MPC.reset does (CTL-7).
+    env = cartpole_model_env()
+    from impl.adapters.torchrl_planner import DCEMPlanner
+
+    x = Cartpole().sample_initial(3, torch.Generator().manual_seed(6))
+    planner = DCEMPlanner(env, HORIZON, SOLVER, seed=2)
+    planner.reset()
+    assert planner.state is None
+    planner(_observations(x))
+    assert planner.state is not None and planner.controller is not None
+    planned = planner.state.warm_start.clone()
+    fresh = planner.controller.fresh_warm_start()
+    planner.reset(torch.tensor([False, True, False]))
+    assert torch.equal(planner.state.warm_start[1], fresh[1])
+    assert torch.equal(planner.state.warm_start[0], planned[0])
+    assert torch.equal(planner.state.warm_start[2], planned[2])
+    planner.reset()
+    assert torch.equal(planner.state.warm_start, fresh)
+
+
 # -- mbrl-lib (CTL-19) -------------------------------------------------------------------------
 
 
@@ -349,6 +384,10 @@ def test_mbrl_optimizer_ranks_nan_worst_and_checks_its_input() -> None:
         optimizer.optimize(objective, torch.zeros(2, 1))
     with pytest.raises(ValueError, match="lower_bound < upper_bound"):
         DCEMOptimizer([[1.0]], [[1.0]])
+    with pytest.raises(ValueError, match=r"shape \(H, n_u\)"):
+        DCEMOptimizer([0.0, 0.0], [1.0, 1.0])  # (H,), not (H, n_u)
+    with pytest.raises(ValueError, match=r"shape \(H, n_u\)"):
+        DCEMOptimizer([[0.0, 0.0]], [[1.0], [1.0]])
     with pytest.raises(ValueError, match="n_elite"):
         DCEMOptimizer([[0.0]], [[1.0]], solver={"n_sample": 10, "n_elite": 10})
 

@@ -304,6 +304,7 @@ PROPOSAL_ERRORS = [
     (torch.zeros(2, 0, 2), ValueError, "P >= 1"),
     (torch.zeros(2, 1, 2, dtype=torch.int64), TypeError, "proposals"),
     ([[0.0, 0.0]], TypeError, "proposals"),
+    (torch.zeros(2, 1, 2, device="meta"), ValueError, "proposals is on meta, init_mean on cpu"),
 ]
 
 

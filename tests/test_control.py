@@ -883,6 +883,57 @@ def test_pendulum_step_and_cost(theta: float, dth: float, u: float) -> None:
     assert system.action_ub.tolist() == [2.0]
 
 
+@pytest.mark.spec("CTL-12")
+def test_pendulum_bounds_reward_and_initial_states() -> None:
+    system = Pendulum()
+    assert system.action_lb.tolist() == [-2.0] and system.action_ub.tolist() == [2.0]
+    states = system.sample_initial(4000, torch.Generator().manual_seed(0), dtype=F64)
+    assert states.shape == (4000, 3) and states.dtype == F64
+    torch.testing.assert_close(states[:, 0] ** 2 + states[:, 1] ** 2, torch.ones(4000, dtype=F64))
+    theta = torch.atan2(states[:, 1], states[:, 0])  # θ ~ U(−π, π): every quadrant, evenly
+    quadrants = torch.histc(theta, bins=4, min=-math.pi, max=math.pi)
+    assert float(quadrants.min()) > 900
+    velocity = states[:, 2]  # θ̇ ~ U(−1, 1)
+    assert float(velocity.abs().max()) <= 1.0 and float(velocity.abs().max()) > 0.99
+    assert abs(float(velocity.mean())) < 0.05
+    action = torch.linspace(-2, 2, 4000, dtype=F64).unsqueeze(-1)
+    torch.testing.assert_close(system.reward(states, action), -system.cost(states, action))
+
+
+@pytest.mark.spec("CTL-9")
+def test_latent_plan_starts_from_the_given_mean() -> None:
+    # The first latent samples are clip(init_mean + σ₀ ε, −b, b); init_mean = 0 is the default.
+    system = Cartpole()
+    x0 = system.sample_initial(2, torch.Generator().manual_seed(1), dtype=F64)
+    cost_fn = rollout_cost(system.step, system.cost, x0)
+    decoder = ActionDecoder(
+        2, 4, 1, -100.0, 100.0, hidden=6, generator=torch.Generator().manual_seed(1)
+    ).to(F64)
+    solver = CEMOptions(n_sample=12, n_elite=3, n_iter=3, tau=1.0)
+    config = LatentPlannerConfig(latent_dim=2, init_std=0.5, latent_bound=1.0, solver=solver)
+    noise = _noise(3, 2, 12, 2, 1)
+    firsts: list[Tensor] = []
+
+    def first_samples(step: DCEMStep) -> None:
+        if step.iteration == 0:
+            firsts.append(step.samples)
+
+    start = torch.tensor([[0.5, -0.25], [-0.9, 0.8]], dtype=F64)
+    default = latent_plan(
+        cost_fn, decoder, config, 2, dtype=F64, noise=noise, callback=first_samples
+    )
+    zero = latent_plan(
+        cost_fn, decoder, config, 2, init_mean=torch.zeros(2, 2, dtype=F64), noise=noise
+    )
+    assert torch.equal(zero.cost, default.cost)
+    moved = latent_plan(
+        cost_fn, decoder, config, 2, init_mean=start, noise=noise, callback=first_samples
+    )
+    assert moved.cost.dtype == F64
+    torch.testing.assert_close(firsts[0], (0.5 * noise[0]).clamp(-1.0, 1.0))
+    torch.testing.assert_close(firsts[1], (start.unsqueeze(1) + 0.5 * noise[0]).clamp(-1.0, 1.0))
+
+
 # -- CTL-13 ------------------------------------------------------------------------------------
 
 
@@ -923,6 +974,12 @@ def test_errors_name_the_bad_value() -> None:
         latent_plan(cost_fn, decoder, LatentPlannerConfig(latent_dim=2, latent_bound=0.0), 2)
     with pytest.raises(ValueError, match="lb < ub"):
         ActionDecoder(2, 3, 1, 1.0, 1.0)
+    with pytest.raises(ValueError, match="n_hidden must be >= 0, got -1"):
+        ActionDecoder(2, 3, 1, -1.0, 1.0, n_hidden=-1)
+    with pytest.raises(ValueError, match=r"init_mean has shape \(2, 3\), expected \(2, 2\)"):
+        latent_plan(
+            cost_fn, decoder, LatentPlannerConfig(latent_dim=2), 2, init_mean=torch.zeros(2, 3)
+        )
     with pytest.raises(ValueError, match="n_elite"):  # CEMOptions' errors (CEM-22)
         base.solver.replace(n_elite=8)
     with pytest.raises(TypeError, match=r"solver must be an impl\.options\.CEMOptions, got dict"):

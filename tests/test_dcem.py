@@ -984,6 +984,40 @@ BAD_INPUTS = [
     ),
     (lambda: dcem(lambda x: x.sum(-1).tolist(), torch.zeros(4, 2), 1.0), TypeError, "torch.Tensor"),
     (lambda: dcem(lambda x: x.sum(-1) > 0, torch.zeros(4, 2), 1.0), TypeError, "floating"),
+    # f's values, a tensor operand or the noise on another device than init_mean
+    (
+        lambda: dcem(lambda x: x.sum(-1).to("meta"), torch.zeros(4, 2), 1.0),
+        ValueError,
+        "f returned values on meta, candidates are on cpu",
+    ),
+    (
+        lambda: dcem(_f, torch.zeros(4, 2), torch.ones(2, device="meta")),
+        ValueError,
+        "init_std is on meta, init_mean on cpu",
+    ),
+    (
+        lambda: dcem(_f, torch.zeros(4, 2), 1.0, ub=torch.ones(2, device="meta")),
+        ValueError,
+        "ub is on meta",
+    ),
+    (
+        lambda: dcem(
+            _f, torch.zeros(4, 2), 1.0, n_iter=3, noise=torch.zeros(3, 4, 100, 2, device="meta")
+        ),
+        ValueError,
+        "noise is on meta, init_mean on cpu",
+    ),
+    # noise of the wrong shape, batched (T, B, N, d) and single (T, N, d)
+    (
+        lambda: dcem(_f, torch.zeros(4, 2), 1.0, n_iter=3, noise=torch.zeros(3, 4, 50, 2)),
+        ValueError,
+        r"noise has shape \(3, 4, 50, 2\), expected \(3, 4, 100, 2\)",
+    ),
+    (
+        lambda: dcem(_f, torch.zeros(2), 1.0, n_iter=3, noise=torch.zeros(3, 50, 2)),
+        ValueError,
+        r"noise has shape \(3, 50, 2\), expected \(3, 100, 2\)",
+    ),
 ]
 
 
