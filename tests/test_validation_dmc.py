@@ -42,7 +42,7 @@ from validation.dmc.config import DMCConfig, config_for
 from validation.dmc.experiment import EXPERIMENT, apply_overrides, main
 from validation.dmc.ppo import LOG_RATIO_LIMIT, ppo_update, tuned_parameters
 from validation.dmc.rssm import RSSM, Belief
-from validation.dmc.state import export_run, import_state, upgrade_legacy
+from validation.dmc.state import compact, expand, export_run, import_state, upgrade_legacy
 from validation.dmc.train import Session, warmed_up_lr
 from validation.harness import STOPPED, RunDirectory
 
@@ -452,6 +452,36 @@ def test_model_gap_script_on_a_saved_model(runs: tuple[Path, Path], tmp_path: Pa
         model_gap.main(["--checkpoint", str(checkpoint), "--episodes", "0"])
     with pytest.raises(SystemExit):
         model_gap.main(["--checkpoint", str(tmp_path / "missing.pt")])
+
+
+def test_the_checkpoint_tools_open_a_committed_compact_boundary(
+    runs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # The compact phase-2 boundary (the form committed in the repository) loads
+    # its fp16-rounded models and buffer; the tools then play it like a full state.
+    straight, _ = runs
+    full = harness.load_state(straight / "checkpoints" / f"{JOB}.phase2_final.pt")
+    small = compact(full)
+    path = tmp_path / f"{JOB}.phase2_final.compact.pt"
+    torch.save(small, path)
+    parser = checkpoint_tool.parser(None, "a checkpoint")
+    args = parser.parse_args(["--checkpoint", str(path), "--mode", "smoke"])
+    threads = torch.get_num_threads()
+    try:
+        session = checkpoint_tool.open_checkpoint(parser, args)
+        expanded = expand(small)
+        for name, tensor in session.model.state_dict().items():
+            assert torch.equal(tensor, expanded["model"][name]), name
+        for name, tensor in session.decoder.state_dict().items():
+            assert torch.equal(tensor, expanded["decoder"][name]), name
+        assert session.buffer.episodes == int(full["buffer"]["lengths"].numel())
+        out = tmp_path / "gap.json"
+        argv = ["--checkpoint", str(path), "--mode", "smoke", "--controllers", "latent_dcem"]
+        assert model_gap.main([*argv, "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    row = json.loads(out.read_text(encoding="utf-8"))["controllers"]["latent_dcem"]["episodes"][0]
+    assert all(math.isfinite(v) for v in row.values())
 
 
 def test_model_return_pairs_each_action_with_the_next_belief() -> None:

@@ -37,13 +37,23 @@ def parser(doc: str | None, checkpoint_help: str) -> argparse.ArgumentParser:
 
 
 def open_checkpoint(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Session:
-    """Check the shared options, set the thread count and load the session."""
+    """Check the shared options, set the thread count and load the session.
+
+    A full checkpoint (``<job>.pt``, ``<job>.phase<p>_final.pt``) restores the
+    session exactly; a compact phase boundary (``.compact.pt``, the form
+    committed under ``validation/results/dmc/<task>/<mode>/state``) restores
+    its models, buffer and counters with fresh generators (``Session.load_compact``).
+    """
     if not args.checkpoint.exists():
         parser.error(f"--checkpoint {args.checkpoint} does not exist")
     torch.set_num_threads(args.threads)
     config = apply_overrides(config_for(args.task, args.mode), args.overrides)
     session = Session(config, torch.device("cpu"))
-    session.load_state_dict(load_state(args.checkpoint))
+    state = load_state(args.checkpoint)
+    if state.get("compact", False):
+        session.load_compact(state)
+    else:
+        session.load_state_dict(state)
     return session
 
 
