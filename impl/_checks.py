@@ -16,6 +16,8 @@ from torch import Tensor
 
 def require_int(name: str, value: object) -> int:
     """Return ``value`` as an int; ``TypeError`` for non-integers and bools."""
+    if type(value) is int:  # the common case, without the ABC check
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     return int(value)
@@ -31,6 +33,8 @@ def require_positive_int(name: str, value: object) -> int:
 
 def require_real(name: str, value: object) -> float:
     """Return ``value`` as a float; ``TypeError`` for non-real values and bools."""
+    if type(value) is float:  # the common case, without the ABC check
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
     return float(value)

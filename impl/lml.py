@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch._functorch.utils import unwrap_dead_wrappers
@@ -52,6 +53,12 @@ of the step, ``ε``, and no later step changes the row (LML-19)."""
 
 _NATIVE_DTYPES = (torch.float32, torch.float64)
 """Dtypes computed as they are; every other floating dtype is computed in float32."""
+
+_NUMPY_DTYPES: dict[torch.dtype, type[np.floating[Any]]] = {
+    torch.float32: np.float32,
+    torch.float64: np.float64,
+}
+"""The NumPy dtype the single-row path (LML-24) rounds its output to."""
 
 
 Temperature = float | Tensor
@@ -321,69 +328,86 @@ def _solve_single_row(x: Tensor, k: int, tau: float, max_steps: int) -> Tensor:
 def newton_single_row(x: Tensor, k: int, tau: float, steps: int) -> tuple[Tensor, bool]:
     """The one-row fast path of LML-24 (CPU, no autograd): ``x (1, n)`` → ``(y (1, n), accepted)``.
 
-    The iteration of LML-23 for a single row, with its scalar arithmetic on
-    the host, where reading a CPU tensor costs no synchronization. The row is
-    sorted with the ``m`` entries of ``P`` first, so the small sides are
-    ``a = σ(zs − s u)`` with ``zs = s ⊙ (x_sorted − c)/τ`` and the side signs
-    ``s = (−1, …, −1, +1, …, +1)``: no mask, no concatenation. Each step
-    dispatches four operations,
+    The iteration of LML-23 for a single row, computed in float64 with NumPy
+    on the host, which shares the CPU tensor's memory: no torch operation is
+    dispatched between the input's view and the output's. The row is sorted
+    with the ``m`` entries of ``P`` first (decreasing; increasing for the
+    complement, LML-10), re-centred at ``c``, the midpoint of its m-th and
+    (m+1)-th entries, and with the side signs ``s = (−1, …, −1, +1, …, +1)``
+    (``−1`` on ``P``) each step takes the small sides and the two sums over
+    ``P`` (the first ``m``) and ``Q`` (the rest) directly,
 
-        a = σ(zs − s u),   h = a(1 − a),   [[Σa, Σsa], [Σh, Σsh]] = [a; h] · [1, s],
+        a = σ(zs − s u),  zs = s ⊙ (x_sorted − c)/τ,   h = a(1 − a),
+        T = Σ_P a,  R = Σ_Q a,  H_T = Σ_P h,  H_R = Σ_Q h,
+        u ← u + (log R − log T) / (H_R/R + H_T/T),
 
-    reads the four sums and takes ``u ← u + log(R/T) / (H_R/R + H_T/T)`` in
-    float64 on the host, with ``R = (Σa + Σsa)/2``, ``T = (Σa − Σsa)/2`` and
-    the same for ``H_R``, ``H_T`` from ``h``: both sums are over the small
-    sides only, so the difference
-    loses no more than ``n ε`` relative to ``R + T``, i.e. to ``R ≈ T`` near
-    the root. The row is accepted at the first step that moved ``u`` by at
-    most ``STEP_TOLERANCE`` (the loop then ends); it is not accepted when a
-    sum is not positive (saturated rows, NaN) or after ``steps`` steps. The
-    sigmoids and sums are in float64 (a matrix product adds in sequence);
-    the output ``σ((x − c)/τ ∓ u)`` is computed in ``x``'s dtype as
-    in LML-23.
+    from ``u = 0`` (the sums add pairwise, in float64). The row is accepted
+    at the first step that moved ``u`` by at most ``STEP_TOLERANCE`` of
+    ``x``'s dtype (the loop then ends); it is not accepted when a sum is not
+    positive (saturated rows, NaN), when ``c`` is not finite, or after
+    ``steps`` steps. ``τ`` is first rounded to ``x``'s dtype, so a Python
+    ``τ`` and a 0-dim tensor of its rounding give the same bits (LML-22).
+    The output ``σ((x − c)/τ ∓ u)`` (``+u`` for the complement) is computed
+    in float64 and rounded once to ``x``'s dtype.
     """
     n = x.shape[1]
     flip = 2 * k > n
     m = n - k if flip else k
-    ordered = torch.sort(x.view(n), descending=not flip).values
-    values = ordered.tolist()
-    centre = 0.5 * values[m - 1] + 0.5 * values[m]  # x_(m) and x_(m+1) of ±x
+    tau = float(_NUMPY_DTYPES[x.dtype](tau))  # rounded to x's dtype, as a tensor τ is (LML-22)
+    row = x.detach().numpy().reshape(n)
+    ordered = np.sort(row)  # increasing: the complement's P comes first
+    if not flip:
+        ordered = ordered[::-1]
+    centre = 0.5 * float(ordered[m - 1]) + 0.5 * float(ordered[m])  # x_(m), x_(m+1) of ±x
     if not math.isfinite(centre):  # an infinite or NaN m-th or (m+1)-th entry
         return x, False
-    # [1]*n + [−1]*m + [1]*(n − m): its windows at 0 and n are the columns 1 and s.
-    pattern = x.new_ones(2 * n, dtype=torch.float64)
-    pattern[n : n + m].fill_(-1.0)
-    columns = pattern.as_strided((n, 2), (1, n))
-    sides = pattern[n:]
-    offsets = torch.sub(centre, ordered) if flip else torch.sub(ordered, centre)
-    zs = torch.mul(offsets, sides)  # float64
-    if tau != 1.0:
-        zs.div_(tau)
-    work = x.new_empty((2, n), dtype=torch.float64)  # [a; h]
-    small, spread = work.unbind(0)
-    tolerance = STEP_TOLERANCE[x.dtype]
-    u, accepted = 0.0, False
-    for i in range(steps):
-        if i == 0:
-            torch.sigmoid(zs, out=small)
-        else:
-            torch.add(zs, sides, alpha=-u, out=small).sigmoid_()
-        torch.addcmul(small, small, small, value=-1, out=spread)
-        (total, signed), (h_total, h_signed) = torch.mm(work, columns).tolist()
-        r, t = total + signed, total - signed  # 2R, 2T
-        if not (r > 0.0 and t > 0.0 and h_total > 0.0):  # saturated or NaN
-            break
-        step = (math.log(r) - math.log(t)) / ((h_total + h_signed) / r + (h_total - h_signed) / t)
-        u += step
-        if abs(step) <= tolerance:
-            accepted = True
-            break
-    if not accepted:
-        return x, False
-    z = torch.sub(x, centre)
-    if tau != 1.0:
-        z.div_(tau)
-    return (z.add_(u) if flip else z.sub_(u)).sigmoid_(), True
+    with np.errstate(over="ignore", invalid="ignore"):
+        # e = exp(s u − zs) at u = 0, so that a = σ(zs − s u) = 1/(1 + e·exp(s u)).
+        e = (
+            np.subtract(centre, ordered, dtype=np.float64)
+            if flip
+            else np.subtract(ordered, centre, dtype=np.float64)
+        )
+        e[m:] *= -1.0
+        np.exp(e / tau if tau != 1.0 else e, out=e)
+        work = np.empty((2, n))  # [a; h]
+        small, spread = work
+        sides = np.zeros((n, 2))  # the indicator columns of P and Q
+        sides[:m, 0] = 1.0
+        sides[m:, 1] = 1.0
+        tolerance = STEP_TOLERANCE[x.dtype]
+        u, accepted = 0.0, False
+        for _ in range(steps):
+            if u == 0.0:
+                np.add(e, 1.0, out=small)
+            else:
+                grow = math.exp(u)
+                np.multiply(e[:m], 1.0 / grow, out=small[:m])
+                np.multiply(e[m:], grow, out=small[m:])
+                small += 1.0
+            np.reciprocal(small, out=small)  # a
+            np.subtract(1.0, small, out=spread)
+            spread *= small  # h = a(1 − a)
+            (t, r), (h_t, h_r) = (work @ sides).tolist()
+            if not (r > 0.0 and t > 0.0 and h_t + h_r > 0.0):  # saturated or NaN
+                break
+            step = (math.log(r) - math.log(t)) / (h_r / r + h_t / t)
+            u += step
+            if abs(step) <= tolerance:
+                accepted = True
+                break
+        if not accepted:
+            return x, False
+        # σ((x − c)/τ ∓ u) = 1/(1 + exp((c − x)/τ ± u)), in float64; u is added
+        # after the division so that none of its bits are lost to c's magnitude.
+        y = np.subtract(centre, row, dtype=np.float64)
+        if tau != 1.0:
+            y /= tau
+        y += -u if flip else u
+        np.exp(y, out=y)
+        y += 1.0
+        np.reciprocal(y, out=y)
+    return torch.from_numpy(y.astype(_NUMPY_DTYPES[x.dtype])).view(1, n), True
 
 
 def newton_from_midpoint(x: Tensor, k: int, tau: Temperature, steps: int) -> tuple[Tensor, Tensor]:
