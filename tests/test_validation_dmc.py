@@ -58,6 +58,11 @@ phase 1, between phases 1 and 2, in phase 2."""
 TIMING_KEYS = {"plan_ms"}
 """Metric columns that measure wall time and so differ between runs."""
 
+COMMITTED_SHORT_COUNTS = ["--set", "eval_episodes=5", "--set", "paper_cem_eval_episodes=3"]
+"""The evaluation episodes the committed ``short`` states were started with (the
+mode has since taken 20 and 5, issue 13): a resume refuses other settings (VAL-1),
+so those states continue with their own counts, as the READMEs' commands say."""
+
 EXPECTED_CLAIMS = {
     "phase1_full_cem_reward",
     "phase1_model_loss_ratio",
@@ -280,10 +285,19 @@ def test_the_committed_short_states_open_where_they_stopped(task: str, tmp_path:
     # layout it was exported in): import, upgrade, the driver's settings check;
     # then a Session of this code holds the saved state bit for bit. A finished
     # run's state holds its result and compact phase boundaries (VAL-11), each
-    # of which opens at the env steps its phase ended with.
+    # of which opens at the env steps its phase ended with. The state keeps
+    # the evaluation counts it was started with; without them the driver
+    # refuses the resume.
     state, out = Path(f"validation/results/dmc/{task}/short/state"), tmp_path / "out"
     saved = {p.name: torch.load(p, weights_only=True) for p in (state / "checkpoints").glob("*.pt")}
-    args = _parsed(["--mode", "short", "--task", task, "--resume-from", str(state)])
+    now = _parsed(["--mode", "short", "--task", task, "--resume-from", str(state)])
+    assert EXPERIMENT.prepare_run(now, tmp_path / "now")
+    settings_now = dataclasses.asdict(EXPERIMENT.configure(now))
+    with pytest.raises(SystemExit, match="other settings"):
+        RunDirectory(tmp_path / "now", "dmc", "short", settings_now, resume=True)
+    args = _parsed(
+        ["--mode", "short", "--task", task, "--resume-from", str(state), *COMMITTED_SHORT_COUNTS]
+    )
     assert EXPERIMENT.prepare_run(args, out)
     config = EXPERIMENT.configure(args)
     run = RunDirectory(out, "dmc", "short", dataclasses.asdict(config), resume=True)
@@ -1031,9 +1045,11 @@ def test_ratio_interval_is_fixed_by_its_seed() -> None:
 
 @pytest.mark.spec("VAL-12")
 def test_ratio_claims_name_their_episodes_and_interval() -> None:
-    # Each ratio claim states the episode counts and the interval of ratio_interval.
+    # short mode now plays 20 episodes per controller and 5 of paper-size CEM;
+    # each ratio claim states the counts and the interval of ratio_interval.
     config = config_for("cheetah.run", "short")
-    full = [100.0 + 25.0 * i for i in range(20)]
+    assert (config.eval_episodes, config.paper_cem_eval_episodes) == (20, 5)
+    full = [100.0 + 25.0 * i for i in range(config.eval_episodes)]
     latent = [0.8 * value for value in full[::-1]]
     paper = [500.0, 400.0, 600.0, 550.0, 450.0]
     evals = {"full_cem": full, "latent_dcem": latent, "full_cem_paper": paper}
