@@ -22,6 +22,7 @@ import json
 import math
 import re
 import shutil
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from validation.dmc.buffer import EpisodeBuffer
 from validation.dmc.config import DMCConfig, config_for
 from validation.dmc.experiment import EXPERIMENT, apply_overrides, main
 from validation.dmc.ppo import LOG_RATIO_LIMIT, ppo_update, tuned_parameters
+from validation.dmc.report import RATIO_CLAIMS, ratio_interval
 from validation.dmc.rssm import RSSM, Belief
 from validation.dmc.state import compact, expand, export_run, import_state, upgrade_legacy
 from validation.dmc.train import Session, warmed_up_lr
@@ -55,6 +57,11 @@ phase 1, between phases 1 and 2, in phase 2."""
 
 TIMING_KEYS = {"plan_ms"}
 """Metric columns that measure wall time and so differ between runs."""
+
+COMMITTED_SHORT_COUNTS = ["--set", "eval_episodes=5", "--set", "paper_cem_eval_episodes=3"]
+"""The evaluation episodes the committed ``short`` states were started with (the
+mode has since taken 20 and 5, issue 13): a resume refuses other settings (VAL-1),
+so those states continue with their own counts, as the READMEs' commands say."""
 
 EXPECTED_CLAIMS = {
     "phase1_full_cem_reward",
@@ -278,10 +285,19 @@ def test_the_committed_short_states_open_where_they_stopped(task: str, tmp_path:
     # layout it was exported in): import, upgrade, the driver's settings check;
     # then a Session of this code holds the saved state bit for bit. A finished
     # run's state holds its result and compact phase boundaries (VAL-11), each
-    # of which opens at the env steps its phase ended with.
+    # of which opens at the env steps its phase ended with. The state keeps
+    # the evaluation counts it was started with; without them the driver
+    # refuses the resume.
     state, out = Path(f"validation/results/dmc/{task}/short/state"), tmp_path / "out"
     saved = {p.name: torch.load(p, weights_only=True) for p in (state / "checkpoints").glob("*.pt")}
-    args = _parsed(["--mode", "short", "--task", task, "--resume-from", str(state)])
+    now = _parsed(["--mode", "short", "--task", task, "--resume-from", str(state)])
+    assert EXPERIMENT.prepare_run(now, tmp_path / "now")
+    settings_now = dataclasses.asdict(EXPERIMENT.configure(now))
+    with pytest.raises(SystemExit, match="other settings"):
+        RunDirectory(tmp_path / "now", "dmc", "short", settings_now, resume=True)
+    args = _parsed(
+        ["--mode", "short", "--task", task, "--resume-from", str(state), *COMMITTED_SHORT_COUNTS]
+    )
     assert EXPERIMENT.prepare_run(args, out)
     config = EXPERIMENT.configure(args)
     run = RunDirectory(out, "dmc", "short", dataclasses.asdict(config), resume=True)
@@ -943,3 +959,127 @@ def test_ppo_step_skips_a_non_finite_gradient(monkeypatch: pytest.MonkeyPatch) -
     assert stats["skipped_steps"] == steps
     for param, old in zip(tuned, before, strict=True):
         assert torch.equal(param.detach(), old)
+
+
+# -- VAL-12: ratio claims over enough episodes, with a bootstrap interval ---------------------
+
+PLANNER_CHECKS = Path("validation/results/dmc/cheetah.run/short/planner_checks")
+"""The committed 20-episode plays of both controllers on cheetah's phase-2 model."""
+
+
+@pytest.mark.spec("VAL-12")
+@pytest.mark.parametrize(
+    ("numerator", "denominator", "statistic", "expected"),
+    [
+        # Medians of 3 draws from {1, 2, 4}: 1 (or 4) when at least two draws
+        # are 1 (or 4), probability 3·(1/3)²·(2/3) + (1/3)³ = 7/27 each. Drawn
+        # independently, the extreme ratios 1/4 and 4 each have probability
+        # (7/27)² ≈ 6.7 % > 2.5 %, so both ends are forced; resampling the two
+        # lists with the same indices would give every ratio 1 instead.
+        ([1.0, 2.0, 4.0], [1.0, 2.0, 4.0], statistics.median, (1.0, 0.25, 4.0)),
+        # Means of 2 draws from {1, 3}: 1 or 3 with probability 1/4 each (> 2.5 %),
+        # over the constant 2.
+        ([1.0, 3.0], [2.0, 2.0], statistics.fmean, (1.0, 0.5, 1.5)),
+    ],
+)
+def test_ratio_interval_of_a_hand_derived_case(
+    numerator: list[float],
+    denominator: list[float],
+    statistic: report.Statistic,
+    expected: tuple[float, float, float],
+) -> None:
+    assert ratio_interval(numerator, denominator, statistic=statistic) == expected
+
+
+@pytest.mark.spec("VAL-12")
+@pytest.mark.parametrize("statistic", [statistics.median, statistics.fmean])
+def test_ratio_interval_of_constant_lists_collapses_to_the_ratio(
+    statistic: report.Statistic,
+) -> None:
+    assert ratio_interval([300.0] * 5, [200.0] * 20, statistic=statistic) == (1.5, 1.5, 1.5)
+
+
+@pytest.mark.spec("VAL-12")
+@pytest.mark.parametrize(
+    ("numerator", "denominator"),
+    [
+        ([400.0], [300.0, 500.0]),  # one episode has no spread
+        ([300.0, 500.0], [400.0]),
+        ([], [300.0, 500.0]),
+        ([300.0, math.nan], [300.0, 500.0]),  # a non-finite episode
+        ([300.0, 500.0], [0.0, 0.0]),  # s(y) = 0
+        ([300.0, 500.0], [0.0, 0.0, 0.0, 5.0]),  # s(y) > 0, some s(y*_b) = 0
+    ],
+)
+def test_ratio_interval_is_nan_where_undefined(
+    numerator: list[float], denominator: list[float]
+) -> None:
+    ratio = ratio_interval(numerator, denominator, statistic=statistics.median)
+    assert all(math.isnan(value) for value in ratio), ratio
+
+
+@pytest.mark.spec("VAL-12")
+def test_ratio_interval_is_fixed_by_its_seed() -> None:
+    # The committed cheetah planner checks (20 episodes per controller) give
+    # the numbers the results README quotes, the same each time; another
+    # seed moves the ends a little, never the ratio.
+    def returns(name: str) -> list[float]:
+        record = json.loads((PLANNER_CHECKS / f"{name}_20.json").read_text(encoding="utf-8"))
+        return [episode["real"] for episode in record["controllers"][name]["episodes"]]
+
+    latent, full = returns("latent_dcem"), returns("full_cem")
+    assert (len(latent), len(full)) == (20, 20)
+    first = ratio_interval(latent, full, statistic=statistics.median)
+    assert ratio_interval(latent, full, statistic=statistics.median) == first
+    assert [round(value, 2) for value in first] == [0.57, 0.40, 1.03]
+    means = ratio_interval(latent, full, statistic=statistics.fmean)
+    assert [round(value, 2) for value in means] == [0.69, 0.52, 0.91]
+    other = ratio_interval(latent, full, statistic=statistics.median, seed=1)
+    assert other != first and other[0] == first[0]
+    assert other[1:] == pytest.approx(first[1:], abs=0.02)
+    with pytest.raises(ValueError, match="confidence"):
+        ratio_interval(latent, full, statistic=statistics.median, confidence=1.0)
+    with pytest.raises(ValueError, match="resamples"):
+        ratio_interval(latent, full, statistic=statistics.median, resamples=0)
+
+
+@pytest.mark.spec("VAL-12")
+def test_ratio_claims_name_their_episodes_and_interval() -> None:
+    # short mode now plays 20 episodes per controller and 5 of paper-size CEM;
+    # each ratio claim states the counts and the interval of ratio_interval.
+    config = config_for("cheetah.run", "short")
+    assert (config.eval_episodes, config.paper_cem_eval_episodes) == (20, 5)
+    full = [100.0 + 25.0 * i for i in range(config.eval_episodes)]
+    latent = [0.8 * value for value in full[::-1]]
+    paper = [500.0, 400.0, 600.0, 550.0, 450.0]
+    evals = {"full_cem": full, "latent_dcem": latent, "full_cem_paper": paper}
+    speed_ms = {"full_cem_ms": 90.0, "full_cem_paper_ms": 1200.0, "latent_dcem_ms": 200.0}
+    results: dict[int, dict[str, Any]] = {2: {"evals": evals, "speed_ms": speed_ms}}
+    by_id = {claim.id: claim for claim in report.claims(config, "short", results)}
+    details = report.ratio_details(results)
+    assert set(details) == set(RATIO_CLAIMS)
+    for claim_id, (top, bottom) in RATIO_CLAIMS.items():
+        claim = by_id[claim_id]
+        n_top, n_bottom = len(evals[top]), len(evals[bottom])
+        ratio, low, high = ratio_interval(evals[top], evals[bottom], statistic=statistics.median)
+        assert claim.measured == pytest.approx(ratio)
+        assert f"{n_top} / {n_bottom} episodes" in claim.description
+        assert f"95% bootstrap interval [{low:.2f}, {high:.2f}]" in claim.description
+        mean = ratio_interval(evals[top], evals[bottom], statistic=statistics.fmean)
+        assert f"ratio of means {mean[0]:.2f} [{mean[1]:.2f}, {mean[2]:.2f}]" in claim.description
+        assert details[claim_id]["episodes"] == [n_top, n_bottom]
+        assert details[claim_id]["median"] == [ratio, low, high]
+        assert details[claim_id]["mean"] == list(mean)
+    assert by_id["phase2_latent_over_full"].measured == pytest.approx(0.8)
+
+
+@pytest.mark.spec("VAL-12")
+def test_summary_records_the_ratio_intervals(runs: tuple[Path, Path]) -> None:
+    # In summary.json beside the claims; one smoke episode per controller: NaN.
+    straight, _ = runs
+    summary = json.loads((straight / "summary.json").read_text())
+    intervals = summary["ratio_intervals"]
+    assert set(intervals) == set(RATIO_CLAIMS)
+    for estimates in intervals.values():
+        assert estimates["episodes"] == [1, 1]
+        assert all(math.isnan(value) for value in estimates["median"] + estimates["mean"])

@@ -207,12 +207,22 @@ class DMC:
     def claims(
         self, config: DMCRun, results: Sequence[dict[str, Any]], run_dir: RunDirectory
     ) -> Report:
+        """Each job's claims; ``summary.json``'s ``ratio_intervals`` holds the
+        episode counts and bootstrap intervals of its ratio claims (VAL-12)."""
+        jobs = _by_job(config, results)
         return Report(
             [
                 dataclasses.replace(claim, id=prefix + claim.id)
-                for settings, by_phase, prefix in _by_job(config, results)
+                for settings, by_phase, prefix in jobs
                 for claim in report.claims(settings, run_dir.mode, by_phase)
-            ]
+            ],
+            {
+                "ratio_intervals": {
+                    prefix + claim: estimates
+                    for _, by_phase, prefix in jobs
+                    for claim, estimates in report.ratio_details(by_phase).items()
+                }
+            },
         )
 
 

@@ -14,8 +14,11 @@ import json
 import math
 import statistics
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from validation.dmc.config import (
     LATENT_RATIO_TARGET,
@@ -31,6 +34,127 @@ from validation.harness import Claim, RunDirectory, at_least, at_most, load_stat
 FULL_TARGET_FRACTION = 0.9
 """``full`` mode must reach this fraction of the paper's median eval reward (this
 reproduction's tolerance: the paper reads its numbers off a box plot)."""
+
+
+BOOTSTRAP_CONFIDENCE = 0.95
+"""Coverage of the bootstrap interval of a ratio claim (spec/validation.md VAL-12)."""
+
+BOOTSTRAP_RESAMPLES = 10_000
+"""Resamples of each episode list in the bootstrap of a ratio (VAL-12): the
+interval's ends move by about 0.01 between seeds at 20 episodes per list."""
+
+BOOTSTRAP_SEED = 0
+"""Seed of the bootstrap's generator: a claim's interval is the same each time
+the claims of the same results are computed (VAL-12)."""
+
+MIN_BOOTSTRAP_EPISODES = 2
+"""Episodes each list needs for a bootstrap interval (one episode has no spread)."""
+
+Statistic = Callable[[Sequence[float]], float]
+"""A statistic of a list of episode returns (``statistics.median``, ``statistics.fmean``)."""
+
+RATIO_STATISTICS: dict[str, Statistic] = {"median": statistics.median, "mean": statistics.fmean}
+"""The statistics whose ratios a ratio claim reports (the claim bounds the medians')."""
+
+RATIO_CLAIMS: dict[str, tuple[str, str]] = {
+    "phase2_latent_over_full": ("latent_dcem", "full_cem"),
+    "phase2_latent_over_paper_cem": ("latent_dcem", "full_cem_paper"),
+}
+"""Claim id → (numerator, denominator) controllers of phase 2's ratio claims."""
+
+
+def ratio_interval(
+    numerator: Sequence[float],
+    denominator: Sequence[float],
+    *,
+    statistic: Statistic,
+    confidence: float = BOOTSTRAP_CONFIDENCE,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float, float]:
+    """``(ratio, low, high)``: ``s(x) / s(y)`` and its percentile bootstrap interval
+    (spec/validation.md VAL-12), ``s`` = ``statistic``, ``x`` = ``numerator`` and
+    ``y`` = ``denominator`` the episode returns of two controllers.
+
+    With ``B = resamples``, the generator ``numpy.random.default_rng(seed)``
+    first draws a ``B × n_x`` array of indices uniformly from ``0..n_x−1``, then
+    a ``B × n_y`` array from ``0..n_y−1``; row ``b`` of each gives the resamples
+    ``x*_b``, ``y*_b`` (with replacement, the two lists independently), and
+
+        r_b = s(x*_b) / s(y*_b),    b = 1..B.
+
+    ``low`` and ``high`` are the ``α`` and ``1 − α`` quantiles of the ``r_b``,
+    ``α = (1 − confidence) / 2``, by linear interpolation between order
+    statistics (``numpy.quantile``'s default): with ``r_(1) ≤ … ≤ r_(B)``,
+    ``h = 1 + (B − 1) q`` and ``j = ⌊h⌋``, the ``q`` quantile is
+    ``r_(j) + (h − j)(r_(j+1) − r_(j))``.
+
+    All three are NaN when either list has fewer than ``MIN_BOOTSTRAP_EPISODES``
+    episodes or a non-finite one, or when ``s(y)`` or any ``s(y*_b)`` is not
+    positive (a ratio of returns is then undefined or unbounded).
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    undefined = (math.nan, math.nan, math.nan)
+    xs, ys = [float(v) for v in numerator], [float(v) for v in denominator]
+    if min(len(xs), len(ys)) < MIN_BOOTSTRAP_EPISODES or not all(map(math.isfinite, xs + ys)):
+        return undefined
+    rng = np.random.default_rng(seed)
+    x_draws = np.asarray(xs)[rng.integers(0, len(xs), size=(resamples, len(xs)))]
+    y_draws = np.asarray(ys)[rng.integers(0, len(ys), size=(resamples, len(ys)))]
+    tops = np.array([statistic(row) for row in x_draws.tolist()], dtype=np.float64)
+    bottoms = np.array([statistic(row) for row in y_draws.tolist()], dtype=np.float64)
+    top, bottom = statistic(xs), statistic(ys)
+    finite = math.isfinite(top) and bool(np.isfinite(tops).all())
+    if not (finite and bottom > 0 and bool((bottoms > 0).all())):
+        return undefined
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(tops / bottoms, [tail, 1 - tail])
+    return top / bottom, float(low), float(high)
+
+
+def ratio_estimates(numerator: Sequence[float], denominator: Sequence[float]) -> dict[str, Any]:
+    """The episode counts, and ``[ratio, low, high]`` (``ratio_interval`` at the
+    defaults) for each statistic of ``RATIO_STATISTICS``, JSON-able."""
+    return {
+        "episodes": [len(numerator), len(denominator)],
+        "confidence": BOOTSTRAP_CONFIDENCE,
+        "resamples": BOOTSTRAP_RESAMPLES,
+        "seed": BOOTSTRAP_SEED,
+        **{
+            name: list(ratio_interval(numerator, denominator, statistic=statistic))
+            for name, statistic in RATIO_STATISTICS.items()
+        },
+    }
+
+
+def ratio_details(results: Mapping[int, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Claim id → ``ratio_estimates`` of each ratio claim (``RATIO_CLAIMS``) of a
+    job whose phase 2 is finished (for ``summary.json``; none before)."""
+    if 2 not in results:
+        return {}
+    evals = results[2]["evals"]
+    return {
+        claim: {
+            "numerator": top,
+            "denominator": bottom,
+            **ratio_estimates(evals.get(top, []), evals.get(bottom, [])),
+        }
+        for claim, (top, bottom) in RATIO_CLAIMS.items()
+    }
+
+
+def _ratio_text(estimates: Mapping[str, Any]) -> str:
+    """What a ratio claim's description says of its episodes and intervals."""
+    top, bottom = estimates["episodes"]
+    _, low, high = estimates["median"]
+    mean, mean_low, mean_high = estimates["mean"]
+    return (
+        f"{top} / {bottom} episodes; {estimates['confidence']:.0%} bootstrap interval "
+        f"[{low:.2f}, {high:.2f}]; ratio of means {mean:.2f} [{mean_low:.2f}, {mean_high:.2f}]"
+    )
 
 
 def _median(values: list[float]) -> float:
@@ -96,10 +220,13 @@ def claims(config: DMCConfig, mode: str, results: dict[int, dict[str, Any]]) -> 
                 * (1.0 if mode == "full" else LATENT_RATIO_TARGET),
             )
         )
+        ratios = ratio_details(results)
         out.append(
             at_least(
                 "phase2_latent_over_full",
-                "latent DCEM / full CEM median eval reward on the same (phase-2) model",
+                "latent DCEM / full CEM median eval reward on the same (phase-2) model ("
+                + _ratio_text(ratios["phase2_latent_over_full"])
+                + ")",
                 f"≈ {spec.paper_latent / spec.paper_full:.2f} (Fig. 4)",
                 latent / full if full > 0 else math.nan,
                 LATENT_RATIO_TARGET,
@@ -111,7 +238,9 @@ def claims(config: DMCConfig, mode: str, results: dict[int, dict[str, Any]]) -> 
                 "phase2_latent_over_paper_cem",
                 "latent DCEM / full CEM at the paper's size (N="
                 f"{PAPER_CEM.solver.n_sample}, T={PAPER_CEM.solver.n_iter}) median eval reward "
-                "on the same (phase-2) model",
+                "on the same (phase-2) model ("
+                + _ratio_text(ratios["phase2_latent_over_paper_cem"])
+                + ")",
                 f"≈ {spec.paper_latent / spec.paper_full:.2f} (Fig. 4)",
                 latent / paper_cem if paper_cem > 0 else math.nan,
                 LATENT_RATIO_TARGET,
@@ -293,8 +422,8 @@ def eval_figure(
     eval_rows: list[dict[str, Any]],
     prefix: str,
 ) -> None:
-    """``eval_boxplot.png``: the final evaluations of each controller beside the
-    paper's medians (Fig. 4), and the planning times."""
+    """``eval_boxplot.png``: the final evaluations of each controller (with its
+    episode count) beside the paper's medians (Fig. 4), and the planning times."""
     plt = pyplot()
     spec = config.spec
     columns = [  # controller, its tick label, the paper's median, the phase it is evaluated in
@@ -316,10 +445,11 @@ def eval_figure(
     ticks = range(1, len(columns) + 1)
     paper = [column[2] for column in columns]
     ax_b.plot(ticks, paper, "r_", markersize=20, label="paper median (Fig. 4)")
-    ax_b.set_xticks(ticks, [column[1] for column in columns], fontsize=7)
+    labels = [f"{column[1]}\n{len(d)} episodes" for column, d in zip(columns, data, strict=True)]
+    ax_b.set_xticks(ticks, labels, fontsize=7)
     ax_b.set_ylabel("eval episode reward")
     ax_b.legend(fontsize=7)
-    ax_b.set_title(f"{config.task}: evaluation ({config.eval_episodes} episodes each)")
+    ax_b.set_title(f"{config.task}: noise-free evaluation")
     if 2 in results:
         speed = results[2]["speed_ms"]
         names = list(speed)

@@ -6,3 +6,6 @@ python -m validation.dmc --task cheetah.run --mode short --out runs/dmc/cheetah.
 python -m validation.dmc --task cheetah.run --mode short --out runs/dmc/cheetah.run/short --resume   # same machine
 # Once finished, a --resume with nothing left to run rewrites the figures, claims and summary with
 # the code checked out (here fb2c0bf, after the claim change of that commit).
+# The run used short mode's evaluation counts of the time (5 episodes per controller, 3 of
+# paper-size CEM); the mode now takes 20 and 5, so the resume commands above need
+# --set eval_episodes=5 --set paper_cem_eval_episodes=3 with the code after that change.
