@@ -20,7 +20,7 @@ import torch
 
 from validation.dmc.config import DMCConfig
 from validation.dmc.train import Session
-from validation.harness import JobContext, JobOutput, load_state, progress
+from validation.harness import JobContext, JobOutput, progress
 
 PHASE_CONTROLLERS = {
     1: ("full_cem",),
@@ -100,19 +100,18 @@ def run_job(job: Job, ctx: JobContext) -> JobOutput | None:
 def open_session(job: Job, ctx: JobContext, phase: int, current: dict[str, Any] | None) -> Session:
     """The session of ``phase``: ``current`` (its state in the job's checkpoint)
     if given, else the previous phase's final state (or ``job.from_checkpoint``)."""
-    session = Session(job.config, torch.device(job.device))
+    device = torch.device(job.device)
     if current is not None:
+        session = Session(job.config, device)
         session.load_state_dict(current)
         return session
-    if phase > 1:
+    if phase == 1:
+        session = Session(job.config, device)
+    else:
         source = ctx.checkpoint_path(final_name(job.name, phase - 1))
         if phase == job.phases[0] and job.from_checkpoint is not None:
             source = Path(job.from_checkpoint)
-        previous = load_state(source)
-        if previous.get("compact", False):
-            session.load_compact(previous)
-        else:
-            session.load_state_dict(previous)
+        session = Session.load(job.config, device, source)
     session.start_phase(phase)
     return session
 
