@@ -183,6 +183,43 @@ def test_resume_is_exact(runs: tuple[Path, Path]) -> None:
     assert ev_a == ev_b
 
 
+@pytest.mark.spec("VAL-2")
+def test_stops_in_final_evaluations_and_ppo_resume_exactly(
+    runs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # The one loop (training.run_units) stopped by the session's budget in
+    # phase 2's final evaluations (after 24 episodes: 21 of phase 1, then 2
+    # training and 1 final evaluation episodes of phase 2) and in phase 3's PPO
+    # episodes (3 more), then resumed: the same states, evaluations and log lines.
+    straight, _ = runs
+    out = tmp_path / "stopped"
+
+    def session() -> dict[str, Any]:
+        saved = torch.load(out / "checkpoints" / f"{JOB}.pt", weights_only=True)
+        return dict(saved["session"])
+
+    assert _smoke(out, "--stop-after-episodes", "24") == STOPPED
+    counters = session()["counters"]
+    assert counters["phase"] == 2 and {k: len(v) for k, v in counters["evals"].items()} == {
+        "full_cem": 1
+    }
+    assert _smoke(out, "--resume", "--stop-after-episodes", "3") == STOPPED
+    assert session()["counters"]["phase"] == 3 and len(session()["rollout"]) == 1
+    assert _smoke(out, "--resume") == 0
+    for phase in (1, 2, 3):
+        final = f"{JOB}.phase{phase}_final.pt"
+        a = torch.load(straight / "checkpoints" / final, weights_only=True)
+        _equal(a, torch.load(out / "checkpoints" / final, weights_only=True), f"phase{phase}")
+    assert (out / "eval.csv").read_text() == (straight / "eval.csv").read_text()
+
+    def logged(run: Path) -> list[str]:
+        """``progress.log`` less its time stamps and wall seconds."""
+        lines = (run / "progress.log").read_text().splitlines()
+        return [re.sub(r"\d+ s\)", "s)", line.split(" ", 1)[1]) for line in lines]
+
+    assert logged(out) == logged(straight)
+
+
 def test_progress_log_has_every_episode(runs: tuple[Path, Path]) -> None:
     # progress.log: one line per metrics row and per final evaluation, kept
     # across --resume (the resumed run logs the same episodes, in two sessions).

@@ -1,18 +1,18 @@
-"""The one resumable training loop of the reproductions (VAL-2).
+"""The one resumable loop of the reproductions (VAL-2).
 
-An experiment supplies a ``Trainer`` (its modules, optimizers, plateau
-schedulers and generator; the loss of one update; the validation metric);
-``train`` runs it for a ``Schedule``: gradient steps with per-module norm
-clipping, validation and scheduler steps, checkpoints, the progress bar,
-``stop_after``. A checkpoint holds everything the next update depends on,
-so a killed and resumed run equals an uninterrupted one bit for bit.
+``run_units`` runs units of work until all are done, each after a ``Budget``
+check (``stop_after``) and followed by the progress bar, a checkpoint when due
+and its log lines; a checkpoint holds all the next unit depends on, so a killed
+and resumed run equals an uninterrupted one bit for bit. ``train`` runs the
+gradient updates of a ``Trainer`` (an experiment's modules, optimizers, plateau
+schedulers, generator, loss and validation) on it; dmc its episodes.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,12 +123,70 @@ def apply_update(trainer: Trainer, losses: Tensor, clip_norm: float) -> None:
         opt.step()
 
 
+@dataclass
+class Budget:
+    """Units this session may still run (``None``: no limit): a job's ``ctx.stop_after``."""
+
+    remaining: int | None = None
+
+    def take(self) -> bool:
+        """Count one more unit; ``False`` when none was left."""
+        if self.remaining is not None:
+            self.remaining -= 1
+        return self.remaining is None or self.remaining >= 0
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What one unit of work did: its ``advance`` of the progress bar, the bar's
+    new ``postfix`` (``None``: as it was), whether a ``checkpoint`` is due, and
+    its ``log`` lines for ``progress.log`` (written after the checkpoint)."""
+
+    advance: int = 1
+    postfix: dict[str, str] | None = None
+    checkpoint: bool = True
+    log: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Loop:
+    """Resumable work (VAL-2): ``units`` yields the units still to run, lazily (the
+    next is chosen after the last ran); ``state()`` is the checkpoint of ``job``; the
+    progress bar counts ``done`` of ``total`` steps of ``description``."""
+
+    job: str
+    units: Iterable[Callable[[], Unit]]
+    state: Callable[[], Mapping[str, Any]]
+    total: int
+    done: int
+    description: str
+
+
+def run_units(loop: Loop, ctx: JobContext, budget: Budget) -> bool:
+    """Run ``loop``'s units until all are done (``True``) or ``budget`` is spent
+    before one (``False``, as a kill would: nothing saved beyond the last checkpoint)."""
+    with progress(loop.total, loop.description, initial=loop.done, position=ctx.position) as bar:
+        for work in loop.units:
+            if not budget.take():
+                return False
+            unit = work()
+            bar.update(unit.advance)
+            if unit.postfix is not None:
+                bar.set_postfix(unit.postfix)
+            if unit.checkpoint:
+                ctx.save_checkpoint(loop.job, loop.state())
+            for line in unit.log:
+                ctx.log(line)
+    return True
+
+
 def train(trainer: Trainer, schedule: Schedule, ctx: JobContext, job: str) -> float | None:
     """Run (or resume from ``job``'s checkpoint in ``ctx``) to ``schedule.updates``.
 
-    Returns the seconds spent training over all sessions, or ``None`` when
-    the run reached ``ctx.stop_after`` updates first (as a kill would: nothing
-    is saved beyond the last checkpoint).
+    A unit of ``run_units`` is one update, then a validation (and scheduler
+    steps) when due; a checkpoint follows every ``checkpoint_every``-th but the
+    last. Returns the seconds spent training over all sessions, or ``None``
+    when the run reached ``ctx.stop_after`` updates first.
     """
     saved = ctx.load_checkpoint(job)
     if saved is None:
@@ -136,21 +194,25 @@ def train(trainer: Trainer, schedule: Schedule, ctx: JobContext, job: str) -> fl
         step, seconds = 0, 0.0
     else:
         step, seconds = trainer.load_state_dict(saved)
-    start = time.perf_counter()
-    with progress(schedule.updates, job, initial=step, position=ctx.position) as bar:
-        while step < schedule.updates:
-            if ctx.stop_after is not None and step >= ctx.stop_after:
-                return None
-            apply_update(trainer, trainer.loss(step), schedule.clip_norm)
-            step += 1
-            bar.update(1)
-            if step % schedule.validate_every == 0 or step == schedule.updates:
-                metrics = trainer.validate(step)
-                for scheduler, metric in zip(trainer.schedulers, metrics, strict=True):
-                    scheduler.step(metric)
-                bar.set_postfix(trainer.after_validation(step, metrics))
-            if step % schedule.checkpoint_every == 0 and step < schedule.updates:
-                seconds += time.perf_counter() - start
-                start = time.perf_counter()
-                ctx.save_checkpoint(job, trainer.state_dict(step, seconds))
-    return seconds + time.perf_counter() - start
+    origin = time.perf_counter() - seconds  # the clock of all sessions
+
+    def update() -> Unit:
+        nonlocal step
+        apply_update(trainer, trainer.loss(step), schedule.clip_norm)
+        step += 1
+        postfix = None
+        if step % schedule.validate_every == 0 or step == schedule.updates:
+            metrics = trainer.validate(step)
+            for scheduler, metric in zip(trainer.schedulers, metrics, strict=True):
+                scheduler.step(metric)
+            postfix = trainer.after_validation(step, metrics)
+        due = step % schedule.checkpoint_every == 0 and step < schedule.updates
+        return Unit(postfix=postfix, checkpoint=due)
+
+    def state() -> dict[str, Any]:
+        return trainer.state_dict(step, time.perf_counter() - origin)
+
+    updates = (update for _ in range(step, schedule.updates))
+    loop = Loop(job, updates, state, schedule.updates, step, job)
+    budget = Budget(None if ctx.stop_after is None else ctx.stop_after - step)
+    return time.perf_counter() - origin if run_units(loop, ctx, budget) else None

@@ -21,7 +21,7 @@ from validation.dmc.config import TASKS, config_for
 from validation.dmc.experiment import apply_overrides
 from validation.dmc.state import export_run
 from validation.dmc.train import Session
-from validation.harness import MODES, load_state, positive_int
+from validation.harness import MODES, positive_int
 
 
 def parser(doc: str | None, checkpoint_help: str) -> argparse.ArgumentParser:
@@ -42,19 +42,13 @@ def open_checkpoint(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     A full checkpoint (``<job>.pt``, ``<job>.phase<p>_final.pt``) restores the
     session exactly; a compact phase boundary (``.compact.pt``, the form
     committed under ``validation/results/dmc/<task>/<mode>/state``) restores
-    its models, buffer and counters with fresh generators (``Session.load_compact``).
+    its models, buffer and counters with fresh generators (``Session.load``).
     """
     if not args.checkpoint.exists():
         parser.error(f"--checkpoint {args.checkpoint} does not exist")
     torch.set_num_threads(args.threads)
     config = apply_overrides(config_for(args.task, args.mode), args.overrides)
-    session = Session(config, torch.device("cpu"))
-    state = load_state(args.checkpoint)
-    if state.get("compact", False):
-        session.load_compact(state)
-    else:
-        session.load_state_dict(state)
-    return session
+    return Session.load(config, torch.device("cpu"), args.checkpoint)
 
 
 def emit(result: dict[str, Any], out: Path | None) -> None:

@@ -12,7 +12,9 @@ finished phase also leaves its final state in ``checkpoints/<job>.phase<p>_final
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,8 @@ import torch
 
 from validation.dmc.config import DMCConfig
 from validation.dmc.train import Session
-from validation.harness import JobContext, JobOutput, load_state, progress
+from validation.harness import JobContext, JobOutput
+from validation.training import Budget, Loop, Unit, run_units
 
 PHASE_CONTROLLERS = {
     1: ("full_cem",),
@@ -60,21 +63,6 @@ def eval_episodes(config: DMCConfig, name: str) -> int:
     return config.paper_cem_eval_episodes if name == "full_cem_paper" else config.eval_episodes
 
 
-@dataclass
-class EpisodeBudget:
-    """Episodes this session may still run (None: no limit); ``--stop-after-episodes``."""
-
-    remaining: int | None = None
-
-    def take(self) -> bool:
-        if self.remaining is None:
-            return True
-        if self.remaining <= 0:
-            return False
-        self.remaining -= 1
-        return True
-
-
 def run_job(job: Job, ctx: JobContext) -> JobOutput | None:
     """Run (or resume) ``job``'s phases; ``None`` when ``ctx.stop_after``
     episodes of this session ended it first. The result: ``{"task", "seed",
@@ -82,7 +70,7 @@ def run_job(job: Job, ctx: JobContext) -> JobOutput | None:
     saved = ctx.load_checkpoint(job.name)
     results: list[dict[str, Any]] = [] if saved is None else list(saved["results"])
     current = None if saved is None else saved["session"]
-    budget = EpisodeBudget(ctx.stop_after)
+    budget = Budget(ctx.stop_after)
     for phase in job.phases:
         if any(result["phase"] == phase for result in results):
             continue
@@ -100,19 +88,18 @@ def run_job(job: Job, ctx: JobContext) -> JobOutput | None:
 def open_session(job: Job, ctx: JobContext, phase: int, current: dict[str, Any] | None) -> Session:
     """The session of ``phase``: ``current`` (its state in the job's checkpoint)
     if given, else the previous phase's final state (or ``job.from_checkpoint``)."""
-    session = Session(job.config, torch.device(job.device))
+    device = torch.device(job.device)
     if current is not None:
+        session = Session(job.config, device)
         session.load_state_dict(current)
         return session
-    if phase > 1:
+    if phase == 1:
+        session = Session(job.config, device)
+    else:
         source = ctx.checkpoint_path(final_name(job.name, phase - 1))
         if phase == job.phases[0] and job.from_checkpoint is not None:
             source = Path(job.from_checkpoint)
-        previous = load_state(source)
-        if previous.get("compact", False):
-            session.load_compact(previous)
-        else:
-            session.load_state_dict(previous)
+        session = Session.load(job.config, device, source)
     session.start_phase(phase)
     return session
 
@@ -122,22 +109,17 @@ def run_phase(
     ctx: JobContext,
     job: str,
     phase: int,
-    budget: EpisodeBudget,
+    budget: Budget,
     results: list[dict[str, Any]],
 ) -> dict[str, Any] | None:
     """Train and evaluate ``phase``; its result, or None if the budget stopped it first.
 
-    After every training and evaluation episode the job's checkpoint gets
-    ``{"results": results, "session": session.state_dict()}``.
+    A loop of ``training.run_units`` (VAL-2) whose units are episodes: those
+    of training (phase 3: PPO), then the final evaluations; after each, the job's
+    checkpoint gets ``{"results": results, "session": session.state_dict()}``.
     """
     config, c = session.config, session.counters
-
-    def save() -> None:
-        ctx.save_checkpoint(job, {"results": results, "session": session.state_dict()})
-
-    def log(line: str) -> None:
-        ctx.log(f"{config.task} phase {phase} {line}")
-
+    prefix = f"{config.task} phase {phase}"
     if phase == 3:
         per_iteration = config.ppo.episodes_per_iteration
         total, unit = config.ppo.iterations * per_iteration, "PPO episodes"
@@ -145,46 +127,50 @@ def run_phase(
     else:
         steps = config.phase1_env_steps if phase == 1 else config.phase2_env_steps
         total, unit, done = steps, "env steps", min(steps, c.phase_env_steps)
-    bar = progress(total, f"{job} phase {phase} ({unit})", initial=done, position=ctx.position)
+    wanted = {name: eval_episodes(config, name) for name in PHASE_CONTROLLERS[phase]}
 
-    def finished_training() -> bool:
+    def training() -> bool:
         if phase == 3:
-            return c.ppo_iterations >= config.ppo.iterations
-        return c.phase_env_steps >= steps
+            return c.ppo_iterations < config.ppo.iterations
+        return c.phase_env_steps < steps
 
-    with bar:
-        while not finished_training():
-            if not budget.take():
-                return None
-            before, logged = c.phase_env_steps, len(session.metrics)
-            row = session.train_episode(phase) if phase < 3 else session.ppo_episode()
-            session.metrics.append(row)
-            session.tick()
-            if finished_training():
-                c.train_seconds = c.phase_seconds
-            save()
-            bar.update(1 if phase == 3 else c.phase_env_steps - before)
-            bar.set_postfix(_shown(row))
-            for new in session.metrics[logged:]:  # the training row, then an evaluation's
-                log(
-                    f"{new['kind']} episode {new['episode']} "
-                    f"({c.phase_env_steps} env steps, {c.phase_seconds:.0f} s): "
-                    + " ".join(f"{k}={v}" for k, v in _shown(new).items())
-                )
-    for name in PHASE_CONTROLLERS[phase]:
-        wanted = eval_episodes(config, name)
-        if wanted == 0:
-            continue
+    def train_episode() -> Unit:
+        before, logged = c.phase_env_steps, len(session.metrics)
+        row = session.train_episode(phase) if phase < 3 else session.ppo_episode()
+        session.metrics.append(row)
+        session.tick()
+        if not training():
+            c.train_seconds = c.phase_seconds
+        lines = tuple(  # the training row, then an evaluation's
+            f"{prefix} {new['kind']} episode {new['episode']} "
+            f"({c.phase_env_steps} env steps, {c.phase_seconds:.0f} s): "
+            + " ".join(f"{k}={v}" for k, v in _shown(new).items())
+            for new in session.metrics[logged:]
+        )
+        return Unit(1 if phase == 3 else c.phase_env_steps - before, _shown(row), log=lines)
+
+    def final_evaluation(name: str) -> Unit:
         rewards = c.evals.setdefault(name, [])
-        while len(rewards) < wanted:
-            if not budget.take():
-                return None
-            controller = session.controller(name)
-            controller.reset()
-            rewards.append(session.play(controller, noise=0.0, evaluation=True).total_reward)
-            session.tick()
-            save()
-            log(f"final eval {name} {len(rewards)}/{wanted}: reward={rewards[-1]:.3g}")
+        controller = session.controller(name)
+        controller.reset()
+        rewards.append(session.play(controller, noise=0.0, evaluation=True).total_reward)
+        session.tick()
+        line = f"{prefix} final eval {name} {len(rewards)}/{wanted[name]}: reward={rewards[-1]:.3g}"
+        return Unit(0, log=(line,))
+
+    def units() -> Iterator[Callable[[], Unit]]:
+        while training():
+            yield train_episode
+        for name, n in wanted.items():
+            while len(c.evals.get(name, [])) < n:
+                yield partial(final_evaluation, name)
+
+    def state() -> dict[str, Any]:
+        return {"results": results, "session": session.state_dict()}
+
+    loop = Loop(job, units(), state, total, done, f"{job} phase {phase} ({unit})")
+    if not run_units(loop, ctx, budget):
+        return None
     speed = session.speed() if phase == 2 else {}
     session.tick()
     return {

@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,7 +43,7 @@ from validation.dmc.envs import DMCEnv
 from validation.dmc.ppo import ValueNet, ppo_update, tuned_parameters
 from validation.dmc.rssm import RSSM, Belief
 from validation.dmc.state import expand
-from validation.harness import timed
+from validation.harness import load_state, timed
 
 EVAL_SEED_OFFSET = 10_000
 """The evaluation environment's seed is the run's seed plus this (its own episode stream)."""
@@ -165,6 +166,15 @@ class Session:
         self.counters = _counters(state["counters"])
         self.metrics = [dict(row) for row in state["metrics"]]
         self.rollout = [_episode_from_state(item) for item in state["rollout"]]
+
+    @classmethod
+    def load(cls, config: DMCConfig, device: torch.device, source_path: Path) -> Session:
+        """A session of ``config`` on ``device`` from the state saved at ``source_path``:
+        a full ``state_dict`` restores it exactly, a compact phase boundary
+        (``state["compact"]``) through ``load_compact``."""
+        session, state = cls(config, device), load_state(source_path)
+        (session.load_compact if state.get("compact", False) else session.load_state_dict)(state)
+        return session
 
     def load_compact(self, state: dict[str, Any]) -> None:
         """Start from a compact phase boundary (``validation.dmc.state.compact``):
