@@ -108,16 +108,14 @@ def tensor_bytes(state: Mapping[str, Any]) -> bytes:
 
 @dataclass(frozen=True)
 class JobContext:
-    """What a job sees of its run, in whatever process or machine runs it:
-    its checkpoints under ``root`` (shared storage, or the worker's own disk,
-    where a retry on the same machine still finds them). No clock, no summary.
+    """What a job sees of its run, in whatever process or machine runs it: its
+    checkpoints under ``root`` (shared storage, or the worker's own disk, where a
+    retry on the same machine still finds them). No clock, no summary.
 
-    ``stop_after`` ends a job once it has done that much work, as a kill
-    would (tests of exact resume; the experiment names the unit: updates for
-    ``training.train``, episodes of this session for ``dmc``); ``threads`` is
-    its torch thread count (``--threads``); ``position`` places its progress
-    bar; ``on_checkpoint`` is called after each checkpoint (the in-process
-    executor records the run's time there).
+    ``stop_after`` ends the job after that much work, as a kill would (VAL-2; the
+    experiment names the unit); ``threads`` is its torch thread count (VAL-7);
+    ``position`` places its progress bar; ``on_checkpoint`` is called after each
+    checkpoint (the in-process executor records the run's time there).
     """
 
     root: Path
@@ -260,12 +258,10 @@ class RunDirectory:
         pyplot().close(fig)
 
     def wall_seconds(self) -> float:
-        """Wall time of this run over all its sessions (``--resume`` adds up).
-
-        ``timing.json`` holds the total up to this session's last record (a
-        checkpoint, a finished job, or a periodic record of an executor): time
-        a kill then lost is not counted. Only this process writes it.
-        """
+        """Wall time of this run over all its sessions (``--resume`` adds up): the
+        total in ``timing.json`` as of the last ``record_time`` (a checkpoint, a
+        finished job, or an executor's periodic record; time a kill then lost is
+        not counted), plus the time since."""
         return self._recorded_seconds() + time.perf_counter() - self._session_start
 
     def record_time(self) -> None:
