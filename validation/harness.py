@@ -163,9 +163,7 @@ class RunDirectory:
         resume: bool = False,
         fresh: bool = False,
     ) -> None:
-        self.root = root
-        self.name = name
-        self.mode = mode
+        self.root, self.name, self.mode = root, name, mode
         self._session_start = time.perf_counter()
         has_state = any((root / sub).exists() and any((root / sub).iterdir()) for sub in STATE_DIRS)
         config_path = root / "config.json"
