@@ -16,7 +16,6 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -54,23 +53,18 @@ REQUIRED_LOSS_DROP = 5.0
 """Part 2 passes when the training loss falls at least this many times."""
 
 
-def rastrigin(shift: Tensor) -> Callable[[Tensor], Tensor]:
-    """Shifted Rastrigin, minimum 0 at ``shift (B, d)``; maps ``(B, N, d)`` → ``(B, N)``."""
+def optimize(settings: DemoSettings, seed: int) -> dict[str, float]:
+    """Part 1: median final value of random search, CEM and DCEM."""
+    gen = torch.Generator().manual_seed(seed)
+    shift = torch.rand(settings.batch, settings.dim, generator=gen) * 4 - 2
 
     def f(x: Tensor) -> Tensor:
+        """Shifted Rastrigin, minimum 0 at ``shift (B, d)``; maps ``(B, N, d)`` → ``(B, N)``."""
         z = x - shift.unsqueeze(1)
         return (z * z - RASTRIGIN_AMPLITUDE * torch.cos(2 * math.pi * z)).sum(-1) + (
             RASTRIGIN_AMPLITUDE * z.shape[-1]
         )
 
-    return f
-
-
-def optimize(settings: DemoSettings, seed: int) -> dict[str, float]:
-    """Part 1: median final value of random search, CEM and DCEM."""
-    gen = torch.Generator().manual_seed(seed)
-    shift = torch.rand(settings.batch, settings.dim, generator=gen) * 4 - 2
-    f = rastrigin(shift)
     init = torch.zeros(settings.batch, settings.dim)
     budget = settings.n_sample * settings.n_iter
     samples = torch.randn(settings.batch, budget, settings.dim, generator=gen) * 3.0

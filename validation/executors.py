@@ -21,11 +21,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import torch
 
+from validation import provenance
 from validation.harness import Experiment, JobContext, JobOutput, NamedJob, RunDirectory
 
 RETRIES = 2
@@ -52,43 +53,41 @@ def in_process(
         run.accept(job.name, run_job(experiment, job, ctx))
 
 
-def process_pool(processes: int) -> Executor:
-    """Up to ``processes`` spawned worker processes, ``ctx.threads`` torch threads each."""
-
-    def execute(
-        experiment: Experiment[Any, Any],
-        jobs: Sequence[NamedJob],
-        run: RunDirectory,
-        ctx: JobContext,
-    ) -> None:
-        remaining = {job.name: job for job in jobs}
-        for attempt in range(RETRIES + 1):
-            try:
-                _pool_round(experiment, list(remaining.values()), run, ctx, processes, remaining)
-                return
-            except BrokenProcessPool:
-                if attempt == RETRIES:
-                    raise
-                run.context().log(
-                    f"a worker died; restarting {sorted(remaining)} from their checkpoints"
-                )
-
-    return execute
-
-
-def _pool_round(
+def process_pool(
+    processes: int,
     experiment: Experiment[Any, Any],
     jobs: Sequence[NamedJob],
     run: RunDirectory,
     ctx: JobContext,
-    processes: int,
-    remaining: dict[str, NamedJob],
 ) -> None:
+    """Up to ``processes`` spawned worker processes, ``ctx.threads`` torch threads each
+    (``partial(process_pool, processes)`` is an ``Executor``)."""
+    remaining = {job.name: job for job in jobs}
+    for attempt in range(RETRIES + 1):
+        try:
+            _pool_round(processes, experiment, remaining, run, ctx)
+            return
+        except BrokenProcessPool:
+            if attempt == RETRIES:
+                raise
+            run.context().log(
+                f"a worker died; restarting {sorted(remaining)} from their checkpoints"
+            )
+
+
+def _pool_round(
+    processes: int,
+    experiment: Experiment[Any, Any],
+    remaining: dict[str, NamedJob],
+    run: RunDirectory,
+    ctx: JobContext,
+) -> None:
+    """One pool for the jobs of ``remaining``; a job leaves it once the driver accepted it."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(processes, len(jobs)), mp_context=context) as pool:
+    with ProcessPoolExecutor(min(processes, len(remaining)), mp_context=context) as pool:
         futures: dict[Future[JobOutput | None], NamedJob] = {
             pool.submit(run_job, experiment, job, replace(ctx, position=i)): job
-            for i, job in enumerate(jobs)
+            for i, job in enumerate(remaining.values())
         }
         pending = set(futures)
         while pending:
@@ -100,41 +99,39 @@ def _pool_round(
             run.record_time()
 
 
-def ray_tasks(address: str | None) -> Executor:
+def ray_tasks(
+    address: str | None,
+    experiment: Experiment[Any, Any],
+    jobs: Sequence[NamedJob],
+    run: RunDirectory,
+    ctx: JobContext,
+) -> None:
     """One Ray task per job (``ctx.threads`` CPUs each), on the cluster at ``address``, or
-    on the Ray instance this process already started, or on a new local one.
+    on the Ray instance this process already started, or on a new local one
+    (``partial(ray_tasks, address)`` is an ``Executor``).
 
     The run directory must be on storage that every node sees at the same
     path for checkpoints to survive a lost node; results and files always
     come back to the driver. Ray restarts a task whose worker died
     (``max_retries``), and the task resumes from its checkpoint.
     """
-
-    def execute(
-        experiment: Experiment[Any, Any],
-        jobs: Sequence[NamedJob],
-        run: RunDirectory,
-        ctx: JobContext,
-    ) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise SystemExit("--executor ray needs Ray: pip install -e '.[cluster]'") from None
-        if not ray.is_initialized():
-            ray.init(
-                address=address,
-                runtime_env={"working_dir": str(_repository())},
-                _temp_dir=None if address is not None else ray_temp_dir(),
-            )
-        task = ray.remote(num_cpus=ctx.threads, max_retries=RETRIES)(run_job)
-        refs = {task.remote(experiment, job, ctx): job for job in jobs}
-        while refs:
-            done, _ = ray.wait(list(refs), num_returns=1, timeout=RECORD_SECONDS)
-            for ref in done:
-                run.accept(refs.pop(ref).name, ray.get(ref))
-            run.record_time()
-
-    return execute
+    try:
+        import ray
+    except ImportError:
+        raise SystemExit("--executor ray needs Ray: pip install -e '.[cluster]'") from None
+    if not ray.is_initialized():
+        ray.init(
+            address=address,
+            runtime_env={"working_dir": str(provenance.ROOT)},  # Ray ships the checkout
+            _temp_dir=None if address is not None else ray_temp_dir(),
+        )
+    task = ray.remote(num_cpus=ctx.threads, max_retries=RETRIES)(run_job)
+    refs = {task.remote(experiment, job, ctx): job for job in jobs}
+    while refs:
+        done, _ = ray.wait(list(refs), num_returns=1, timeout=RECORD_SECONDS)
+        for ref in done:
+            run.accept(refs.pop(ref).name, ray.get(ref))
+        run.record_time()
 
 
 def ray_temp_dir() -> str:
@@ -151,12 +148,7 @@ def ray_temp_dir() -> str:
 def executor_for(args: argparse.Namespace) -> Executor:
     """The executor that ``--executor``, ``--jobs`` and ``--ray-address`` choose."""
     if args.executor == "ray" or args.ray_address is not None:
-        return ray_tasks(args.ray_address)
+        return partial(ray_tasks, args.ray_address)
     if args.jobs > 1:
-        return process_pool(args.jobs)
+        return partial(process_pool, args.jobs)
     return in_process
-
-
-def _repository() -> Path:
-    """The checkout that holds ``validation`` (Ray ships it to the workers)."""
-    return Path(__file__).resolve().parent.parent

@@ -1,24 +1,19 @@
-"""The contract every validation script keeps, and the driver that keeps it.
+"""The contract every validation script keeps, and the driver that keeps it (VAL-1 to VAL-8).
 
-A reproduction is an ``Experiment`` (its options, its config, its jobs,
-``run_job(job, ctx)``, its figures and its claims); ``main(experiment, argv)``
-owns the rest. ``python -m validation.<name> --mode {smoke,short,full}
---out DIR`` (plus ``--seeds``, ``--device``, ``--jobs``, ``--executor``,
-``--ray-address``, ``--resume``/``--fresh`` and options of its own) writes
-into ``DIR``:
+A reproduction is an ``Experiment`` (its options, config, jobs, ``run_job(job,
+ctx)``, figures and claims); ``main(experiment, argv)`` owns the rest: the
+shared options (VAL-1, VAL-7), and the files it writes into ``--out DIR``:
 
 - ``config.json``: the resolved settings (checked on ``--resume``);
 - ``checkpoints/<job>.pt``: resumable state of unfinished jobs, written
   atomically by whichever process runs the job;
-- ``jobs/<job>.json``: the result of every finished job (never recomputed),
-  written by the driver, with the files the job returned;
+- ``jobs/<job>.json``: each finished job's result (never recomputed), written
+  by the driver with the files the job returned;
 - ``timing.json``: wall time over all sessions, kept by the driver alone (VAL-3);
 - ``progress.log``: time-stamped lines (also on stderr when it is not a terminal);
 - metrics CSVs, PNG figures;
-- ``summary.json``: ``{"name", "mode", "wall_seconds", "claims": [...], ...}``,
-  each claim ``{"id", "description", "paper", "measured", "target", "pass"}``
-  tying a measured number to a figure of the paper, then the experiment's
-  details and the run's provenance; written once, by ``finish``.
+- ``summary.json``: name, mode, ``wall_seconds``, the claims (``Claim.as_dict``),
+  the experiment's details and the run's provenance; written once, by ``finish``.
 """
 
 from __future__ import annotations
@@ -113,16 +108,14 @@ def tensor_bytes(state: Mapping[str, Any]) -> bytes:
 
 @dataclass(frozen=True)
 class JobContext:
-    """What a job sees of its run, in whatever process or machine runs it:
-    its checkpoints under ``root`` (shared storage, or the worker's own disk,
-    where a retry on the same machine still finds them). No clock, no summary.
+    """What a job sees of its run, in whatever process or machine runs it: its
+    checkpoints under ``root`` (shared storage, or the worker's own disk, where a
+    retry on the same machine still finds them). No clock, no summary.
 
-    ``stop_after`` ends a job once it has done that much work, as a kill
-    would (tests of exact resume; the experiment names the unit: updates for
-    ``training.train``, episodes of this session for ``dmc``); ``threads`` is
-    its torch thread count (``--threads``); ``position`` places its progress
-    bar; ``on_checkpoint`` is called after each checkpoint (the in-process
-    executor records the run's time there).
+    ``stop_after`` ends the job after that much work, as a kill would (VAL-2; the
+    experiment names the unit); ``threads`` is its torch thread count (VAL-7);
+    ``position`` places its progress bar; ``on_checkpoint`` is called after each
+    checkpoint (the in-process executor records the run's time there).
     """
 
     root: Path
@@ -170,9 +163,7 @@ class RunDirectory:
         resume: bool = False,
         fresh: bool = False,
     ) -> None:
-        self.root = root
-        self.name = name
-        self.mode = mode
+        self.root, self.name, self.mode = root, name, mode
         self._session_start = time.perf_counter()
         has_state = any((root / sub).exists() and any((root / sub).iterdir()) for sub in STATE_DIRS)
         config_path = root / "config.json"
@@ -265,12 +256,10 @@ class RunDirectory:
         pyplot().close(fig)
 
     def wall_seconds(self) -> float:
-        """Wall time of this run over all its sessions (``--resume`` adds up).
-
-        ``timing.json`` holds the total up to this session's last record (a
-        checkpoint, a finished job, or a periodic record of an executor): time
-        a kill then lost is not counted. Only this process writes it.
-        """
+        """Wall time of this run over all its sessions (``--resume`` adds up): the
+        total in ``timing.json`` as of the last ``record_time`` (a checkpoint, a
+        finished job, or an executor's periodic record; time a kill then lost is
+        not counted), plus the time since."""
         return self._recorded_seconds() + time.perf_counter() - self._session_start
 
     def record_time(self) -> None:
@@ -490,10 +479,8 @@ def base_parser(name: str, description: str) -> argparse.ArgumentParser:
     """The options every script shares (``main`` adds the executors' for an ``Experiment``)."""
     parser = argparse.ArgumentParser(prog=f"python -m validation.{name}", description=description)
     parser.add_argument("--mode", choices=MODES, default="smoke")
-    parser.add_argument("--out", type=Path, default=None, help="run directory (runs/NAME/MODE)")
-    parser.add_argument(
-        "--seeds", type=parse_seeds, default=None, help="a count or a comma list (mode default)"
-    )
+    parser.add_argument("--out", type=Path, help="run directory (runs/NAME/MODE)")
+    parser.add_argument("--seeds", type=parse_seeds, help="a count or a comma list (mode default)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument(
         "--jobs", type=positive_int, default=1, help="local worker processes (1: in this process)"
@@ -513,13 +500,11 @@ def main(experiment: Experiment[Any, Any], argv: Sequence[str] | None = None) ->
     parser.add_argument(
         "--executor", choices=("local", "ray"), default="local", help="where jobs run"
     )
-    parser.add_argument(
-        "--ray-address", default=None, help="an existing Ray cluster (default: start one here)"
-    )
+    parser.add_argument("--ray-address", help="an existing Ray cluster (default: start one here)")
     parser.add_argument(
         "--threads", type=positive_int, default=1, help="torch CPU threads per job (default 1)"
     )
-    parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
     experiment.add_options(parser)
     args = parser.parse_args(argv)
     if args.stop_after is not None and args.stop_after < 0:
@@ -528,27 +513,23 @@ def main(experiment: Experiment[Any, Any], argv: Sequence[str] | None = None) ->
         torch.empty(0, device=torch.device(args.device))
     except (RuntimeError, AssertionError) as error:
         parser.error(f"--device {args.device!r} is not usable: {error}")
+    out: Path = (args.out or Path("runs") / experiment.name / args.mode).resolve()
+    resume = args.resume
     try:
         config = experiment.configure(args)
+        if isinstance(experiment, PreparesRun):
+            resume = experiment.prepare_run(args, out) or resume
     except ValueError as error:
         parser.error(str(error))
     record = asdict(config) if is_dataclass(config) and not isinstance(config, type) else config
-    out: Path = (args.out or Path("runs") / experiment.name / args.mode).resolve()
-    name, mode, resume = experiment.name, args.mode, args.resume
-    if isinstance(experiment, PreparesRun):
-        try:
-            resume = experiment.prepare_run(args, out) or resume
-        except ValueError as error:
-            parser.error(str(error))
-    run = RunDirectory(out, name, mode, record, resume=resume, fresh=args.fresh)
+    run = RunDirectory(out, experiment.name, args.mode, record, resume=resume, fresh=args.fresh)
     jobs = list(experiment.jobs(config, args.mode))
     pending = [job for job in jobs if run.load_result(job.name) is None]
     executor_for(args)(experiment, pending, run, run.context(args.stop_after, args.threads))
-    results = [run.load_result(job.name) for job in jobs]
-    if any(result is None for result in results):
+    finished = [result for job in jobs if (result := run.load_result(job.name)) is not None]
+    if len(finished) < len(jobs):
         print(f"stopped early (--stop-after); continue with --resume --out {out}", file=sys.stderr)
         return STOPPED
-    finished = [result for result in results if result is not None]
     experiment.figures(config, finished, run)
     report = experiment.claims(config, finished, run)
     summary = run.finish(report.claims, report.details)

@@ -41,23 +41,13 @@ PLUMBING = frozenset(
 )
 """Files that run experiments and write their outputs but compute no number of them."""
 
-DEFAULT_RESULTS = ROOT / "validation" / "results"
-
 
 def loaded_sources() -> list[str]:
     """The repository files (relative paths) of the modules this process has loaded."""
-    found = set()
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__file__", None)
-        if path is None:
-            continue
-        try:
-            relative = Path(path).resolve().relative_to(ROOT).as_posix()
-        except ValueError:
-            continue
-        if relative.split("/")[0] in PACKAGES and relative not in PLUMBING:
-            found.add(relative)
-    return sorted(found)
+    files = [getattr(module, "__file__", None) for module in list(sys.modules.values())]
+    paths = [Path(file).resolve() for file in files if file is not None]
+    relative = {path.relative_to(ROOT).as_posix() for path in paths if path.is_relative_to(ROOT)}
+    return sorted(name for name in relative - PLUMBING if name.split("/")[0] in PACKAGES)
 
 
 def file_hashes(files: Iterable[str], root: Path = ROOT) -> dict[str, str]:
@@ -127,7 +117,7 @@ def report(folders: Sequence[Path], root: Path = ROOT) -> tuple[list[str], bool]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m validation.provenance", description=__doc__)
-    parser.add_argument("folders", nargs="*", type=Path, default=[DEFAULT_RESULTS])
+    parser.add_argument("folders", nargs="*", type=Path, default=[ROOT / "validation" / "results"])
     args = parser.parse_args(argv)
     lines, current = report(args.folders)
     print("\n".join(lines) if lines else "no summary.json found")
