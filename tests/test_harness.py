@@ -132,6 +132,18 @@ class Counting:
         return Report([at_least("total", "sum of counts", "—", total, 11.0)], {"total": total})
 
 
+@pytest.mark.spec("VAL-1", "VAL-4")
+def test_a_finished_run_resumes_with_a_process_pool_without_starting_one(tmp_path: Path) -> None:
+    # Resuming a finished run leaves no job to run: with --jobs 2 that used to ask
+    # ProcessPoolExecutor for zero workers (ValueError) instead of rewriting the summary.
+    out = ["--out", str(tmp_path)]
+    assert harness.main(Counting(), out) == 0
+    first = json.loads((tmp_path / "summary.json").read_text())
+    assert harness.main(Counting(), [*out, "--resume", "--jobs", "2"]) == 0
+    again = json.loads((tmp_path / "summary.json").read_text())
+    assert again["claims"] == first["claims"] and again["total"] == 11.0
+
+
 @pytest.mark.spec("VAL-1")
 def test_the_driver_stops_resumes_and_writes_the_summary_once(tmp_path: Path) -> None:
     out = ["--out", str(tmp_path)]

@@ -525,7 +525,8 @@ def main(experiment: Experiment[Any, Any], argv: Sequence[str] | None = None) ->
     run = RunDirectory(out, experiment.name, args.mode, record, resume=resume, fresh=args.fresh)
     jobs = list(experiment.jobs(config, args.mode))
     pending = [job for job in jobs if run.load_result(job.name) is None]
-    executor_for(args)(experiment, pending, run, run.context(args.stop_after, args.threads))
+    if pending:  # a finished run resumed has none: no pool or cluster to start
+        executor_for(args)(experiment, pending, run, run.context(args.stop_after, args.threads))
     finished = [result for job in jobs if (result := run.load_result(job.name)) is not None]
     if len(finished) < len(jobs):
         print(f"stopped early (--stop-after); continue with --resume --out {out}", file=sys.stderr)
