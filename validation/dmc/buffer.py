@@ -12,6 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+FIELDS = ("observations", "actions", "rewards", "lengths")
+"""The buffer's tensors, its ``state_dict`` in this order."""
+
 
 class EpisodeBuffer:
     """Whole episodes; samples ``batch`` sequences of ``length`` consecutive steps."""
@@ -47,6 +50,12 @@ class EpisodeBuffer:
         self.rewards = torch.cat((self.rewards, rewards.float()))
         self.lengths = torch.cat((self.lengths, torch.tensor([length])))
 
+    def _offsets(self) -> tuple[Tensor, Tensor]:
+        """Each episode's index of its first action/reward and of its first
+        observation ``(episodes,)`` (an episode has ``L + 1`` observations)."""
+        step_offset = torch.cumsum(self.lengths, 0) - self.lengths
+        return step_offset, step_offset + torch.arange(self.episodes)
+
     def sample(
         self, batch: int, length: int, generator: torch.Generator, first_episode: int = 0
     ) -> tuple[Tensor, Tensor, Tensor]:
@@ -61,8 +70,7 @@ class EpisodeBuffer:
         start = (
             torch.rand(batch, generator=generator, dtype=torch.float64) * valid[episode].double()
         ).long()
-        step_offset = torch.cumsum(self.lengths, 0) - self.lengths  # first action/reward index
-        obs_offset = step_offset + torch.arange(self.episodes)  # each episode has L+1 observations
+        step_offset, obs_offset = self._offsets()
         window = torch.arange(length)
         step_index = (step_offset[episode] + start).unsqueeze(1) + window
         obs_index = (obs_offset[episode] + start).unsqueeze(1) + window
@@ -84,8 +92,7 @@ class EpisodeBuffer:
         ``a_0 … a_{T−1}`` with ``T = max(steps)``; a row past its own step repeats
         its last entry (the caller reads row ``b`` at index ``steps[b]`` only)."""
         length = int(steps.max())
-        step_offset = torch.cumsum(self.lengths, 0) - self.lengths
-        obs_offset = step_offset + torch.arange(self.episodes)
+        step_offset, obs_offset = self._offsets()
         window = torch.arange(length + 1)
         obs_index = obs_offset[episodes].unsqueeze(1) + torch.minimum(window, steps.unsqueeze(1))
         last_action = (steps - 1).clamp(min=0).unsqueeze(1)
@@ -95,15 +102,8 @@ class EpisodeBuffer:
         return self.observations[obs_index], self.actions[step_index]
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {
-            "observations": self.observations,
-            "actions": self.actions,
-            "rewards": self.rewards,
-            "lengths": self.lengths,
-        }
+        return {name: getattr(self, name) for name in FIELDS}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.observations = state["observations"]
-        self.actions = state["actions"]
-        self.rewards = state["rewards"]
-        self.lengths = state["lengths"]
+        for name in FIELDS:
+            setattr(self, name, state[name])
