@@ -51,11 +51,13 @@ def open_checkpoint(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     return Session.load(config, torch.device("cpu"), args.checkpoint)
 
 
-def emit(result: dict[str, Any], out: Path | None) -> None:
-    """Print ``result`` as JSON and write it to ``out`` when given."""
-    text = json.dumps(result, indent=2)
-    if out is not None:
-        out.write_text(text + "\n", encoding="utf-8")
+def emit(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Print ``result`` after the checkpoint, task and overrides as JSON, and write
+    it to ``--out`` when given."""
+    shared = {"checkpoint": str(args.checkpoint), "task": args.task, "overrides": args.overrides}
+    text = json.dumps({**shared, **result}, indent=2)
+    if args.out is not None:
+        args.out.write_text(text + "\n", encoding="utf-8")
     print(text)
 
 

@@ -33,10 +33,8 @@ from typing import Any
 
 from validation.dmc import checkpoint_tool
 from validation.dmc.diagnostics import model_return
+from validation.dmc.train import CONTROLLERS
 from validation.harness import positive_int
-
-CONTROLLERS = ("full_cem", "full_cem_paper", "latent_dcem")
-"""Controllers compared; ``full_cem_paper`` is full CEM at N=1000, k=100, T=10."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,15 +72,12 @@ def main(argv: list[str] | None = None) -> int:
             "median_filtered": statistics.median(r["filtered"] for r in rows),
         }
     report = {
-        "checkpoint": str(args.checkpoint),
-        "task": args.task,
-        "overrides": args.overrides,
         "decoder_updates": args.decoder_updates,
         "decoder_cost_first_last": ([decoder_costs[0], decoder_costs[-1]] if decoder_costs else []),
         "decoder_seconds": decoder_seconds,
         "controllers": results,
     }
-    checkpoint_tool.emit(report, args.out)
+    checkpoint_tool.emit(args, report)
     return 0
 
 

@@ -30,16 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     repeats = [session.speed() for _ in range(args.repeats)]
     ratios = [r["full_cem_paper_ms"] / r["latent_dcem_ms"] for r in repeats]
     result = {
-        "checkpoint": str(args.checkpoint),
-        "task": args.task,
-        "overrides": args.overrides,
         "threads": args.threads,
         "torch": torch.__version__,
         "repeats_ms": repeats,
         "paper_cem_over_latent_dcem": ratios,
         "median_ratio": statistics.median(ratios),
     }
-    checkpoint_tool.emit(result, args.out)
+    checkpoint_tool.emit(args, result)
     return 0
 
 
