@@ -31,13 +31,11 @@ from validation.dmc.rssm import RSSM, Belief
 
 
 class Controller(Protocol):
-    """A planner on the model: ``act`` maps the filter's belief ``(1, ·)`` to an
-    action ``(1, n_u)``; ``last_cost`` ``(1,)`` is the model cost (the negative
-    predicted ``H``-step return) of the plan behind the last action."""
+    """A planner on the model, one per episode: ``act`` maps the filter's belief
+    ``(1, ·)`` to an action ``(1, n_u)``; ``last_cost`` ``(1,)`` is the model cost
+    (the negative predicted ``H``-step return) of the plan behind the last action."""
 
     last_cost: Tensor
-
-    def reset(self) -> None: ...
 
     def act(self, belief: Belief) -> Tensor: ...
 
@@ -222,9 +220,6 @@ class LatentDCEM:
         self.config = config
         self.generator = generator
         self.last_cost = torch.zeros(1)
-
-    def reset(self) -> None:
-        """Latent DCEM starts every solve at the box's centre: nothing to reset."""
 
     def act(self, belief: Belief) -> Tensor:
         with torch.no_grad():

@@ -53,11 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, Any] = {}
     for name in args.controllers:
-        controller = session.controller(name)
         rows = []
         for _ in range(args.episodes):
-            controller.reset()
-            episode = session.play(controller, noise=0.0, evaluation=True)
+            episode = session.evaluate(name)
             rows.append(
                 {
                     "real": episode.total_reward,

@@ -151,9 +151,7 @@ def run_phase(
 
     def final_evaluation(name: str) -> Unit:
         rewards = c.evals.setdefault(name, [])
-        controller = session.controller(name)
-        controller.reset()
-        rewards.append(session.play(controller, noise=0.0, evaluation=True).total_reward)
+        rewards.append(session.evaluate(name).total_reward)
         session.tick()
         line = f"{prefix} final eval {name} {len(rewards)}/{wanted[name]}: reward={rewards[-1]:.3g}"
         return Unit(0, log=(line,))

@@ -316,7 +316,8 @@ class Session:
     # -- controllers -----------------------------------------------------------
 
     def controller(self, name: str) -> FullCEM | LatentDCEM:
-        """The controller ``name`` (one of ``CONTROLLERS``) on the current model."""
+        """The controller ``name`` (one of ``CONTROLLERS``) on the current model, fresh
+        for an episode."""
         if name == "full_cem":
             return FullCEM(self.model, self.config.cem, self.env, self.device, self.dev_gen)
         if name == "full_cem_paper":
@@ -355,7 +356,6 @@ class Session:
             episode = self.play(None, noise=0.0)
         else:
             controller = self.controller("full_cem" if phase == 1 else "latent_dcem")
-            controller.reset()
 
             def after_step(step: int) -> None:
                 for _ in range(updates_due(step, config.model.updates_per_episode, length)):
@@ -382,11 +382,13 @@ class Session:
             return self.eval_row(phase, "full_cem" if phase == 1 else "latent_dcem")
         return row
 
+    def evaluate(self, name: str) -> Episode:
+        """One noise-free episode of controller ``name`` on the evaluation environment."""
+        return self.play(self.controller(name), noise=0.0, evaluation=True)
+
     def eval_row(self, phase: int, name: str) -> Row:
         """One noise-free episode of ``name`` for the learning curves."""
-        controller = self.controller(name)
-        controller.reset()
-        episode = self.play(controller, noise=0.0, evaluation=True)
+        episode = self.evaluate(name)
         row = self._row(episode, phase, f"eval_{name}")
         row.update(held_out_diagnostics(self.model, episode, OPEN_LOOP_STEPS))
         return row
@@ -458,7 +460,6 @@ class Session:
         result = {}
         for name in CONTROLLERS:
             controller = self.controller(name)
-            controller.reset()
             controller.act(beliefs[0])  # warm-up
 
             def steps(controller: Controller = controller) -> None:
