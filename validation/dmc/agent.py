@@ -75,45 +75,13 @@ class Solution:
     latent: Tensor | None = None
 
 
-def full_plan(
-    model: RSSM,
-    config: CEMConfig,
-    belief: Belief,
-    lb: Tensor,
-    ub: Tensor,
-    warm_start: Tensor,
-    generator: torch.Generator,
-) -> Solution:
-    """Eq. 7 over ``(H, n_u)`` from ``warm_start (B, H, n_u)``: ``impl.cem.solve``
-    with ``config.solver`` whole, ``σ₀ = INIT_STD_SCALE · (ub − lb)`` (the
-    paper's expert), samples clipped to the bounds ``(n_u,)``."""
-    batch, horizon, n_u = warm_start.shape
-    cost_fn = planning_cost(model, belief)
-
-    def flat_cost(flat: Tensor) -> Tensor:
-        return cost_fn(flat.reshape(batch, flat.shape[1], horizon, n_u))
-
-    flat_lb = lb.expand(horizon, n_u).reshape(1, horizon * n_u)
-    flat_ub = ub.expand(horizon, n_u).reshape(1, horizon * n_u)
-    result = solve(
-        flat_cost,
-        warm_start.reshape(batch, horizon * n_u),
-        (INIT_STD_SCALE * (flat_ub - flat_lb)),
-        config.solver,
-        lb=flat_lb,
-        ub=flat_ub,
-        generator=generator,
-    )
-    cost = result.best_value if config.solver.output == "best" else flat_cost(result.x[:, None])
-    return Solution(result.x.reshape(batch, horizon, n_u), cost.reshape(batch))
-
-
 class FullCEM:
-    """Receding-horizon CEM over the full ``H × n_u`` action space (App. E).
+    """Receding-horizon CEM over the full ``H × n_u`` action space (App. E), fresh
+    for each episode.
 
-    ``reset()`` at every episode start; ``act(belief)`` plans without a graph,
-    from the previous plan shifted by one step (its tail at the bounds'
-    midpoint, CTL-5); ``last_cost`` is the model cost of the last plan ``(1,)``.
+    ``act(belief)`` plans without a graph, from the previous plan shifted by one
+    step (its tail at the bounds' midpoint, CTL-5); ``last_cost`` is the model
+    cost of the last plan ``(1,)``.
     """
 
     def __init__(
@@ -133,17 +101,34 @@ class FullCEM:
         self.warm_start = self.midpoint.expand(1, config.horizon, env.action_dim).clone()
         self.last_cost = torch.zeros(1)
 
-    def reset(self) -> None:
-        self.warm_start = self.midpoint.expand_as(self.warm_start).clone()
-
     def act(self, belief: Belief) -> Tensor:
+        """Eq. 7 over ``(H, n_u)`` from the warm start ``(1, H, n_u)``:
+        ``impl.cem.solve`` with ``config.solver`` whole, ``σ₀ = INIT_STD_SCALE ·
+        (ub − lb)`` (the paper's expert), samples clipped to the bounds ``(n_u,)``."""
+        batch, horizon, n_u = self.warm_start.shape
+        cost_fn = planning_cost(self.model, belief)
+
+        def flat_cost(flat: Tensor) -> Tensor:
+            return cost_fn(flat.reshape(batch, flat.shape[1], horizon, n_u))
+
         with torch.no_grad():
-            plan = full_plan(
-                self.model, self.config, belief, self.lb, self.ub, self.warm_start, self.generator
+            flat_lb = self.lb.expand(horizon, n_u).reshape(1, horizon * n_u)
+            flat_ub = self.ub.expand(horizon, n_u).reshape(1, horizon * n_u)
+            result = solve(
+                flat_cost,
+                self.warm_start.reshape(batch, horizon * n_u),
+                (INIT_STD_SCALE * (flat_ub - flat_lb)),
+                self.config.solver,
+                lb=flat_lb,
+                ub=flat_ub,
+                generator=self.generator,
             )
-        self.warm_start = shift_warm_start(plan.actions, self.midpoint)
-        self.last_cost = plan.cost
-        return plan.actions[:, 0]
+            best = self.config.solver.output == "best"
+            cost = result.best_value if best else flat_cost(result.x[:, None])
+        actions = result.x.reshape(batch, horizon, n_u)
+        self.warm_start = shift_warm_start(actions, self.midpoint)
+        self.last_cost = cost.reshape(batch)
+        return actions[:, 0]
 
 
 def latent_solve(
@@ -179,34 +164,6 @@ def latent_solve(
         )
     actions = decoder(result.x)
     return Solution(actions, cost_fn(actions[:, None])[:, 0], result.x)
-
-
-def make_decoder(
-    config: LatentConfig, horizon: int, env: DMCEnv, generator: torch.Generator
-) -> ActionDecoder:
-    """``f^dec_θ``: ``z (…, latent_dim)`` → ``(…, H, n_u)`` (spec/paper.md §2 architecture)."""
-    return ActionDecoder(
-        config.latent_dim,
-        horizon,
-        env.action_dim,
-        env.action_lb,
-        env.action_ub,
-        hidden=config.hidden,
-        n_hidden=config.n_hidden,
-        generator=generator,
-    )
-
-
-def latent_action(
-    model: RSSM,
-    decoder: ActionDecoder,
-    config: LatentConfig,
-    belief: Belief,
-    generator: torch.Generator,
-) -> Tensor:
-    """Latent DCEM's first action ``(B, n_u)`` for beliefs ``(B, ·)``; differentiable
-    in the decoder and the model when grad is enabled (τ > 0)."""
-    return latent_solve(model, decoder, config, belief, generator).actions[:, 0]
 
 
 class LatentDCEM:

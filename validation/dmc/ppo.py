@@ -16,14 +16,13 @@ Advantages: GAE(γ, λ) with a small value network on the observations.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from impl.control import ActionDecoder
-from validation.dmc.agent import Episode, latent_action
+from validation.dmc.agent import Episode, latent_solve
 from validation.dmc.config import LatentConfig, PPOConfig
 from validation.dmc.rssm import RSSM, Belief
 
@@ -138,12 +137,6 @@ def make_batch(episodes: list[Episode], value: ValueNet, config: PPOConfig) -> B
     )
 
 
-def _minibatches(n: int, size: int, generator: torch.Generator) -> Iterator[Tensor]:
-    order = torch.randperm(n, generator=generator)
-    for start in range(0, n, size):
-        yield order[start : start + size]
-
-
 def ppo_update(
     model: RSSM,
     decoder: ActionDecoder,
@@ -171,14 +164,16 @@ def ppo_update(
     if 0 < ppo.states_per_iteration < n:
         data = data.take(torch.randperm(n, generator=generator)[: ppo.states_per_iteration])
         n = ppo.states_per_iteration
-    chunks = list(_minibatches(n, ppo.minibatch, generator))
+    order = torch.randperm(n, generator=generator)
+    chunks = [order[start : start + ppo.minibatch] for start in range(0, n, ppo.minibatch)]
     seeds = [int(torch.randint(SEED_RANGE, (), generator=generator)) for _ in chunks]
     params = tuned_parameters(model, decoder, log_std, ppo)
 
     def log_prob(part: Batch, seed: int) -> Tensor:
         dcem_generator = torch.Generator(device=device).manual_seed(seed)
         belief = Belief(part.beliefs.h.to(device), part.beliefs.s.to(device))
-        mean = latent_action(model, decoder, latent, belief, dcem_generator).cpu()
+        # latent DCEM's first action, differentiable in the decoder and the model (τ > 0)
+        mean = latent_solve(model, decoder, latent, belief, dcem_generator).actions[:, 0].cpu()
         std = log_std.exp().cpu()
         logp = -0.5 * ((part.actions - mean) / std) ** 2 - torch.log(std) - HALF_LOG_2PI
         return logp.sum(-1)

@@ -27,13 +27,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from impl.control import ActionDecoder
 from validation.dmc.agent import (
     Controller,
     Episode,
     FullCEM,
     LatentDCEM,
     latent_solve,
-    make_decoder,
     run_episode,
 )
 from validation.dmc.buffer import EpisodeBuffer
@@ -112,7 +112,16 @@ class Session:
         self.cpu_gen = torch.Generator().manual_seed(config.seed)
         self.dev_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
         init_gen = torch.Generator().manual_seed(config.seed + 2)
-        self.decoder = make_decoder(config.latent, config.cem.horizon, env, init_gen).to(device)
+        self.decoder = ActionDecoder(  # f^dec_θ: z (…, latent_dim) → (…, H, n_u) (spec/paper.md §2)
+            config.latent.latent_dim,
+            config.cem.horizon,
+            env.action_dim,
+            env.action_lb,
+            env.action_ub,
+            hidden=config.latent.hidden,
+            n_hidden=config.latent.n_hidden,
+            generator=init_gen,
+        ).to(device)
         self.decoder_opt = torch.optim.Adam(self.decoder.parameters(), lr=config.latent.lr)
         self.value = ValueNet(env.obs_dim, config.ppo.value_hidden)
         self.value_opt = torch.optim.Adam(self.value.parameters(), lr=config.ppo.value_lr)
