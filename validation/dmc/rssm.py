@@ -122,10 +122,7 @@ class RSSM(nn.Module):
     def reward(self, belief: Belief) -> Tensor:
         """Predicted reward of the step that led into ``belief``: ``(…)`` (the
         ensemble's mean with ``reward_heads > 1``)."""
-        if len(self.extra_reward_models) > 0:
-            return self.reward_heads(belief).mean(0)
-        out: Tensor = self.reward_model(torch.cat((belief.h, belief.s), -1))
-        return out.squeeze(-1)
+        return self.reward_heads(belief).mean(0)
 
     def reward_heads(self, belief: Belief) -> Tensor:
         """Every head's predicted reward: ``(reward_heads, …)``."""
@@ -189,12 +186,8 @@ class RSSM(nn.Module):
         states = Belief(torch.stack(hs, 1), torch.stack(ss, 1))
         features = torch.cat((states.h, states.s), -1)
         obs_nll = 0.5 * ((self.observation_model(features) - observations) ** 2).sum(-1).mean()
-        if len(self.extra_reward_models) > 0:  # each head on its own NLL, averaged
-            heads = self.reward_heads(Belief(states.h[:, 1:], states.s[:, 1:]))
-            reward_nll = 0.5 * ((heads - rewards[:, :-1]) ** 2).mean()
-        else:
-            predicted = self.reward_model(features[:, 1:]).squeeze(-1)
-            reward_nll = 0.5 * ((predicted - rewards[:, :-1]) ** 2).mean()
+        heads = self.reward_heads(Belief(states.h[:, 1:], states.s[:, 1:]))
+        reward_nll = 0.5 * ((heads - rewards[:, :-1]) ** 2).mean()  # each head on its own NLL
         kl_term = torch.stack(kls, 1).clamp(min=self.config.free_nats).mean()
         total = obs_nll + self.config.reward_scale * reward_nll + kl_term
         return Losses(total, obs_nll, reward_nll, kl_term, states)
