@@ -65,16 +65,6 @@ def latent_planning_cost(
     return cost
 
 
-@dataclass(frozen=True)
-class Solution:
-    """A plan for ``B`` beliefs: ``actions (B, H, n_u)``, its model cost ``(B,)``
-    (differentiable when the solve records a graph), ``latent (B, m)`` for latent DCEM."""
-
-    actions: Tensor
-    cost: Tensor
-    latent: Tensor | None = None
-
-
 class FullCEM:
     """Receding-horizon CEM over the full ``H × n_u`` action space (App. E), fresh
     for each episode.
@@ -137,13 +127,14 @@ def latent_solve(
     config: LatentConfig,
     belief: Belief,
     generator: torch.Generator,
-) -> Solution:
+) -> tuple[Tensor, Tensor]:
     """Eq. 8 for beliefs ``(B, ·)``: ``impl.cem.solve`` over the latent box
     ``[−b, b]^m`` from its centre with ``σ₀ = init_std`` and ``config.solver``
-    whole, then the decoded plan and its cost. With ``τ > 0`` and grad enabled
-    the cost is differentiable in the decoder and the model through the
-    solve (Alg. 2, CTL-9); with hard selection the solve records no graph and
-    ``ẑ`` is a constant (min-differentiation, as ``impl.control.latent_plan``)."""
+    whole; returns the decoded plan ``(B, H, n_u)`` and its model cost ``(B,)``.
+    With ``τ > 0`` and grad enabled the cost is differentiable in the decoder
+    and the model through the solve (Alg. 2, CTL-9); with hard selection the
+    solve records no graph and ``ẑ`` is a constant (min-differentiation, as
+    ``impl.control.latent_plan``)."""
     batch = belief.h.shape[0]
     cost_fn = latent_planning_cost(model, belief, config)
 
@@ -163,7 +154,7 @@ def latent_solve(
             generator=generator,
         )
     actions = decoder(result.x)
-    return Solution(actions, cost_fn(actions[:, None])[:, 0], result.x)
+    return actions, cost_fn(actions[:, None])[:, 0]
 
 
 class LatentDCEM:
@@ -180,9 +171,10 @@ class LatentDCEM:
 
     def act(self, belief: Belief) -> Tensor:
         with torch.no_grad():
-            plan = latent_solve(self.model, self.decoder, self.config, belief, self.generator)
-        self.last_cost = plan.cost
-        return plan.actions[:, 0]
+            actions, self.last_cost = latent_solve(
+                self.model, self.decoder, self.config, belief, self.generator
+            )
+        return actions[:, 0]
 
 
 @dataclass(frozen=True)

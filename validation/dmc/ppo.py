@@ -173,7 +173,8 @@ def ppo_update(
         dcem_generator = torch.Generator(device=device).manual_seed(seed)
         belief = Belief(part.beliefs.h.to(device), part.beliefs.s.to(device))
         # latent DCEM's first action, differentiable in the decoder and the model (τ > 0)
-        mean = latent_solve(model, decoder, latent, belief, dcem_generator).actions[:, 0].cpu()
+        actions, _ = latent_solve(model, decoder, latent, belief, dcem_generator)
+        mean = actions[:, 0].cpu()
         std = log_std.exp().cpu()
         logp = -0.5 * ((part.actions - mean) / std) ** 2 - torch.log(std) - HALF_LOG_2PI
         return logp.sum(-1)

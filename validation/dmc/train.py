@@ -211,20 +211,17 @@ class Session:
         c.ppo_iterations, c.train_seconds, c.evals = 0, 0.0, {}
         self.rollout = []
         if phase == 2 and self.config.latent.reinit_model:
-            self._reinitialize_model()
+            m = self.config.model
+            torch.manual_seed(self.config.seed + REINIT_SEED_OFFSET)
+            fresh = RSSM(self.env.obs_dim, self.env.action_dim, m).to(self.device)
+            with torch.no_grad():
+                fresh.obs_mean.copy_(self.model.obs_mean)
+                fresh.obs_scale.copy_(self.model.obs_scale)
+            # the same module object keeps the PPO optimizer's parameter references valid
+            self.model.load_state_dict(fresh.state_dict())
+            self.model_opt = torch.optim.Adam(self.model.parameters(), lr=m.lr, eps=m.eps)
             c.model_updates = 0
         self._clock = time.perf_counter()
-
-    def _reinitialize_model(self) -> None:
-        m = self.config.model
-        torch.manual_seed(self.config.seed + REINIT_SEED_OFFSET)
-        fresh = RSSM(self.env.obs_dim, self.env.action_dim, m).to(self.device)
-        with torch.no_grad():
-            fresh.obs_mean.copy_(self.model.obs_mean)
-            fresh.obs_scale.copy_(self.model.obs_scale)
-        # the same module object keeps the PPO optimizer's parameter references valid
-        self.model.load_state_dict(fresh.state_dict())
-        self.model_opt = torch.optim.Adam(self.model.parameters(), lr=m.lr, eps=m.eps)
 
     # -- learning ------------------------------------------------------------
 
@@ -280,9 +277,8 @@ class Session:
             belief = self.filtered_starts(batch)
         else:
             belief = self._posterior_starts(batch)
-        cost = latent_solve(
-            self.model, self.decoder, self.config.latent, belief, self.dev_gen
-        ).cost.mean()
+        _, costs = latent_solve(self.model, self.decoder, self.config.latent, belief, self.dev_gen)
+        cost = costs.mean()
         params = list(self.decoder.parameters())
         grads = torch.autograd.grad(cost, params)
         for param, grad in zip(params, grads, strict=True):
