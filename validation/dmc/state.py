@@ -145,11 +145,8 @@ def upgrade_legacy(run: Path, record: dict[str, Any]) -> bool:
     settings = old["config"]
     job = f"{settings['task']}-seed{settings['seed']}"
     checkpoints, jobs = run / "checkpoints", run / "jobs"
-    results = []
-    for phase in PHASES:
-        path = jobs / f"phase{phase}.json"
-        if path.exists():
-            results.append(json.loads(path.read_text(encoding="utf-8")))
+    paths = [jobs / f"phase{phase}.json" for phase in PHASES]
+    results = [json.loads(path.read_text(encoding="utf-8")) for path in paths if path.exists()]
     done = {result["phase"] for result in results}
     pending = [p for p in PHASES if p not in done and (checkpoints / f"phase{p}.pt").exists()]
     if done == set(PHASES):
@@ -205,9 +202,4 @@ def expand(state: dict[str, Any]) -> dict[str, Any]:
     def full(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
         return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
 
-    return {
-        **state,
-        "model": full(state["model"]),
-        "decoder": full(state["decoder"]),
-        "buffer": full(state["buffer"]),
-    }
+    return {**state, **{key: full(state[key]) for key in ("model", "decoder", "buffer")}}

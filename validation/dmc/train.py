@@ -376,9 +376,8 @@ class Session:
             self.model.set_normalization(self.buffer.observations)
         self._count(episode)
         row = self._row(episode, phase, "train")
-        for key in ("model_loss", "obs_loss", "reward_loss", "kl"):
-            if logs:
-                row[key] = sum(log[key] for log in logs) / len(logs)
+        if logs:  # the means of model_update's losses
+            row.update({key: sum(log[key] for log in logs) / len(logs) for key in logs[0]})
         if decoder_costs:
             row["decoder_cost"] = sum(decoder_costs) / len(decoder_costs)
         seeding = phase == 1 and self.buffer.episodes <= config.seed_episodes
