@@ -1,12 +1,8 @@
 """``python -m validation.dmc --task cheetah.run --mode {smoke,short,full} --out DIR``.
 
-The cheetah/walker experiment of sect. 5.2.2 and App. E: a proprioceptive
-PlaNet trained online with full-space CEM (phase 1), a latent action
-decoder learned online by Alg. 2 for latent DCEM (phase 2), and PPO
-through the latent-DCEM controller (phase 3); then noise-free evaluations
-of the three controllers and the planning-time comparison. One job per task
-and seed (``validation.dmc.run``) runs the phases; see
-``validation.dmc.config`` for every setting of each mode.
+The experiment of ``validation.dmc`` (sect. 5.2.2, App. E): one job per task
+and seed (``validation.dmc.run``) runs the three phases and the final
+evaluations; ``validation.dmc.config`` gives every setting of each mode.
 """
 
 from __future__ import annotations

@@ -2,13 +2,11 @@
 
 ``python -m validation.dmc.speed --checkpoint runs/.../phase2_final.pt [--set KEY=VALUE ...]``
 
-Loads a phase-2 (or later) checkpoint with the settings it was trained with
-(the same ``--task`` and ``--set`` overrides as its run) and times full CEM at
-the run's size, full CEM at the paper's size (N=1000, k=100, T=10) and latent
-DCEM on the same beliefs (``Session.speed``), ``--repeats`` times. Prints
-and optionally writes JSON with every repeat and the median ratio of paper
-CEM to latent DCEM (issue 5 asks for ≥ 5×). Use it to re-measure the planners
-after a change to ``impl`` without re-training.
+Times full CEM at the run's size, full CEM at the paper's size (N=1000, k=100,
+T=10) and latent DCEM on the same beliefs (``Session.speed``) of a phase-2 (or
+later) checkpoint, ``--repeats`` times; the JSON (``checkpoint_tool``) holds every
+repeat and the median ratio of paper CEM to latent DCEM (issue 5 asks for ≥ 5×).
+Use it to re-measure the planners after a change to ``impl`` without re-training.
 """
 
 from __future__ import annotations

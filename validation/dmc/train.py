@@ -11,8 +11,7 @@ Phase 3: PPO through the latent-DCEM controller; no likelihood fitting.
 A ``Session`` holds everything a run depends on; ``state_dict`` is a
 ``weights_only``-loadable checkpoint (models, optimizers, the replay buffer
 as tensors, counters, metrics, every generator and both environments'
-random states). A checkpoint is written after every episode, so
-``--resume`` continues a killed run exactly where it stopped.
+random states; ``validation.dmc.run`` writes one after every episode).
 """
 
 from __future__ import annotations
