@@ -48,12 +48,8 @@ def _convert(key: str, text: str, current: Any, annotation: Any) -> Any:
     if current is None:  # an optional setting now unset: its type from the annotation
         kinds = typing.get_args(annotation)
         return int(text) if int in kinds and float not in kinds else float(text)
-    if isinstance(current, int):
-        return int(text)
-    if isinstance(current, float):
-        return float(text)
-    if isinstance(current, str):
-        return text
+    if isinstance(current, int | float | str):  # bool is handled above
+        return type(current)(text)
     raise ValueError(f"{key} cannot be set from the command line")
 
 
