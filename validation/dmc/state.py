@@ -185,11 +185,10 @@ def compact(state: dict[str, Any]) -> dict[str, Any]:
         "compact": True,
         "model": _half(state["model"]),
         "decoder": _half(state["decoder"]),
-        "buffer": {
+        "buffer": {  # fp32 rewards and int64 lengths
+            **buffer,
             "observations": buffer["observations"].half(),
             "actions": buffer["actions"].half(),
-            "rewards": buffer["rewards"],
-            "lengths": buffer["lengths"],
         },
         "counters": state["counters"],
         "metrics": state["metrics"],
