@@ -1,11 +1,12 @@
 """Before/after: ``python -m benchmarks.compare --against REV [--module dcem|lml]``.
 
-Loads ``impl/dcem.py`` (or ``impl/lml.py``) as it was at git revision ``REV``
-next to the current one and times both in the same process (interleaved
-repeats, medians): whole solves on a quadratic ``f``, with and without a
-backward pass, written to ``<out>/before-after-<device>.json``; or the LML
-forward and forward + backward at the shapes of ``benchmarks.run.LML_SHAPES``
-with the operations each forward dispatches, written to
+Loads the ``impl`` package as it was at git revision ``REV``
+(``load_old_package``) next to the current one and times its ``dcem`` (or
+``lml``) against the current one in the same process (interleaved repeats,
+medians): whole solves on a quadratic ``f``, with and without a backward
+pass, written to ``<out>/before-after-<device>.json``; or the LML forward and
+forward + backward at the shapes of ``benchmarks.run.LML_SHAPES`` with the
+operations each forward dispatches, written to
 ``<out>/before-after-lml-<device>.json``. ``new_over_old < 1`` is faster.
 """
 
@@ -13,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
+import importlib
+import io
 import json
 import os
+import re
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Callable
 from functools import partial
@@ -53,20 +57,38 @@ GRAD_MAX_SAMPLES = 200_000
 
 
 def load_old(revision: str, module: str = "dcem") -> ModuleType:
-    """``impl/<module>.py`` at ``revision``, as the module ``<module>_at_<revision>``."""
-    source = subprocess.run(
-        ["git", "show", f"{revision}:impl/{module}.py"], check=True, capture_output=True, text=True
+    """``impl.<module>`` as it was at ``revision``, with the whole ``impl`` package of
+    that revision behind it (``load_old_package``)."""
+    return importlib.import_module(f"{load_old_package(revision)}.{module}")
+
+
+def load_old_package(revision: str) -> str:
+    """Import the ``impl`` package at git ``revision`` as ``impl_at_<revision>``; its name.
+
+    The package's files are taken with ``git archive`` into a temporary folder,
+    renamed, and their ``impl`` imports rewritten to the new name, so that every
+    module of the old revision (not only the one compared) runs: since the
+    solver was split into ``impl.cem`` (CEM-31), ``impl/dcem.py`` alone is a
+    wrapper that would call the current solver.
+    """
+    name = "impl_at_" + re.sub(r"\W", "_", revision)
+    if name in sys.modules:
+        return name
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", revision, "impl"], check=True, capture_output=True
     ).stdout
-    name = f"{module}_at_{revision.replace('-', '_').replace('~', '_')}"
-    path = Path(tempfile.mkdtemp()) / f"{name}.py"
-    path.write_text(source, encoding="utf-8")
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    loaded = importlib.util.module_from_spec(spec)
-    sys.modules[name] = loaded
-    spec.loader.exec_module(loaded)
-    return loaded
+    root = Path(tempfile.mkdtemp())
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(root, filter="data")
+    package = root / name
+    (root / "impl").rename(package)
+    imports = re.compile(r"^(\s*)(from|import) impl(?=[.\s])", re.MULTILINE)
+    for path in package.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        path.write_text(imports.sub(rf"\1\2 {name}", text), encoding="utf-8")
+    sys.path.insert(0, str(root))
+    importlib.import_module(name)
+    return name
 
 
 def make_solve(
@@ -135,7 +157,7 @@ def compare_lml(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--against", required=True, help="git revision of the old impl/dcem.py")
+    parser.add_argument("--against", required=True, help="git revision of the old impl package")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)

@@ -12,6 +12,8 @@ import pytest
 import torch
 from hypothesis import given
 
+import impl.cem as impl_cem
+import impl.dcem as impl_dcem
 from benchmarks import lml_accuracy
 from benchmarks.authors_dcem import authors_dcem
 from benchmarks.authors_lml import EPS, authors_lml, authors_lml_layer
@@ -170,3 +172,27 @@ def test_authors_dcem_minimizes_and_differentiates() -> None:
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
     with pytest.raises(ValueError, match="n_elite"):
         authors_dcem(f, init, init + 1.0, n_sample=5, n_elite=5, n_iter=1)
+
+
+def test_compare_loads_the_whole_old_package() -> None:
+    # The old revision's dcem must run the old revision's solver, not the
+    # current one: every module of the package is the revision's own copy.
+    import subprocess
+
+    from benchmarks.compare import load_old
+
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    old = load_old(head, "dcem")
+    assert old.__name__ == f"impl_at_{head}.dcem"
+    assert old.solve.__module__ == f"impl_at_{head}.cem.solver"
+    assert old.solve is not impl_cem.solve
+    noise = torch.randn(3, 2, 20, 2, generator=torch.Generator().manual_seed(0))
+
+    def run(module: Any) -> torch.Tensor:
+        result = module.dcem(lambda x: (x * x).sum(-1), torch.zeros(2, 2), 1.0, n_sample=20,
+                             n_elite=4, n_iter=3, noise=noise)  # fmt: skip
+        return result.mean  # type: ignore[no-any-return]
+
+    torch.testing.assert_close(run(old), run(impl_dcem), rtol=0, atol=0)
