@@ -20,22 +20,37 @@ rounding."""
 
 
 def floored_std(variance: Tensor, std_min: float) -> Tensor:
-    """``σ = sqrt(max(σ̂², σ_min²))`` elementwise, with finite gradients (CEM-11).
+    """``σ = sqrt(max(σ̂², σ_min²)) = max(σ̂, σ_min)`` elementwise, with finite gradients (CEM-11).
 
-    The floor is applied to the variance, before the square root. With
-    ``σ_min > 0`` the square root's argument is positive. With ``σ_min = 0``
-    a zero variance (collapsed elites) gets the subgradient 0 instead of
-    ``∞·0 = NaN``: ``d sqrt(v)/dv`` is taken as 0 at ``v = 0``.
+    The floor is applied to the variance, before the square root, wherever
+    ``σ_min²`` is a normal number of the dtype: the square root's argument is
+    then positive. With ``σ_min = 0`` a zero variance (collapsed elites) gets
+    the subgradient 0 instead of ``∞·0 = NaN``: ``d sqrt(v)/dv`` is taken as 0
+    at ``v = 0``; the same zero-safe root is taken, then floored at ``σ_min``,
+    when ``σ_min > 0`` is so small that its square underflows the dtype. When
+    ``σ_min²`` overflows the dtype, no ``σ̂`` reaches the floor: ``σ = σ_min``,
+    a constant (gradient 0). ``σ_min`` is taken as rounded to the dtype.
 
     Args:
         variance: ``σ̂²``, any shape, ``≥ 0``.
-        std_min: ``σ_min ≥ 0``.
+        std_min: ``σ_min ≥ 0``, at most the dtype's largest number.
+
+    Raises:
+        ValueError: ``std_min`` overflows ``variance``'s dtype.
     """
-    floored = variance.clamp_min(std_min * std_min)
-    if std_min > 0:
-        return torch.sqrt(floored)
+    info = torch.finfo(variance.dtype)
+    square = std_min * std_min
+    if square >= info.tiny:
+        if square <= info.max:
+            return torch.sqrt(variance.clamp_min(square))
+        if std_min > info.max:
+            raise ValueError(f"std_min={std_min} overflows {variance.dtype} (largest {info.max:g})")
+        # σ_min everywhere, still a function of σ̂² (gradient 0) for autograd
+        return variance.clamp(info.max, info.max).mul(0).add(std_min)
+    floored = variance.clamp_min(square)
     positive = floored > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, floored, 1)), 0)
+    root = torch.where(positive, torch.sqrt(torch.where(positive, floored, 1)), 0)
+    return root if std_min == 0 else root.clamp_min(std_min)
 
 
 def weighted_gaussian_fit(

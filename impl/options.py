@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
+from fractions import Fraction
 from typing import Any, Literal
 
+import torch
 from torch import Tensor
 
 from impl._checks import require_finite_real, require_int, require_real
@@ -30,6 +32,14 @@ Sampling = Literal["clip", "truncated", "variance_constrained"]
 """How the Gaussian candidates meet the box (CEM-37): clipped (the paper's
 choice), truncated at ``±TRUNCATION σ`` then clipped, or truncated with ``σ``
 limited by the distance to the bounds (PETS, mbrl-lib's ``CEMOptimizer``)."""
+
+
+@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]
+def decayed_population(n: int, decay: float, iteration: int) -> int:
+    """``⌊N γ^{−t}⌋`` (CEM-40) in exact rational arithmetic on the float ``γ``'s
+    value: a float power rounds ``49 · 1.75^{−2} = 16`` down to 15.999….
+    A constant for ``torch.compile``, which cannot trace ``Fraction``."""
+    return math.floor(Fraction(n) / Fraction(decay) ** iteration)
 
 
 @dataclass(frozen=True)
@@ -181,7 +191,7 @@ class CEMOptions:
         """``N_t = min(N, max(⌊N γ^{−t}⌋, 2k))`` (CEM-40); ``N`` when ``γ = 1``."""
         if self.population_decay == 1:
             return self.n_sample
-        decayed = math.floor(self.n_sample * self.population_decay ** (-iteration))
+        decayed: int = decayed_population(self.n_sample, self.population_decay, iteration)
         return min(self.n_sample, max(decayed, 2 * self.n_elite))
 
     def replace(self, **changes: Any) -> CEMOptions:

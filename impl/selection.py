@@ -111,7 +111,11 @@ def exponential_elite_weights(
     """
     finite = torch.isfinite(values)
     scores = normalize_values(values, finite) if normalize else torch.where(finite, values, 0)
-    logits = torch.where(elites > 0, scores / -temperature, -torch.inf)
+    chosen = elites > 0
+    # Measured from the best elite's score, so the best logit is exactly 0 and
+    # a tiny λ sends the others to −∞ (weight 0) instead of every logit to −∞ (NaN).
+    best = torch.where(chosen, scores, torch.inf).amin(-1, keepdim=True)
+    logits = torch.where(chosen, (scores - best) / -temperature, -torch.inf)
     return torch.softmax(logits, dim=-1) * k
 
 

@@ -19,6 +19,7 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import NamedTuple
 
 import numpy as np
@@ -62,10 +63,11 @@ def constrained_std(mu: FloatArray, std: FloatArray, lb: FloatArray, ub: FloatAr
 
 
 def population(n: int, k: int, decay: float, t: int) -> int:
-    """N_t = min(N, max(floor(N decay^-t), 2k)) (CEM-40)."""
+    """N_t = min(N, max(floor(N decay^-t), 2k)) (CEM-40), the floor taken exactly."""
     if decay == 1.0:
         return n
-    return min(n, max(math.floor(n * decay ** (-t)), 2 * k))
+    exact = Fraction(n) / Fraction(decay) ** t  # the float decay's exact value, no rounding
+    return min(n, max(math.floor(exact), 2 * k))
 
 
 # The constant added to the standard deviation when normalizing the values
@@ -125,9 +127,17 @@ def normalize_values(v: FloatArray) -> FloatArray:
     finite = np.isfinite(out)
     if np.count_nonzero(finite) < 2:
         return out
-    mean = float(np.mean(out[finite]))
-    std = float(np.std(out[finite], ddof=1))
-    out[finite] = (out[finite] - mean) / (std + VALUE_NORM_EPS)
+    # The same numbers computed on u = v/m (m the largest finite magnitude), so
+    # that finite values up to the float64 maximum cannot overflow the mean or
+    # the standard deviation: (v - mean)/(std + eps) = (u - mean_u)/(std_u + eps/m).
+    m = float(np.max(np.abs(out[finite])))
+    if m == 0.0:
+        out[finite] = 0.0
+        return out
+    u = out[finite] / m
+    mean = float(np.mean(u))
+    std = float(np.std(u, ddof=1))
+    out[finite] = (u - mean) / (std + VALUE_NORM_EPS / m)
     return out
 
 
@@ -188,7 +198,8 @@ def exponential_elite_weights(
     scores = np.where(finite, scores, 0.0)
     best = scores[elites].min()
     weights = np.zeros_like(values)
-    weights[elites] = np.exp(-(scores[elites] - best) / temperature)
+    with np.errstate(over="ignore"):  # a tiny temperature: exp(-inf) = 0, the limit
+        weights[elites] = np.exp(-(scores[elites] - best) / temperature)
     result: FloatArray = k * weights / weights.sum()
     return result
 
@@ -233,7 +244,7 @@ def gaussian_fit(
 
         mu    = (1/k) sum_i w_i X_i
         var   = (1/k) sum_i w_i (X_i - mu)^2          (per coordinate)
-        std   = sqrt(max(var, std_min^2))            (CEM-11)
+        std   = max(sqrt(var), std_min)              (CEM-11)
 
     With sum(w) = k this is the maximizer of the weighted log-likelihood
     (see :func:`gaussian_loglik`) before the floor.
@@ -257,7 +268,7 @@ def gaussian_fit(
         )
     mu = np.sum(weights[:, np.newaxis] * samples, axis=0) / k
     var = np.sum(weights[:, np.newaxis] * (samples - mu) ** 2, axis=0) / k
-    std = np.sqrt(np.maximum(var, std_min**2))
+    std = np.maximum(np.sqrt(var), std_min)  # max(std, std_min): no square to overflow
     return mu, std
 
 

@@ -127,56 +127,84 @@ def _check_tau(tau: object) -> float:
 # ---------------------------------------------------------------------------
 
 
-def _residual(finite: FloatArray, n_pos_inf: int, k: int, t: float, tau: float) -> float:
-    """g(t) = sum_i sigmoid((x_i - t)/tau) - k for one row, rounded once.
+def _residual(z: FloatArray, n_pos_inf: int, k: int, u: float) -> float:
+    """g(u) = sum_i sigmoid(z_i - u) - k for one row, rounded once.
 
-    ``finite`` holds the row's finite entries, shape (m,); the ``n_pos_inf``
-    entries equal to +inf contribute 1 each and the -inf entries 0 (LML-15).
+    ``z`` holds the scaled scores ``(x_i - c)/tau`` of the row's finite
+    entries, shape (m,) (an entry may be +-inf where the quotient overflows:
+    its sigmoid is then exactly 1 or 0); the ``n_pos_inf`` entries equal to
+    +inf contribute 1 each and the -inf entries 0 (LML-15).
 
     The sum is evaluated as (LML-19, step 4)
 
         #{a_i >= 0} - sum_{a_i >= 0} sigmoid(-a_i) + sum_{a_i < 0} sigmoid(a_i),
 
-    using sigmoid(a) = 1 - sigmoid(-a), so that every term is a sigmoid of a
-    non-positive argument (accurate to a relative eps_64, never rounded near
-    1), and all terms are added by ``math.fsum``, which returns their exact
-    sum rounded once.  The sign of the result is therefore trustworthy down to the
-    rounding of the individual sigmoids.
+    with a = z - u, using sigmoid(a) = 1 - sigmoid(-a), so that every term is
+    a sigmoid of a non-positive argument (accurate to a relative eps_64, never
+    rounded near 1), and all terms are added by ``math.fsum``, which returns
+    their exact sum rounded once.  The sign of the result is therefore
+    trustworthy down to the rounding of the individual sigmoids.
     """
-    a = (finite - t) / tau
+    a = z - u
     upper = a >= 0.0
     terms = np.concatenate([-expit(-a[upper]), expit(a[~upper])])
     count = n_pos_inf + int(np.count_nonzero(upper)) - k
     return math.fsum([float(count), *terms.tolist()])
 
 
-def _bracket(row: FloatArray, k: int, tau: float) -> tuple[float, float]:
-    """An interval [lo, hi] that contains the root of g, for one valid row.
+def _centred(row: FloatArray, k: int, tau: float) -> tuple[float, FloatArray]:
+    """The centre ``c`` and the scaled scores ``z = (x - c)/tau`` of a valid row.
 
-    Let x_(1) >= ... >= x_(n) be the row sorted in decreasing order (with
-    +-inf entries; x_(k) and x_(k+1) are finite here), n = len(row).  Then
-
-        lo = x_(k+1) - tau * log(k),      hi = x_(k) + tau * log(n - k)
-
-    bracket the root (this is the bracket of LML-19, step 2):
-
-    * at t = lo, each of the k+1 largest entries has (x_i - t)/tau >= log k,
-      so sigmoid >= k/(k+1) (a +inf entry gives exactly 1); these k+1 terms
-      alone sum to at least k and the others are >= 0, so g(lo) >= 0;
-    * at t = hi, each of the n-k+1 smallest entries x_(k), ..., x_(n) has
-      (x_i - t)/tau <= -log(n-k), so sigmoid <= 1/(n-k+1) (a -inf entry
-      gives exactly 0); these terms sum to at most 1 and the k-1 largest
-      entries contribute at most 1 each, so g(hi) <= (k-1) + 1 - k = 0.
-
-    Since g is continuous and strictly decreasing, its unique root lies in
-    [lo, hi].  Each end is pushed out by a further ``BRACKET_SLACK * tau``
-    so that the signs at the rounded ends stay strict.
+    ``c`` is the midpoint of the k-th and (k+1)-th largest entries (halves
+    added, so it cannot overflow).  Searching the offset ``u = (t - c)/tau``
+    instead of ``t`` keeps the bisection's resolution relative to tau: in
+    units of ``t`` a tiny tau would leave no float between two adjacent
+    scores, and a huge one would push the bracket past the float range.
+    ``x - c`` is formed exactly where it does not overflow and as
+    ``2 ((x/2 - c/2)/tau)`` where it does; a quotient beyond the float range
+    is +-inf, whose sigmoid is the exact limit.  Infinite entries stay infinite.
     """
     descending = np.sort(row)[::-1]
-    x_k, x_k1 = float(descending[k - 1]), float(descending[k])
-    n = row.shape[0]
-    lo = x_k1 - tau * (math.log(k) + BRACKET_SLACK)
-    hi = x_k + tau * (math.log(n - k) + BRACKET_SLACK)
+    c = 0.5 * float(descending[k - 1]) + 0.5 * float(descending[k])
+    with np.errstate(over="ignore", invalid="ignore"):
+        difference = row - c
+        z = difference / tau
+        wide = np.isinf(difference) & np.isfinite(row)
+        z[wide] = ((0.5 * row[wide] - 0.5 * c) / tau) * 2.0
+    return c, z
+
+
+def _bracket(z: FloatArray, k: int) -> tuple[float, float]:
+    """An interval [lo, hi] of offsets u that contains the root of g, for one valid row.
+
+    Let z_(1) >= ... >= z_(n) be the scaled scores sorted in decreasing order
+    (with +-inf entries; z_(k) >= 0 >= z_(k+1) are finite here unless the
+    scaling overflowed), n = len(z).  Then
+
+        lo = z_(k+1) - log(k),      hi = z_(k) + log(n - k)
+
+    bracket the root (the bracket of LML-19, step 2, in units of tau):
+
+    * at u = lo, each of the k+1 largest entries has z_i - u >= log k, so
+      sigmoid >= k/(k+1) (a +inf entry gives exactly 1); these k+1 terms
+      alone sum to at least k and the others are >= 0, so g(lo) >= 0;
+    * at u = hi, each of the n-k+1 smallest entries has z_i - u <= -log(n-k),
+      so sigmoid <= 1/(n-k+1) (a -inf entry gives exactly 0); these terms
+      sum to at most 1 and the k-1 largest entries contribute at most 1
+      each, so g(hi) <= (k-1) + 1 - k = 0.
+
+    Since g is continuous and decreasing, its root lies in [lo, hi].  Each
+    end is pushed out by a further ``BRACKET_SLACK`` so that the signs at the
+    rounded ends stay strict, and both ends are kept within the float range
+    (where g is exactly k - k = 0 over a whole interval, the bisection stops
+    at the first point it evaluates there).
+    """
+    descending = np.sort(z)[::-1]
+    z_k, z_k1 = float(descending[k - 1]), float(descending[k])
+    n = z.shape[0]
+    largest = float(np.finfo(np.float64).max)
+    lo = max(z_k1 - (math.log(k) + BRACKET_SLACK), -largest)
+    hi = min(z_k + (math.log(n - k) + BRACKET_SLACK), largest)
     return lo, hi
 
 
@@ -188,23 +216,27 @@ def _row_is_valid(row: FloatArray, k: int) -> bool:
     return bool(np.isfinite(descending[k - 1]) and np.isfinite(descending[k]))
 
 
-def _row_threshold(row: FloatArray, k: int, tau: float) -> float:
-    """Threshold t of LML-2 for one row of shape (n,), or NaN (LML-15).
+def _row_offset(row: FloatArray, k: int, tau: float) -> tuple[float, FloatArray, float]:
+    """``(c, z, u)`` of one row of shape (n,): the threshold of LML-2 is
+    ``t = c + tau u`` and ``y = sigmoid(z - u)``; NaN ``u`` for a row that
+    LML-15 declares unsolvable.
 
-    Plain bisection on the strictly decreasing g over the bracket of
-    `_bracket`, keeping g(lo) > 0 > g(hi) (as evaluated), until no float
-    lies strictly between lo and hi; the end with the smaller |g| is
-    returned (an exact zero of g is returned at once).
+    Plain bisection on the decreasing g over the bracket of `_bracket`,
+    keeping g(lo) > 0 > g(hi) (as evaluated), until no float lies strictly
+    between lo and hi; the end with the smaller |g| is returned (an exact
+    zero of g is returned at once).
     """
     if not _row_is_valid(row, k):
-        return math.nan
-    finite = row[np.isfinite(row)]
+        return math.nan, np.full_like(row, math.nan), math.nan
+    c, z = _centred(row, k, tau)
+    finite = np.isfinite(row)
+    z_finite = z[finite]
     n_pos_inf = int(np.count_nonzero(row == np.inf))
 
-    def g(t: float) -> float:
-        return _residual(finite, n_pos_inf, k, t, tau)
+    def g(u: float) -> float:
+        return _residual(z_finite, n_pos_inf, k, u)
 
-    lo, hi = _bracket(row, k, tau)
+    lo, hi = _bracket(z, k)
     for _ in range(MAX_BISECTION_STEPS):
         mid = 0.5 * lo + 0.5 * hi  # halves separately: lo + hi cannot overflow
         if not lo < mid < hi:  # lo and hi are adjacent floats: full resolution
@@ -215,12 +247,12 @@ def _row_threshold(row: FloatArray, k: int, tau: float) -> float:
         elif g_mid < 0.0:
             hi = mid
         else:
-            return mid
+            return c, z, mid
     else:
         raise RuntimeError(
             f"bisection did not reach float64 resolution in {MAX_BISECTION_STEPS} steps"
         )
-    return lo if abs(g(lo)) <= abs(g(hi)) else hi
+    return c, z, (lo if abs(g(lo)) <= abs(g(hi)) else hi)
 
 
 def lml_threshold(x: FloatArray, k: int, tau: float = 1.0) -> FloatArray:
@@ -238,10 +270,13 @@ def lml_threshold(x: FloatArray, k: int, tau: float = 1.0) -> FloatArray:
     Returns
     -------
     t : float64 array of shape (...,) (0-d for a 1-D ``x``)
-        The unique root of g(t) = sum_i sigmoid((x_i - t)/tau) - k, to full
-        float64 resolution (the paper's -nu, App. A).  Entries of x equal to
-        -inf contribute 0 to the sum and +inf entries 1.  A row with a NaN,
-        or whose k-th or (k+1)-th largest entry is infinite, gives NaN.
+        The unique root of g(t) = sum_i sigmoid((x_i - t)/tau) - k (the
+        paper's -nu, App. A), as ``c + tau u`` with ``u`` bisected to full
+        float64 resolution (`_row_offset`); for |x|/tau beyond ~1/eps_64 the
+        rounded ``t`` no longer resolves the row, and `lml_bisect` uses ``u``.
+        Entries of x equal to -inf contribute 0 to the sum and +inf entries
+        1.  A row with a NaN, or whose k-th or (k+1)-th largest entry is
+        infinite, gives NaN.
 
     Raises
     ------
@@ -253,14 +288,16 @@ def lml_threshold(x: FloatArray, k: int, tau: float = 1.0) -> FloatArray:
     tau_f = _check_tau(tau)
     t = np.empty(arr.shape[:-1], dtype=np.float64)
     for index in np.ndindex(*arr.shape[:-1]):
-        t[index] = _row_threshold(arr[index], k_int, tau_f)
+        c, _, u = _row_offset(arr[index], k_int, tau_f)
+        t[index] = c + tau_f * u
     return t
 
 
 def lml_bisect(x: FloatArray, k: int, tau: float = 1.0) -> FloatArray:
     """The LML projection Pi_L(x/tau) by its KKT form (LML-1, LML-2, LML-15).
 
-    y_i = sigmoid((x_i - t)/tau) for each row, with t = lml_threshold(x, k, tau).
+    y_i = sigmoid((x_i - t)/tau) for each row, with t = lml_threshold(x, k, tau),
+    computed as sigmoid(z_i - u) from the row's offset (`_row_offset`).
 
     Parameters
     ----------
@@ -277,9 +314,12 @@ def lml_bisect(x: FloatArray, k: int, tau: float = 1.0) -> FloatArray:
         bitwise equal outputs (LML-9).
     """
     arr = _as_float_array(x)
-    t = lml_threshold(arr, k, tau)
+    k_int = _check_k(k, arr.shape[-1])
     tau_f = _check_tau(tau)
-    y: FloatArray = expit((arr - t[..., np.newaxis]) / tau_f)
+    y: FloatArray = np.empty_like(arr)
+    for index in np.ndindex(*arr.shape[:-1]):
+        _, z, u = _row_offset(arr[index], k_int, tau_f)
+        y[index] = expit(z - u)
     return y
 
 
@@ -465,7 +505,8 @@ def lml_tau_derivative(x: FloatArray, k: int, tau: float) -> FloatArray:
     """Closed-form derivative dy/dtau of the LML projection, rowwise (LML-20).
 
     Differentiating the constraint sum_i sigmoid((x_i - t)/tau) = k in tau
-    gives dt/dtau = (h . s) / sum(h) with s = (x - t)/tau, h = y * (1 - y), so
+    gives dt/dtau = s-bar = (h . s) / sum(h) with s = (x - t)/tau, h = y * (1 - y)
+    (the threshold moves with the h-weighted mean offset), so
 
         dy/dtau = -(1/tau) [h * s - h (h . s) / sum(h)],
 
@@ -485,17 +526,19 @@ def lml_tau_derivative(x: FloatArray, k: int, tau: float) -> FloatArray:
     x_arr = _as_float_array(x)
     tau_f = _check_tau(tau)
     rows = np.atleast_2d(x_arr).reshape(-1, x_arr.shape[-1])
-    y = lml_bisect(rows, k, tau_f)
-    t = lml_threshold(rows, k, tau_f)
+    k_int = _check_k(k, rows.shape[-1])
     out = np.zeros_like(rows)
     for i in range(rows.shape[0]):
-        h = y[i] * (1.0 - y[i])
-        h_sum = float(np.sum(h))
-        if h_sum == 0.0 or not np.isfinite(t[i]):
-            out[i] = np.nan if not np.isfinite(t[i]) else 0.0
+        _, z, u = _row_offset(rows[i], k_int, tau_f)
+        if not math.isfinite(u):
+            out[i] = np.nan
             continue
-        finite = np.isfinite(rows[i])
-        s = np.where(finite, (np.where(finite, rows[i], 0.0) - t[i]) / tau_f, 0.0)
+        y = expit(z - u)
+        h = y * (1.0 - y)
+        h_sum = float(np.sum(h))
+        if h_sum == 0.0:
+            continue
+        s = np.where(h > 0.0, z - u, 0.0)  # s = (x - t)/tau; h = 0 where it is infinite
         out[i] = -(h * s - h * float(np.dot(h, s)) / h_sum) / tau_f
     result: FloatArray = out.reshape(x_arr.shape)
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from impl.cem import solve
 from impl.control import (
@@ -29,10 +32,12 @@ from impl.control import (
     rollout,
     rollout_cost,
 )
+from impl.control.compiled import CompiledMPC, observed_rollout_cost
 from impl.control.planner import (
     INIT_STD_SCALE,
     PAPER_PLANNER_SOLVER,
     PLANNER_SOLVER,
+    same_device,
     shift_warm_start,
 )
 from impl.dcem import DCEMStep, dcem
@@ -361,6 +366,42 @@ def test_every_candidate_and_action_within_bounds(
     assert bool((result.actions >= lb).all() and (result.actions <= ub).all())
 
 
+@pytest.mark.spec("CTL-3", "CTL-13", "CTL-14")
+@given(
+    lb=st.floats(-100, 100),
+    gap=st.floats(0, 100),
+    kinds=st.sampled_from([("number", "number"), ("tensor", "number"), ("number", "tensor"),
+                           ("tensor", "tensor")]),
+)  # fmt: skip
+def test_inverted_bounds_are_caught_on_the_host_before_any_device(
+    lb: float, gap: float, kinds: tuple[str, str]
+) -> None:
+    """``lb >= ub`` given as numbers or CPU tensors is a ``ValueError`` whatever
+    the planner's device (here ``meta``, whose values cannot be read); bounds
+    already on another device are not read."""
+
+    def bound(value: float, kind: str) -> Tensor | float:
+        return torch.tensor([value]) if kind == "tensor" else value
+
+    config = PlannerConfig(
+        horizon=2,
+        action_lb=bound(lb, kinds[0]),
+        action_ub=bound(lb - gap, kinds[1]),  # ub <= lb, also after rounding to float32
+        solver=CEMOptions(n_sample=4, n_elite=2, n_iter=1, tau=None),
+    )
+    for device in ("meta", "cpu"):
+        with pytest.raises(ValueError, match="lb < ub"):
+            plan(lambda u: u.sum((2, 3)), config, 2, device=device)
+        with pytest.raises(ValueError, match="lb < ub"):
+            MPC(config, 2, device=device)
+    on_meta = dataclasses.replace(
+        config,
+        action_lb=torch.full((1,), lb, device="meta"),
+        action_ub=torch.full((1,), lb - gap, device="meta"),
+    )
+    assert plan(lambda u: u.sum((2, 3)), on_meta, 2, device="meta").actions.shape == (2, 2, 1)
+
+
 # -- CTL-4 -------------------------------------------------------------------------------------
 
 
@@ -645,6 +686,20 @@ def test_decoder_architecture_and_initialization() -> None:
     assert all(bool((m.bias == 0).all()) for m in linears)
     with pytest.raises(ValueError, match="latents of size 2"):
         decoder(torch.zeros(4, 3))
+
+
+@pytest.mark.spec("CTL-8", "CTL-13")
+@given(shape=st.lists(st.integers(0, 3), max_size=3))
+def test_decoder_rejects_latents_of_the_wrong_size(shape: list[int]) -> None:
+    """A latent ``(..., m)`` decodes to ``(..., H, n_u)``; any other shape, a
+    0-d latent included, is a ``ValueError``."""
+    decoder = ActionDecoder(2, 3, 1, -1.0, 1.0, hidden=4)
+    z = torch.zeros(shape)
+    if shape and shape[-1] == 2:
+        assert decoder(z).shape == (*shape[:-1], 3, 1)
+    else:
+        with pytest.raises(ValueError, match="latents of size 2"):
+            decoder(z)
 
 
 @pytest.mark.spec("CTL-9", "CTL-16")
@@ -994,6 +1049,34 @@ def test_errors_name_the_bad_value() -> None:
         MPC(base, 2, seed=1.5)  # type: ignore[arg-type]
 
 
+@pytest.mark.spec("CTL-13")
+@given(batch=st.integers(-(2**40), 0))
+def test_plan_rejects_a_batch_below_one(batch: int) -> None:
+    config = PlannerConfig(
+        horizon=2,
+        action_lb=-1.0,
+        action_ub=1.0,
+        solver=CEMOptions(n_sample=4, n_elite=2, n_iter=1, tau=None),
+    )
+    for planner in (partial(plan, lambda u: u.sum((2, 3))), MPC):
+        with pytest.raises(ValueError, match=rf"batch must be >= 1, got {batch}$"):
+            planner(config, batch)
+
+
+@pytest.mark.spec("CTL-13")
+@pytest.mark.parametrize("batch", [1.5, 2.0, "2", True, None])
+def test_plan_rejects_a_non_integer_batch(batch: Any) -> None:
+    config = PlannerConfig(
+        horizon=2,
+        action_lb=-1.0,
+        action_ub=1.0,
+        solver=CEMOptions(n_sample=4, n_elite=2, n_iter=1, tau=None),
+    )
+    for planner in (partial(plan, lambda u: u.sum((2, 3))), MPC):
+        with pytest.raises(TypeError, match="batch must be an int"):
+            planner(config, batch)
+
+
 # -- CTL-14 ------------------------------------------------------------------------------------
 
 
@@ -1044,6 +1127,65 @@ def test_planners_run_on_meta() -> None:
         device="meta",
     )
     assert latent.actions.shape == (4, 6, 1) and latent.latent.device.type == "meta"
+
+
+class _HostToDevice(TorchDispatchMode):  # type: ignore[no-untyped-call]
+    """Records every operator that turns CPU tensor values into a tensor on
+    another device (a host-to-device copy)."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.copies: list[str] = []
+
+    def __torch_dispatch__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        out = func(*args, **(kwargs or {}))
+        inputs = [t for t in tree_leaves((args, kwargs)) if isinstance(t, Tensor)]
+        outputs = [t for t in tree_leaves(out) if isinstance(t, Tensor)]
+        if any(t.device.type == "cpu" and t.numel() for t in inputs) and any(
+            t.device.type != "cpu" for t in outputs
+        ):
+            self.copies.append(str(func))
+        return out
+
+
+@pytest.mark.spec("CTL-14", "CTL-6")
+def test_mpc_builds_bounds_and_init_std_once_on_its_device() -> None:
+    """Tensor bounds and ``init_std`` given on the CPU reach the controller's
+    device once, at construction: ``act`` copies nothing from the host, and
+    still equals ``plan`` from the warm start (bit for bit, also for a state
+    restored in another dtype)."""
+    system = Cartpole()
+    config = PlannerConfig(
+        horizon=6,
+        action_lb=torch.tensor([-30.0]),
+        action_ub=torch.tensor([10.0]),
+        init_std=torch.tensor([20.0]),
+        solver=CEMOptions(n_sample=10, n_elite=2, n_iter=2, tau=None, keep_elites=0.2),
+    )
+    x0 = torch.empty(4, 5, device="meta")
+    mpc = MPC(config, 4, device="meta")
+    with _HostToDevice() as recorder:
+        for _ in range(2):
+            mpc.act(rollout_cost(system.step, system.cost, x0))
+    assert recorder.copies == []
+    x0 = system.sample_initial(4, torch.Generator().manual_seed(0))
+    cost = rollout_cost(system.step, system.cost, x0)
+    for dtype in (torch.float32, F64):
+        mpc = MPC(config, 4, seed=1)
+        warm = mpc.state.warm_start.to(dtype)
+        mpc.state = dataclasses.replace(mpc.state, warm_start=warm)
+        replay = torch.Generator().set_state(mpc.state.rng)
+        got = mpc.act(cost)
+        want = plan(cost, config, 4, init_mean=warm, generator=replay)
+        assert got.actions.dtype == dtype
+        for field in ("actions", "cost", "mean", "std", "elites"):
+            assert torch.equal(getattr(got, field), getattr(want, field)), field
 
 
 # -- CTL-15 ------------------------------------------------------------------------------------
@@ -1124,3 +1266,96 @@ def test_colored_noise_errors(
     )
     with pytest.raises(error, match=words):
         colored_noise(**args)  # type: ignore[arg-type]
+
+
+# -- CTL-24 ------------------------------------------------------------------------------------
+
+
+def _compiled_setup(solver: CEMOptions | None = None) -> tuple[PlannerConfig, Any, Tensor]:
+    system = Pendulum()
+    config = PlannerConfig(
+        horizon=3,
+        action_lb=-2.0,
+        action_ub=2.0,
+        solver=solver or CEMOptions(n_sample=8, n_elite=2, n_iter=2, tau=None),
+    )
+    x = system.sample_initial(2, torch.Generator().manual_seed(0))
+    return config, observed_rollout_cost(system.step, system.cost), x
+
+
+@pytest.mark.spec("CTL-24")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_compiled_mpc_in_half_precision_draws_as_mpc(dtype: torch.dtype) -> None:
+    """In float16/bfloat16 the compiled controller draws its noise in the
+    solve's state dtype (float32), as ``MPC.act`` does: same random state,
+    same plans up to rounding."""
+    config, cost, x = _compiled_setup(PLANNER_SOLVER.replace(n_sample=20, n_elite=4, n_iter=2))
+    x = x.to(dtype)
+    compiled = CompiledMPC(config, 2, cost, dtype=dtype, seed=3, backend="eager")
+    eager = MPC(config, 2, dtype=dtype, seed=3)
+    for _ in range(2):
+        got = compiled.act(x)
+        want = eager.act(partial(cost, x))
+        assert torch.equal(compiled.state.rng, eager.state.rng)
+        for field in ("actions", "cost", "mean", "std", "elites"):
+            assert getattr(got, field).dtype == dtype
+            torch.testing.assert_close(getattr(got, field), getattr(want, field), msg=field)
+        torch.testing.assert_close(compiled.state.warm_start, eager.state.warm_start)
+
+
+@pytest.mark.spec("CTL-24", "CTL-13")
+def test_compiled_mpc_checks_values_as_mpc() -> None:
+    """On the CPU, ``act`` raises the eager controller's ``ValueError`` for a
+    negative or non-finite ``σ_0`` and a non-finite warm start, before
+    tracing, and leaves the state unchanged; on ``meta`` no value is read
+    (as ``MPC``, CEM-22)."""
+    config, cost, x = _compiled_setup()
+    nan_state = MPC(config, 2, seed=0).state
+    nan_state = dataclasses.replace(
+        nan_state, warm_start=torch.full_like(nan_state.warm_start, math.nan)
+    )
+    cases: list[tuple[PlannerConfig, MPCState | None]] = [
+        (dataclasses.replace(config, init_std=-5.0), None),
+        (dataclasses.replace(config, init_std=torch.tensor([math.nan])), None),
+        (dataclasses.replace(config, init_std=torch.tensor([math.inf])), None),
+        (config, nan_state),
+    ]
+    for bad, state in cases:
+        eager = MPC(bad, 2, seed=0)
+        compiled = CompiledMPC(bad, 2, cost, seed=0, backend="eager")
+        if state is not None:
+            eager.state = compiled.state = state
+        with pytest.raises(ValueError) as want:
+            eager.act(partial(cost, x))
+        before = compiled.state
+        with pytest.raises(ValueError) as got:
+            compiled.act(x)
+        assert str(got.value) == str(want.value)
+        assert compiled.state is before
+    negative = dataclasses.replace(config, init_std=-5.0)
+    on_meta = torch.zeros(2, 3, device="meta")
+    assert MPC(negative, 2, device="meta").act(partial(cost, on_meta)).actions.shape == (2, 3, 1)
+    meta = CompiledMPC(negative, 2, cost, device="meta", seed=0, backend="eager")
+    assert meta.act(on_meta).actions.shape == (2, 3, 1)
+
+
+@pytest.mark.spec("CTL-24")
+def test_an_index_less_device_is_the_current_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tensors made on ``cuda`` report the current index (``cuda:1`` while
+    device 1 is current): the controllers compare devices so, and a
+    controller on ``cpu:0`` takes CPU observations."""
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    cuda, cuda0, cuda1 = torch.device("cuda"), torch.device("cuda", 0), torch.device("cuda", 1)
+    assert same_device(cuda, cuda) and same_device(cuda1, cuda1)
+    assert same_device(cuda1, cuda) and same_device(cuda, cuda1)
+    assert not same_device(cuda0, cuda) and not same_device(cuda, cuda0)
+    assert not same_device(cuda0, cuda1)
+    cpu, meta = torch.device("cpu"), torch.device("meta")
+    assert same_device(cpu, torch.device("cpu", 0)) and same_device(meta, meta)
+    assert not same_device(cpu, meta) and not same_device(cuda, cpu)
+    config, cost, x = _compiled_setup()
+    compiled = CompiledMPC(config, 2, cost, device="cpu:0", seed=0, backend="eager")
+    want = MPC(config, 2, seed=0).act(partial(cost, x))
+    torch.testing.assert_close(compiled.act(x).actions, want.actions, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="observation is on meta"):
+        compiled.act(x.to("meta"))

@@ -83,6 +83,11 @@ def solve(
         raise TypeError(f"options must be an impl.options.CEMOptions, got {type(options).__name__}")
     mean, single, in_dtype = batched_mean(init_mean)
     batch, dim = mean.shape
+    if options.std_min > torch.finfo(mean.dtype).max:
+        raise ValueError(
+            f"std_min={options.std_min} overflows the solver's {mean.dtype} "
+            f"(largest {torch.finfo(mean.dtype).max:g})"
+        )
     device = mean.device
     shape = (batch, options.n_sample, dim)
     target = init_mean.shape

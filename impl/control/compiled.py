@@ -21,20 +21,20 @@ import torch
 from torch import Tensor
 
 from impl.cem.compiled import CompileMode, CompileSettings, draw_noise, solve_graph
+from impl.cem.inputs import validate_values
 from impl.cem.samplers import ColoredNoise, NoiseSource, WhiteNoise
 from impl.control.planner import (
-    INIT_STD_SCALE,
     MPC,
     Dynamics,
     MPCState,
     Plan,
     PlannerConfig,
     StepCost,
-    action_bounds,
     check_costs,
+    plan_tensors,
     rollout,
+    same_device,
     shift_warm_start,
-    vector,
 )
 
 ObservedCost = Callable[[Tensor, Tensor], Tensor]
@@ -99,6 +99,9 @@ class CompiledMPC:
         self.batch = self.controller.batch
         self.device = self.controller.device
         self.dtype = dtype
+        # The solve's state dtype (float32 for half precision, CEM-24): MPC.act draws its
+        # noise in it, and so does this controller (CTL-24).
+        self._state_dtype = torch.promote_types(dtype, torch.float32)
         self.cost = cost
         self.settings = CompileSettings(backend, mode)
         options = config.solver
@@ -106,23 +109,21 @@ class CompiledMPC:
             raise ValueError(
                 f'output="sample" with dtype {dtype} is not supported by the compiled step'
             )
-        lower, upper = action_bounds(config, self.device, dtype)
+        tensors = plan_tensors(config, self.device, dtype)
+        lower, upper = tensors.lower, tensors.upper
         n_u = lower.shape[0]
         horizon = config.horizon
-        if config.init_std is None:
-            std = INIT_STD_SCALE * (upper - lower)
-        else:
-            std = vector("init_std", config.init_std, n_u, self.device, dtype)
         width = horizon * n_u
         frame = _StepFrame(
             config,
             cost,
-            std.expand(horizon, n_u).reshape(1, width),
+            tensors.std.expand(horizon, n_u).reshape(1, width),
             lower.expand(horizon, n_u).reshape(1, width),
             upper.expand(horizon, n_u).reshape(1, width),
             0.5 * (lower + upper),
             (self.batch, horizon, n_u),
         )
+        self._frame = frame
         self._shape = frame.shape
         self._source: NoiseSource = (
             ColoredNoise(config.noise_beta, horizon, n_u) if config.noise_beta > 0 else WhiteNoise()
@@ -166,7 +167,7 @@ class CompiledMPC:
             raise ValueError(
                 f"observation must have shape ({self.batch}, ...), got {tuple(observation.shape)}"
             )
-        if observation.device != self.device:
+        if not same_device(observation.device, self.device):
             raise ValueError(
                 f"observation is on {observation.device}, the controller on {self.device}"
             )
@@ -179,19 +180,28 @@ class CompiledMPC:
                 f"({batch}, P, {horizon}, {n_u})"
             )
         state = self.state
+        options = self.config.solver
+        batch, horizon, n_u = self._shape
+        shape = (batch, options.n_sample, horizon * n_u)
+        if self.device.type == "cpu":  # the eager solve's value checks (CEM-22: on the CPU)
+            frame, dtype = self._frame, self._state_dtype
+            validate_values(
+                state.warm_start.reshape(batch, -1).to(dtype),
+                frame.std.to(dtype),
+                frame.lower.to(dtype),
+                frame.upper.to(dtype),
+            )
         generator = None
         if self.device.type != "meta":  # meta draws no values: nothing to seed
             generator = torch.Generator(device=self.device)
             generator.set_state(state.rng)
-        options = self.config.solver
-        batch, horizon, n_u = self._shape
-        shape = (batch, options.n_sample, horizon * n_u)
         self._source.check(options.n_iter, shape, self.device)
-        noise = draw_noise(self._source, options, shape, self.dtype, self.device, generator)
+        dtype = self._state_dtype  # as MPC.act draws: in the solve's state dtype
+        noise = draw_noise(self._source, options, shape, dtype, self.device, generator)
         sample_eps = None
         if options.output == "sample":
             sample_eps = torch.randn(
-                (batch, 1, horizon * n_u), generator=generator, dtype=self.dtype, device=self.device
+                (batch, 1, horizon * n_u), generator=generator, dtype=dtype, device=self.device
             )
         elites = state.elites if state.elites is not None and state.elites.shape[1] else None
         cuda_graphs = self.settings.cuda_graphs and self.device.type == "cuda"

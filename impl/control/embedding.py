@@ -98,7 +98,7 @@ class ActionDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         """``(..., m) -> (..., H, n_u)``."""
-        if z.shape[-1] != self.latent_dim:
+        if z.dim() == 0 or z.shape[-1] != self.latent_dim:
             raise ValueError(
                 f"the decoder takes latents of size {self.latent_dim}, got shape {tuple(z.shape)}"
             )

@@ -167,16 +167,85 @@ class Plan:
 def action_bounds(
     config: PlannerConfig, device: torch.device, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
-    """The bounds as ``(n_u,)`` tensors, checked (CTL-3, CTL-13)."""
+    """The bounds as ``(n_u,)`` tensors on ``device``, checked (CTL-3, CTL-13).
+
+    ``lb < ub`` is checked on the host, without a device synchronization
+    (CTL-14), wherever the values are there: numbers and CPU tensors are
+    checked (in ``dtype``) before they reach ``device``; a bound given as a
+    tensor on another device is read only when ``device`` is the CPU.
+    """
     n_u = require_positive_int("action_dim", config.action_dim)
-    lower = vector("action_lb", config.action_lb, n_u, device, dtype)
-    upper = vector("action_ub", config.action_ub, n_u, device, dtype)
-    if lower.device.type == "cpu" and not bool((lower < upper).all()):
+    lower, host_lower = _bound("action_lb", config.action_lb, n_u, device, dtype)
+    upper, host_upper = _bound("action_ub", config.action_ub, n_u, device, dtype)
+    if host_lower is None or host_upper is None:  # on an accelerator: not read (CTL-14)
+        return lower, upper
+    if not bool((host_lower < host_upper).all()):
         raise ValueError(
-            f"action bounds must satisfy lb < ub in every dimension; got lb={lower.tolist()}, "
-            f"ub={upper.tolist()}"
+            "action bounds must satisfy lb < ub in every dimension; "
+            f"got lb={host_lower.tolist()}, ub={host_upper.tolist()}"
         )
     return lower, upper
+
+
+def _bound(
+    name: str, value: Tensor | float, n: int, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor | None]:
+    """``vector(name, value, n, device, dtype)``, and the same values on the CPU
+    when they can be read there without a device synchronization, else None."""
+    cpu = torch.device("cpu")
+    if isinstance(value, Tensor) and value.device.type != "cpu":
+        bound = vector(name, value, n, device, dtype)
+        return bound, bound if bound.device.type == "cpu" else None
+    host = vector(name, value, n, cpu, dtype)
+    if device.type == "cpu":
+        return host, host
+    if isinstance(value, Tensor):
+        return host.to(device), host  # the one copy the tensor needs, checked before it
+    return vector(name, value, n, device, dtype), host  # a fill: no host-to-device copy
+
+
+@dataclass(frozen=True)
+class PlanTensors:
+    """A configuration's bounds and ``σ_0`` as ``(n_u,)`` tensors on one device
+    and dtype (CTL-2, CTL-3): what ``plan`` builds on every call and ``MPC``
+    once, at construction."""
+
+    lower: Tensor
+    upper: Tensor
+    std: Tensor
+
+
+def plan_tensors(config: PlannerConfig, device: torch.device, dtype: torch.dtype) -> PlanTensors:
+    """The bounds (checked, ``action_bounds``) and ``σ_0``: ``config.init_std``
+    or ``INIT_STD_SCALE · (ub − lb)`` (CTL-2, CTL-6)."""
+    lower, upper = action_bounds(config, device, dtype)
+    if config.init_std is None:
+        std = INIT_STD_SCALE * (upper - lower)
+    else:
+        std = vector("init_std", config.init_std, lower.shape[0], device, dtype)
+    return PlanTensors(lower, upper, std)
+
+
+def same_device(first: torch.device, second: torch.device) -> bool:
+    """Whether tensors on ``first`` and on ``second`` are on one device.
+
+    An index-less accelerator device (``cuda``) is the current one, which is
+    where PyTorch creates its tensors (and they report ``cuda:0`` while
+    device 0 is current).
+    """
+    if first.type != second.type:
+        return False
+    if first.type in ("cpu", "meta") or first.index == second.index:  # cpu:0 is the CPU
+        return True
+    return _index(first) == _index(second)
+
+
+def _index(device: torch.device) -> int:
+    """An accelerator device's index, the current one when it has none."""
+    if device.index is not None:
+        return device.index
+    index: int = torch.get_device_module(device.type).current_device()
+    return index
 
 
 def plan(
@@ -211,21 +280,48 @@ def plan(
         callback: ``impl.dcem``'s per-iteration callback (samples flattened to
             ``(B, N, H·n_u)``).
     """
-    horizon = require_positive_int("horizon", config.horizon)
+    require_positive_int("horizon", config.horizon)
+    batch = require_positive_int("batch", batch)
     if init_mean is not None:
         device, dtype = init_mean.device, init_mean.dtype
     device = torch.device("cpu") if device is None else torch.device(device)
-    lower, upper = action_bounds(config, device, dtype)
+    return _plan(
+        cost_fn,
+        config,
+        batch,
+        plan_tensors(config, device, dtype),
+        init_mean=init_mean,
+        generator=generator,
+        noise=noise,
+        proposals=proposals,
+        elites=elites,
+        callback=callback,
+    )
+
+
+def _plan(
+    cost_fn: ActionCost,
+    config: PlannerConfig,
+    batch: int,
+    tensors: PlanTensors,
+    *,
+    init_mean: Tensor | None,
+    generator: torch.Generator | None,
+    noise: Tensor | None,
+    proposals: Tensor | None,
+    elites: Tensor | None,
+    callback: Callable[[DCEMStep], None] | None,
+) -> Plan:
+    """``plan`` with its checked arguments and its ``tensors`` (on ``init_mean``'s
+    device and dtype) built."""
+    horizon = config.horizon
+    lower, upper, std = tensors.lower, tensors.upper, tensors.std
     n_u = lower.shape[0]
     shape = (batch, horizon, n_u)
     if init_mean is None:
         init_mean = (0.5 * (lower + upper)).expand(shape)
     elif tuple(init_mean.shape) != shape:
         raise ValueError(f"init_mean has shape {tuple(init_mean.shape)}, expected {shape}")
-    if config.init_std is None:
-        std = INIT_STD_SCALE * (upper - lower)
-    else:
-        std = vector("init_std", config.init_std, n_u, device, dtype)
 
     width = horizon * n_u
 
@@ -369,8 +465,9 @@ class MPC:
             raise ValueError(f"batch must be >= 1, got {batch}")
         self.device = torch.device("cpu") if device is None else torch.device(device)
         self.dtype = dtype
-        lower, upper = action_bounds(config, self.device, dtype)
-        self._midpoint = 0.5 * (lower + upper)
+        # Built once, on the device: every act reuses them (no copies, CTL-14).
+        self._tensors = plan_tensors(config, self.device, dtype)
+        self._midpoint = 0.5 * (self._tensors.lower + self._tensors.upper)
         self.state = MPCState(
             warm_start=self.fresh_warm_start(),
             rng=seeded_rng(seed, self.device),
@@ -425,12 +522,19 @@ class MPC:
         if self.device.type != "meta":  # meta draws no values: nothing to seed
             generator = torch.Generator(device=self.device)
             generator.set_state(self.state.rng)
-        result = plan(
+        warm_start = self.state.warm_start
+        tensors = self._tensors
+        if warm_start.dtype != self.dtype or not same_device(warm_start.device, self.device):
+            # a state restored in another dtype or on another device: plan there, as plan does
+            tensors = plan_tensors(self.config, warm_start.device, warm_start.dtype)
+        result = _plan(
             cost_fn,
             self.config,
             self.batch,
-            init_mean=self.state.warm_start,
+            tensors,
+            init_mean=warm_start,
             generator=generator,
+            noise=None,
             proposals=proposals,
             elites=self.state.elites
             if self.state.elites is not None and self.state.elites.shape[1]
