@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -1049,32 +1050,31 @@ def test_errors_name_the_bad_value() -> None:
         MPC(base, 2, seed=1.5)  # type: ignore[arg-type]
 
 
-@pytest.mark.spec("CTL-13")
-@given(batch=st.integers(-(2**40), 0))
-def test_plan_rejects_a_batch_below_one(batch: int) -> None:
+def _batch_checked_planners() -> list[Callable[[int], object]]:
+    """``plan`` and ``MPC`` on a small configuration, each taking only ``batch``."""
     config = PlannerConfig(
         horizon=2,
         action_lb=-1.0,
         action_ub=1.0,
         solver=CEMOptions(n_sample=4, n_elite=2, n_iter=1, tau=None),
     )
-    for planner in (partial(plan, lambda u: u.sum((2, 3))), MPC):
+    return [partial(plan, lambda u: u.sum((2, 3)), config), partial(MPC, config)]
+
+
+@pytest.mark.spec("CTL-13")
+@given(batch=st.integers(-(2**40), 0))
+def test_plan_rejects_a_batch_below_one(batch: int) -> None:
+    for planner in _batch_checked_planners():
         with pytest.raises(ValueError, match=rf"batch must be >= 1, got {batch}$"):
-            planner(config, batch)
+            planner(batch)
 
 
 @pytest.mark.spec("CTL-13")
 @pytest.mark.parametrize("batch", [1.5, 2.0, "2", True, None])
 def test_plan_rejects_a_non_integer_batch(batch: Any) -> None:
-    config = PlannerConfig(
-        horizon=2,
-        action_lb=-1.0,
-        action_ub=1.0,
-        solver=CEMOptions(n_sample=4, n_elite=2, n_iter=1, tau=None),
-    )
-    for planner in (partial(plan, lambda u: u.sum((2, 3))), MPC):
+    for planner in _batch_checked_planners():
         with pytest.raises(TypeError, match="batch must be an int"):
-            planner(config, batch)
+            planner(batch)
 
 
 # -- CTL-14 ------------------------------------------------------------------------------------
