@@ -32,12 +32,25 @@ def require_positive_int(name: str, value: object) -> int:
 
 
 def require_real(name: str, value: object) -> float:
-    """Return ``value`` as a float; ``TypeError`` for non-real values and bools."""
+    """Return ``value`` as a float; ``TypeError`` for non-real values and bools,
+    ``ValueError`` for a number beyond the float range (e.g. ``10**400``)."""
     if type(value) is float:  # the common case, without the ABC check
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int (or Fraction) beyond the float range
+        raise ValueError(f"{name} is too large for a float, got {value!r:.40}") from None
+
+
+def number_in_dtype(value: float, dtype: torch.dtype) -> float:
+    """``value`` rounded as ``dtype`` holds it, as a Python float: ``±inf`` past
+    the dtype's range, as a cast gives (``torch.full`` and ``clamp`` refuse such
+    numbers instead of rounding them). Values inside the range come back as they are."""
+    if dtype == torch.float64 or not abs(value) > torch.finfo(dtype).max:
+        return value
+    return float(torch.tensor(value, dtype=torch.float64).to(dtype))
 
 
 def require_finite_real(name: str, value: object, *, minimum: float, strict: bool) -> float:

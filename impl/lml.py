@@ -299,6 +299,8 @@ def solve_lml_with_fast_path(x: Tensor, k: int, tau: Temperature, max_steps: int
     """
     n = x.shape[-1]
     rows = x if x.dim() == 2 else x.reshape(-1, n)
+    if rows.shape[0] == 0:  # no rows: nothing to project (LML-5)
+        return torch.empty_like(x)
     if rows.shape[0] == 1 and (not isinstance(tau, Tensor) or tau.numel() == 1):
         y = _solve_single_row(rows, k, float(tau), max_steps)
         return y if x.dim() == 2 else y.view(x.shape)

@@ -115,7 +115,9 @@ def exponential_elite_weights(
     # Measured from the best elite's score, so the best logit is exactly 0 and
     # a tiny λ sends the others to −∞ (weight 0) instead of every logit to −∞ (NaN).
     best = torch.where(chosen, scores, torch.inf).amin(-1, keepdim=True)
-    logits = torch.where(chosen, (scores - best) / -temperature, -torch.inf)
+    # λ below the dtype's smallest normal number would round to −0 (and 0/−0 is NaN).
+    scale = -max(temperature, torch.finfo(values.dtype).tiny)
+    logits = torch.where(chosen, (scores - best) / scale, -torch.inf)
     return torch.softmax(logits, dim=-1) * k
 
 

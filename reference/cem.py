@@ -492,7 +492,7 @@ def cem(
        I_t = soft_weights(v_t, k, tau, normalize)      otherwise  (CEM-3, CEM-5)
     4. if v_t has at least k (hard) or k + 1 (soft) finite entries,
        (mu_hat, std_hat) = gaussian_fit(X_t, I_t, k, std_min)    (CEM-6, CEM-11),
-       mu_{t+1}  = a * mu_t  + (1 - a) * mu_hat                    (CEM-29)
+       mu_{t+1}  = clip(a * mu_t  + (1 - a) * mu_hat, lb, ub)      (CEM-29, CEM-10)
        std_{t+1} = max(a * std_t + (1 - a) * std_hat, std_min)     with a = smoothing,
        then min(std_{t+1}, std_max) if std_max is given            (CEM-38);
        otherwise the distribution is left unchanged                (CEM-12)
@@ -597,7 +597,7 @@ def cem(
 
         if np.count_nonzero(np.isfinite(v)) >= min_finite:
             fit_mu, fit_std = gaussian_fit(X, w, k, floor)
-            new_mu = alpha * mu + (1.0 - alpha) * fit_mu
+            new_mu = np.clip(alpha * mu + (1.0 - alpha) * fit_mu, lower, upper)  # CEM-10
             new_std = np.maximum(alpha * std + (1.0 - alpha) * fit_std, floor)
             if std_max is not None:
                 new_std = np.minimum(new_std, std_max)

@@ -616,9 +616,11 @@ def test_one_smoothed_step_blends_the_plain_update(config: Config, alpha: float)
     smoothed = run_impl(one, smoothing=alpha)
     mean0, std0 = torch.from_numpy(one.mean0), torch.from_numpy(one.std0)
     moved = ~torch.isclose(plain.mean, mean0, rtol=0, atol=0).all(-1)  # the update was applied
-    expected_mean = torch.where(
-        moved.unsqueeze(-1), alpha * mean0 + (1 - alpha) * plain.mean, mean0
-    )
+    blend = alpha * mean0 + (1 - alpha) * plain.mean
+    # CEM-10: the blend is clipped to the box (a move when init_mean lies outside it)
+    lower = -math.inf if one.lb is None else one.lb
+    upper = math.inf if one.ub is None else one.ub
+    expected_mean = torch.where(moved.unsqueeze(-1), blend.clamp(lower, upper), mean0)
     torch.testing.assert_close(smoothed.mean, expected_mean, rtol=1e-12, atol=1e-12)
     expected_std = (alpha * std0 + (1 - alpha) * plain.std).clamp_min(one.std_min)
     expected_std = torch.where(moved.unsqueeze(-1), expected_std, std0)

@@ -10,7 +10,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from impl._checks import require_broadcastable, require_floating_tensor, require_real
+from impl._checks import (
+    number_in_dtype,
+    require_broadcastable,
+    require_floating_tensor,
+    require_real,
+)
 
 
 def batched_mean(init_mean: object) -> tuple[Tensor, bool, torch.dtype]:
@@ -18,9 +23,10 @@ def batched_mean(init_mean: object) -> tuple[Tensor, bool, torch.dtype]:
     ``(d,)`` problem, and the dtype ``f`` sees. Half-precision inputs get a
     float32 state (CEM-24)."""
     tensor = require_floating_tensor("init_mean", init_mean)
-    if tensor.dim() not in (1, 2) or tensor.shape[-1] == 0:
+    if tensor.dim() not in (1, 2) or tensor.shape[-1] == 0 or tensor.shape[0] == 0:
         raise ValueError(
-            f"init_mean must have shape (B, d) or (d,) with d >= 1, got {tuple(tensor.shape)}"
+            "init_mean must have shape (B, d) or (d,) with B >= 1 and d >= 1, "
+            f"got {tuple(tensor.shape)}"
         )
     single = tensor.dim() == 1
     dtype = torch.promote_types(tensor.dtype, torch.float32)
@@ -38,7 +44,7 @@ def broadcast_operand(name: str, value: Tensor | float, target: torch.Size, mean
             raise ValueError(f"{name} is on {value.device}, init_mean on {mean.device}")
         tensor = value.to(mean.dtype)
     else:
-        number = require_real(name, value)
+        number = number_in_dtype(require_real(name, value), mean.dtype)  # CEM-24
         # A fill, not torch.tensor: no host-to-device copy (CEM-23).
         tensor = torch.full((), number, dtype=mean.dtype, device=mean.device)
     return tensor.expand(target).reshape(mean.shape)

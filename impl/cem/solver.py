@@ -183,7 +183,15 @@ def _noise_source(
         raise ValueError("pass either noise or sampler, not both (noise is a PreDrawnNoise)")
     if noise is not None:
         return PreDrawnNoise(batched_noise(noise, single, shape, n_iter))
-    return WhiteNoise() if sampler is None else sampler
+    if sampler is None:
+        return WhiteNoise()
+    if not all(hasattr(sampler, name) for name in ("check", "draw", "uses_generator")):
+        raise TypeError(
+            "sampler must be a NoiseSource (WhiteNoise, PreDrawnNoise, ColoredNoise or an "
+            f"object with check, draw and uses_generator), got {type(sampler).__name__}; "
+            "a noise tensor goes in noise="
+        )
+    return sampler
 
 
 def _iterate(

@@ -105,7 +105,7 @@ def step(
     2. ``v = f(X)``; non-finite values rank worst        (CEM-12)
     3. ``I = selector(v)``                               (CEM-3–5, CEM-30)
     4. ``(μ', σ') = update(X, I, μ, σ)`` where the row is active and valid,
-       else ``(μ, σ)``                                   (CEM-6, CEM-12, CEM-29)
+       else ``(μ, σ)``; ``μ'`` clipped to the box       (CEM-6, CEM-12, CEM-29, CEM-10)
     5. ``best_x``, ``best_value``: the lowest finite value of an active row,
        if lower than the best so far                    (CEM-16);
        ``kept``: the ``n_kept`` lowest-ranked candidates, lowest first (CEM-39)
@@ -140,6 +140,7 @@ def step(
     plain = samples is gaussian  # the fit may use the (B, N, d) scratch buffer
     scratch = work.scratch if work is not None and plain and not graph else None
     new_mean, new_std = problem.update(samples, selection.weights, mean, std, scratch)
+    new_mean = problem.box.clip(new_mean)  # μ' in the box, also after rounding (CEM-10)
     lowest, index = ranked.min(-1)
     better = lowest < state.best_value
     applied = selection.valid

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from impl._checks import number_in_dtype
 from impl.gaussian import weighted_gaussian_fit
 
 
@@ -50,5 +51,5 @@ class GaussianUpdate:
             new_mean = torch.lerp(new_mean, mean, self.smoothing)
             new_std = torch.lerp(new_std, std, self.smoothing).clamp_min(self.std_min)
         if self.std_max is not None:
-            new_std = new_std.clamp_max(self.std_max)
+            new_std = new_std.clamp_max(number_in_dtype(self.std_max, new_std.dtype))
         return new_mean, new_std
