@@ -50,6 +50,22 @@ def broadcast_operand(name: str, value: Tensor | float, target: torch.Size, mean
     return tensor.expand(target).reshape(mean.shape)
 
 
+def bound_inward(bound: Tensor, dtype: torch.dtype, *, upper: bool) -> Tensor:
+    """A bound ``(B, d)`` of the state's dtype moved inward to the nearest value
+    that ``dtype`` (``init_mean``'s, narrower than the state's) holds: the
+    largest such value ``≤ ub`` or the smallest ``≥ lb`` (CEM-10, CEM-24).
+
+    A candidate clipped to it in the state's dtype and then rounded to ``dtype``
+    for ``f`` stays in the box: rounding to nearest cannot cross a value that
+    ``dtype`` holds exactly. The gradient passes through as for the cast."""
+    rounded = bound.to(dtype)
+    back = rounded.to(bound.dtype)
+    outward = back > bound if upper else back < bound
+    toward = torch.full_like(rounded, -torch.inf if upper else torch.inf)
+    stepped = torch.nextafter(rounded.detach(), toward).to(bound.dtype)
+    return torch.where(outward, stepped + (back - back.detach()), back)
+
+
 def batched_noise(noise: object, single: bool, shape: tuple[int, int, int], n_iter: int) -> Tensor:
     """``noise`` as ``(T, B, N, d)``; a single problem may give ``(T, N, d)``."""
     tensor = require_floating_tensor("noise", noise)

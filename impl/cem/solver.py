@@ -13,6 +13,7 @@ from impl.cem.inputs import (
     batched_mean,
     batched_noise,
     batched_proposals,
+    bound_inward,
     broadcast_operand,
     check_generator,
     validate_values,
@@ -96,6 +97,11 @@ def solve(
     upper = None if ub is None else broadcast_operand("ub", ub, target, mean)
     if isinstance(lb, (int, float)) and isinstance(ub, (int, float)) and not lb < ub:
         raise ValueError(f"the bounds must satisfy lb < ub; got lb={lb}, ub={ub}")
+    if in_dtype != mean.dtype:  # f sees a narrower dtype than the state's (CEM-24)
+        lower = None if lower is None else bound_inward(lower, in_dtype, upper=False)
+        upper = None if upper is None else bound_inward(upper, in_dtype, upper=True)
+        if isinstance(lb, (int, float)) and isinstance(ub, (int, float)):
+            _require_a_value_between(lb, ub, in_dtype)
     box = Box(lower, upper)
     source = _noise_source(noise, sampler, single, shape, options.n_iter)
     source.check(options.n_iter, shape, device)
@@ -169,6 +175,18 @@ def solve(
         sample = problem.sampler(state.mean, state.std, eps, box)[:, 0]
     result = _result(state, options, in_dtype, sample)
     return result.squeezed() if single else result
+
+
+def _require_a_value_between(lb: float, ub: float, dtype: torch.dtype) -> None:
+    """``ValueError`` when no value of ``dtype`` lies in ``[lb, ub]`` (CEM-22, CEM-24)."""
+    low = torch.tensor(lb, dtype=torch.float64).to(dtype)
+    if float(low) < lb:
+        low = torch.nextafter(low, torch.tensor(torch.inf, dtype=dtype))
+    if not float(low) <= ub:
+        raise ValueError(
+            f"no {dtype} value lies in the box [lb, ub] = [{lb}, {ub}]: candidates in "
+            "init_mean's dtype cannot be in it"
+        )
 
 
 def _noise_source(

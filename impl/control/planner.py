@@ -360,9 +360,12 @@ def _plan(
         callback=callback,
     )
     actions = result.x.reshape(shape)
-    # "best" already carries the value f gave it; the mean is evaluated once more.
-    best = config.solver.output == "best"
-    cost = result.best_value if best else flat_cost(result.x.unsqueeze(1))[:, 0]
+    # The point is evaluated once more, except where "best" already carries the value f
+    # gave it: a finite best value (else no candidate was finite and the point is the
+    # initial mean, never evaluated; CEM-16, CTL-2).
+    cost = flat_cost(result.x.unsqueeze(1))[:, 0]
+    if config.solver.output == "best":
+        cost = torch.where(torch.isfinite(result.best_value), result.best_value, cost)
     return Plan(
         actions=actions,
         cost=cost,
