@@ -26,6 +26,7 @@ from torch import Tensor
 from impl.cem import DCEMStep, solve
 from impl.cem.samplers import TRUNCATION, Box, GaussianSampler, truncate_noise
 from impl.options import CEMOptions
+from tests.oracle import reference_run
 
 ref_cem = importlib.import_module("reference.cem")
 
@@ -116,27 +117,10 @@ def test_recipes_agree_with_the_reference(
         (grad,) = torch.autograd.grad(result.x.sum(), init)
         assert torch.isfinite(grad).all()
     for b in range(batch):
-        trace = ref_cem.cem(
-            f_numpy,
-            mean0[b],
-            std0[b],
-            noise[:, b],
-            n_elite=options.n_elite,
-            tau=options.tau,
-            lb=lb,
-            ub=ub,
-            std_min=options.std_min,
-            tol=options.tol,
-            smoothing=options.smoothing,
-            proposals=None if proposals is None else proposals[b],
-            sampling=options.sampling,
-            std_max=options.std_max,
-            keep_elites=options.keep_elites,
-            population_decay=options.population_decay,
-            mean_candidate=options.mean_candidate,
-            elites=None if elites0 is None else elites0[b],
-            sample_noise=sample_noise[b, 0].numpy(),
-        )
+        trace = reference_run(
+            f_numpy, options, b, mean0, std0, noise, tau=options.tau, lb=lb, ub=ub,
+            proposals=proposals, elites=elites0, sample_noise=sample_noise[:, 0].numpy(),
+        )  # fmt: skip
         np.testing.assert_allclose(result.mean[b].detach().numpy(), trace.mean, 1e-9, 1e-9)
         np.testing.assert_allclose(result.std[b].detach().numpy(), trace.std, 1e-9, 1e-9)
         assert math.isclose(result.best_value[b].item(), trace.best_value, rel_tol=1e-9)

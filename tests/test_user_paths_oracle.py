@@ -35,6 +35,7 @@ from impl.control.planner import PLANNER_SOLVER
 from impl.dcem import dcem
 from impl.lml import lml
 from impl.options import CEMOptions
+from tests.oracle import reference_run
 
 ref_cem = importlib.import_module("reference.cem")
 ref_lml = importlib.import_module("reference.lml")
@@ -130,29 +131,10 @@ def test_recipes_on_every_path_match_the_reference(path: str, seed: int) -> None
         (grad,) = torch.autograd.grad(result.x.sum() + result.std.sum(), init, allow_unused=True)
         assert grad is None or bool(torch.isfinite(grad).all())
     for b in range(batch):
-        trace = ref_cem.cem(
-            f_numpy,
-            mean0[b],
-            std0[b],
-            noise[:, b],
-            n_elite=k,
-            tau=tau,
-            lb=lb[b] if isinstance(lb, np.ndarray) else lb,
-            ub=ub[b] if isinstance(ub, np.ndarray) else ub,
-            normalize=options.normalize,
-            std_min=options.std_min,
-            tol=options.tol,
-            smoothing=options.smoothing,
-            elite_temperature=options.elite_temperature,
-            proposals=None if proposals is None else proposals[b],
-            sampling=options.sampling,
-            std_max=options.std_max,
-            keep_elites=options.keep_elites,
-            population_decay=options.population_decay,
-            mean_candidate=options.mean_candidate,
-            elites=None if elites0 is None else elites0[b],
-            sample_noise=sample_noise[b, 0].numpy(),
-        )
+        trace = reference_run(
+            f_numpy, options, b, mean0, std0, noise, tau=tau, lb=lb, ub=ub,
+            proposals=proposals, elites=elites0, sample_noise=sample_noise[:, 0].numpy(),
+        )  # fmt: skip
         np.testing.assert_allclose(result.mean[b].detach().numpy(), trace.mean, 1e-9, 1e-9)
         np.testing.assert_allclose(result.std[b].detach().numpy(), trace.std, 1e-9, 1e-9)
         assert int(result.n_iter[b]) == trace.n_iter
