@@ -15,9 +15,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import Tensor
 
 from impl.cem import solve
+from impl.cem.inputs import bound_inward
 from impl.dcem import dcem
 from impl.lml import lml
 from impl.options import CEMOptions
@@ -271,3 +274,90 @@ def test_a_smoothed_mean_outside_the_box_is_clipped_with_the_clip_gradient() -> 
     torch.testing.assert_close(result.mean.detach(), expected, rtol=1e-12, atol=1e-12)
     (grad,) = torch.autograd.grad(result.mean.sum(), mean0)
     torch.testing.assert_close(grad, torch.tensor([1.0, 0.0], dtype=torch.float64))
+
+
+# --- CEM-24: bounds past a half-precision dtype's range ---------------------------
+
+
+def _all_finite_values(dtype: torch.dtype) -> np.ndarray:
+    """Every finite value of a 16-bit float dtype, sorted, from its 65,536 bit
+    patterns: an enumeration independent of ``bound_inward``'s rounding."""
+    patterns = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
+    values = patterns.view(dtype).double().numpy()
+    return np.unique(values[np.isfinite(values)])
+
+
+@pytest.mark.spec("CEM-24")
+@settings(max_examples=300, deadline=None)
+@given(
+    dtype=st.sampled_from([torch.float16, torch.bfloat16]),
+    value=st.one_of(
+        st.floats(-1e6, 1e6),  # past float16's 65504
+        st.floats(width=32, allow_nan=False),  # past bfloat16's too, and ±inf
+        st.sampled_from([65504.0, 65520.0, 3.3895313892515355e38, 3.4e38]),
+    ),
+    upper=st.booleans(),
+)
+def test_a_bound_moves_inward_to_the_nearest_value_of_the_half_dtype(
+    dtype: torch.dtype, value: float, upper: bool
+) -> None:
+    """CEM-24: ``ub`` becomes the largest value of the dtype ``≤ ub`` and ``lb``
+    the smallest ``≥ lb``; a finite bound past the dtype's range becomes its
+    largest finite value, an infinite one stays infinite; the gradient passes
+    through. (A finite bound past the range gave NaN: ``ub = 1e5`` with a
+    float16 ``init_mean`` was a ``ValueError`` "min(ub - lb) = nan", or with the
+    value check off a NaN box.)"""
+    bound = torch.tensor([value], dtype=torch.float32, requires_grad=True)
+    moved = bound_inward(bound, dtype, upper=upper)
+    finite = _all_finite_values(dtype)
+    target = float(np.float32(value))
+    if upper:
+        held = finite[finite <= target]
+        expected = held[-1] if held.size else -math.inf
+        expected = math.inf if target == math.inf else expected
+    else:
+        held = finite[finite >= target]
+        expected = held[0] if held.size else math.inf
+        expected = -math.inf if target == -math.inf else expected
+    assert float(moved.detach()) == expected
+    if math.isfinite(expected):
+        (grad,) = torch.autograd.grad(moved.sum(), bound)
+        assert float(grad) == 1.0
+
+
+@pytest.mark.spec("CEM-10", "CEM-24", "CEM-35")
+@pytest.mark.parametrize("bounds", ["number", "float32", "float64"])
+def test_bounds_past_the_float16_range_are_its_largest_values(bounds: str) -> None:
+    """CEM-24: ``lb = -1e5, ub = 1e5`` with a float16 ``init_mean`` is the box
+    ``[-65504, 65504]``, i.e. every finite float16. Compared with the oracle run
+    on that box. Failed before: ``ValueError: ... min(ub - lb) = nan``."""
+    mean0, std0, noise = _float32_inputs(11, 2, 16, 3, 2)
+    mean16 = torch.from_numpy(mean0).half()
+    std16 = torch.from_numpy(std0).half()
+    lb: float | Tensor = -1e5
+    ub: float | Tensor = 1e5
+    if bounds != "number":
+        kind = torch.float32 if bounds == "float32" else torch.float64
+        lb, ub = torch.full((2, 3), -1e5, dtype=kind), torch.full((2, 3), 1e5, dtype=kind)
+    result = dcem(
+        f_torch, mean16, std16, n_sample=16, n_elite=4, n_iter=2, tau=1.0, lb=lb, ub=ub,
+        noise=torch.from_numpy(noise).float(),
+    )  # fmt: skip
+    for b in range(2):
+        trace = ref_cem.cem(
+            f_numpy, mean16[b].double().numpy(), std16[b].double().numpy(), noise[:, b],
+            n_elite=4, tau=1.0, lb=-65504.0, ub=65504.0,
+        )  # fmt: skip
+        np.testing.assert_allclose(result.mean[b].double().numpy(), trace.mean, atol=2e-2)
+
+
+@pytest.mark.spec("CEM-22", "CEM-24")
+def test_half_bounds_holding_one_value_of_the_dtype_are_a_named_error() -> None:
+    """CEM-22/CEM-24: float16 holds 0.30005 and nothing else in ``[0.3, 0.3001]``;
+    moved inward, both bounds are 0.30005, which breaks ``lb < ub``. The error
+    names the bounds the user gave (before: "min(ub - lb) = 0.0", naming neither)."""
+    with pytest.raises(ValueError, match=r"only one .*\[0\.3, 0\.3001\]"):
+        dcem(
+            f_torch, torch.zeros(3, dtype=torch.float16), 1.0,
+            lb=0.3, ub=0.3001, n_sample=10, n_elite=2, n_iter=1,
+        )  # fmt: skip

@@ -57,13 +57,16 @@ def bound_inward(bound: Tensor, dtype: torch.dtype, *, upper: bool) -> Tensor:
 
     A candidate clipped to it in the state's dtype and then rounded to ``dtype``
     for ``f`` stays in the box: rounding to nearest cannot cross a value that
-    ``dtype`` holds exactly. The gradient passes through as for the cast."""
+    ``dtype`` holds exactly. A finite bound past ``dtype``'s range rounds to
+    ``±inf`` there and moves in to ``dtype``'s largest finite value (``ub = 1e5``
+    for float16 gives 65504); an infinite bound stays infinite. The gradient
+    passes straight through, as for the cast."""
     rounded = bound.to(dtype)
     back = rounded.to(bound.dtype)
     outward = back > bound if upper else back < bound
     toward = torch.full_like(rounded, -torch.inf if upper else torch.inf)
     stepped = torch.nextafter(rounded.detach(), toward).to(bound.dtype)
-    return torch.where(outward, stepped + (back - back.detach()), back)
+    return torch.where(outward, stepped + (bound - bound.detach()), back)
 
 
 def batched_noise(noise: object, single: bool, shape: tuple[int, int, int], n_iter: int) -> Tensor:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from impl._checks import number_in_dtype
 from impl.cem.differentiation import records, run_checkpointed
 from impl.cem.inputs import (
     batched_mean,
@@ -101,7 +102,7 @@ def solve(
         lower = None if lower is None else bound_inward(lower, in_dtype, upper=False)
         upper = None if upper is None else bound_inward(upper, in_dtype, upper=True)
         if isinstance(lb, (int, float)) and isinstance(ub, (int, float)):
-            _require_a_value_between(lb, ub, in_dtype)
+            _require_a_value_between(lb, ub, mean.dtype, in_dtype)
     box = Box(lower, upper)
     source = _noise_source(noise, sampler, single, shape, options.n_iter)
     source.check(options.n_iter, shape, device)
@@ -177,15 +178,26 @@ def solve(
     return result.squeezed() if single else result
 
 
-def _require_a_value_between(lb: float, ub: float, dtype: torch.dtype) -> None:
-    """``ValueError`` when no value of ``dtype`` lies in ``[lb, ub]`` (CEM-22, CEM-24)."""
-    low = torch.tensor(lb, dtype=torch.float64).to(dtype)
-    if float(low) < lb:
-        low = torch.nextafter(low, torch.tensor(torch.inf, dtype=dtype))
-    if not float(low) <= ub:
+def _require_a_value_between(
+    lb: float, ub: float, state_dtype: torch.dtype, in_dtype: torch.dtype
+) -> None:
+    """``ValueError`` when fewer than two values of ``in_dtype`` lie in the box
+    of number bounds ``[lb, ub]`` as the solver holds it: cast to the state's
+    dtype, then moved inward by ``bound_inward``, it must still satisfy
+    ``lb < ub`` (CEM-22, CEM-24). Scalars on the CPU: no device synchronization."""
+    low, high = (
+        bound_inward(
+            torch.tensor(number_in_dtype(value, state_dtype), dtype=state_dtype),
+            in_dtype,
+            upper=is_upper,
+        )
+        for value, is_upper in ((lb, False), (ub, True))
+    )
+    if not bool(low < high):
+        held = "no" if bool(low > high) else f"only one ({float(low)!r})"
         raise ValueError(
-            f"no {dtype} value lies in the box [lb, ub] = [{lb}, {ub}]: candidates in "
-            "init_mean's dtype cannot be in it"
+            f"{held} {in_dtype} value lies in the box [lb, ub] = [{lb}, {ub}]: "
+            "candidates in init_mean's dtype need lb < ub after rounding inward"
         )
 
 
