@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 
+import impl.lml  # noqa: F401  (a loaded source: the summaries below record it)
 from validation import executors, harness, provenance
 from validation.harness import JobContext, JobOutput, Report, RunDirectory, at_least
 
@@ -55,6 +56,49 @@ def test_the_command_lists_stale_results(
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == ["current", "stale", "unknown"]
     assert "changed: validation/training.py" in lines[1]
+
+
+@pytest.mark.spec("VAL-5")
+def test_a_source_changed_while_the_run_ran_makes_it_mixed(tmp_path: Path) -> None:
+    # The hashes are taken when the summary is written; a file edited during the
+    # run used to be recorded as if it had computed every number ("current").
+    (tmp_path / "impl").mkdir()
+    (tmp_path / "impl" / "a.py").write_text("x = 1\n")
+    (tmp_path / "impl" / "b.py").write_text("y = 2\n")
+    started = provenance.snapshot(tmp_path)
+    assert sorted(started["files"]) == ["impl/a.py", "impl/b.py"]
+    same = provenance.record(["impl/a.py", "impl/b.py"], [started, started], tmp_path)
+    assert same["changed_during_run"] == [] and len(same["sessions"]) == 2
+    assert provenance.status({"provenance": same}, tmp_path) == ("current", [])
+    (tmp_path / "impl" / "b.py").write_text("y = 3\n")  # edited under the running job
+    edited = provenance.record(["impl/a.py", "impl/b.py"], [started], tmp_path)
+    assert edited["changed_during_run"] == ["impl/b.py"]
+    assert provenance.status({"provenance": edited}, tmp_path) == ("mixed", ["impl/b.py"])
+
+
+@pytest.mark.spec("VAL-5")
+def test_a_run_resumed_on_other_code_is_reported_mixed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = ["--out", str(tmp_path / "run")]
+    assert harness.main(Counting(), [*out, "--stop-after", "2"]) == harness.STOPPED
+    sessions_path = tmp_path / "run" / harness.SESSIONS
+    (first,) = json.loads(sessions_path.read_text())
+    assert set(provenance.loaded_sources()) <= set(first["files"])
+    # as the file would read had that session run on another version of impl/lml.py
+    first["files"]["impl/lml.py"] = "0" * 64
+    sessions_path.write_text(json.dumps([first]))
+    assert harness.main(Counting(), [*out, "--resume"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert len(summary["provenance"]["sessions"]) == 2
+    assert summary["provenance"]["changed_during_run"] == ["impl/lml.py"]
+    capsys.readouterr()
+    assert provenance.main([str(tmp_path)]) == 1
+    assert capsys.readouterr().out.startswith("mixed")
+    assert harness.main(Counting(), [*out, "--fresh"]) == 0  # a new run forgets the old sessions
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert len(summary["provenance"]["sessions"]) == 1
+    assert summary["provenance"]["changed_during_run"] == []
 
 
 @pytest.mark.spec("VAL-3")

@@ -10,6 +10,7 @@ shared options (VAL-1, VAL-7), and the files it writes into ``--out DIR``:
 - ``jobs/<job>.json``: each finished job's result (never recomputed), written
   by the driver with the files the job returned;
 - ``timing.json``: wall time over all sessions, kept by the driver alone (VAL-3);
+- ``sessions.json``: the commit and source hashes each session started with (VAL-5);
 - ``progress.log``: time-stamped lines (also on stderr when it is not a terminal);
 - metrics CSVs, PNG figures;
 - ``summary.json``: name, mode, ``wall_seconds``, the claims (``Claim.as_dict``),
@@ -43,6 +44,10 @@ the paper's qualitative claims; full: the paper's scale."""
 
 STATE_DIRS = ("checkpoints", "jobs")
 """Sub-directories that hold the progress of a run."""
+
+SESSIONS = "sessions.json"
+"""The code each session of a run started with, to tell a run computed on one
+version from one resumed (or edited under) on another (VAL-5)."""
 
 STOPPED = 3
 """Exit status of a run that ``--stop-after`` ended early (continue with ``--resume``)."""
@@ -183,13 +188,15 @@ class RunDirectory:
                 )
             if added:
                 print(f"--resume: settings added since the run started: {added}", file=sys.stderr)
-        if fresh:
+        if fresh or not (has_state or resume):
             for sub in STATE_DIRS:
                 shutil.rmtree(root / sub, ignore_errors=True)
-            (root / "timing.json").unlink(missing_ok=True)
+            for stale in ("timing.json", SESSIONS):
+                (root / stale).unlink(missing_ok=True)
         for sub in STATE_DIRS:
             (root / sub).mkdir(parents=True, exist_ok=True)
         self._write_json(config_path, record)
+        self._write_json(root / SESSIONS, [*self._sessions(), provenance.snapshot()])
 
     @classmethod
     def attach(cls, root: Path) -> RunDirectory:
@@ -275,6 +282,14 @@ class RunDirectory:
             return 0.0
         return float(json.loads(timing.read_text(encoding="utf-8"))["wall_seconds"])
 
+    def _sessions(self) -> list[dict[str, Any]]:
+        """The code each session of this run started with (``provenance.snapshot``)."""
+        path = self.root / SESSIONS
+        if not path.exists():
+            return []
+        sessions: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
+        return sessions
+
     def finish(
         self,
         claims: Iterable[Claim],
@@ -295,7 +310,7 @@ class RunDirectory:
             "wall_seconds": round(wall, 1),
             "claims": [claim.as_dict() for claim in claims],
             **(details or {}),
-            "provenance": provenance.record(sources),
+            "provenance": provenance.record(sources, self._sessions()),
         }
         self._write_json(self.root / "summary.json", summary)
         print(format_claims(self.name, self.mode, wall, claims))

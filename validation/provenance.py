@@ -9,8 +9,10 @@ differed from that commit (``uncommitted``).
 ``python -m validation.provenance [DIR ...]`` (default
 ``validation/results``) lists every ``summary.json`` below ``DIR`` as
 ``current`` (the files hash as recorded), ``stale`` (naming the files that
-changed since) or ``unknown`` (written before provenance was recorded);
-it exits 1 when any is not current.
+changed since), ``mixed`` (naming files that changed while the run ran:
+edited under it, or resumed on other code; the recorded hashes are those at
+its end, so the numbers match no one version) or ``unknown`` (written before
+provenance was recorded); it exits 1 when any is not current.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import hashlib
 import json
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,23 +77,59 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def record(sources: Iterable[str] | None = None) -> dict[str, Any]:
-    """The ``provenance`` of ``summary.json`` for ``sources`` (default: ``loaded_sources()``)."""
-    hashes = file_hashes(loaded_sources() if sources is None else sources)
+def package_sources(root: Path = ROOT) -> list[str]:
+    """Every module file (relative path) of ``PACKAGES`` under ``root``, less ``PLUMBING``."""
+    files = (path for package in PACKAGES for path in (root / package).rglob("*.py"))
+    relative = (path.relative_to(root).as_posix() for path in files)
+    return sorted(name for name in relative if name not in PLUMBING)
+
+
+def snapshot(root: Path = ROOT) -> dict[str, Any]:
+    """The code a session of a run starts with: the commit and the SHA-256 of
+    every file of ``package_sources``. A run keeps one per session (it may be
+    resumed on other code); ``record`` compares them with the files at its end."""
+    return {
+        "commit": _git("rev-parse", "HEAD") or "unknown",
+        "files": file_hashes(package_sources(root), root),
+    }
+
+
+def record(
+    sources: Iterable[str] | None = None,
+    sessions: Sequence[Mapping[str, Any]] = (),
+    root: Path = ROOT,
+) -> dict[str, Any]:
+    """The ``provenance`` of ``summary.json`` for ``sources`` (default: ``loaded_sources()``).
+
+    ``sessions``: the ``snapshot`` each session of the run started with. A
+    source whose hash differs between them, or between them and now, is listed
+    in ``changed_during_run``: part of the numbers came from other code (a
+    file edited while the run ran, or a run resumed on another commit)."""
+    hashes = file_hashes(loaded_sources() if sources is None else sources, root)
     changed = _git("status", "--porcelain", "--", *hashes) if hashes else ""
+    during = sorted(
+        name
+        for name, digest in hashes.items()
+        if any(session["files"].get(name, "missing") != digest for session in sessions)
+    )
     return {
         "commit": _git("rev-parse", "HEAD") or "unknown",
         "uncommitted": sorted(line[3:] for line in (changed or "").splitlines()),
+        "sessions": [str(session["commit"]) for session in sessions],
+        "changed_during_run": during,
         "fingerprint": fingerprint(hashes),
         "files": hashes,
     }
 
 
 def status(summary: dict[str, Any], root: Path = ROOT) -> tuple[str, list[str]]:
-    """``("current" | "stale" | "unknown", changed files)`` of one summary against ``root``."""
+    """``("current" | "stale" | "mixed" | "unknown", files)`` of one summary
+    against ``root``; ``mixed``: files changed while the run ran."""
     recorded = summary.get("provenance")
     if not isinstance(recorded, dict) or "files" not in recorded:
         return "unknown", []
+    if recorded.get("changed_during_run"):
+        return "mixed", list(recorded["changed_during_run"])
     now = file_hashes(recorded["files"], root)
     if now == recorded["files"] and fingerprint(now) == recorded["fingerprint"]:
         return "current", []
@@ -107,6 +145,8 @@ def report(folders: Sequence[Path], root: Path = ROOT) -> tuple[list[str], bool]
             state, changed = status(summary, root)
             commit = str(summary.get("provenance", {}).get("commit", "?"))[:10]
             note = f" (changed: {', '.join(changed)})" if changed else ""
+            if state == "mixed":
+                note = f" (changed while it ran: {', '.join(changed)}; rerun)"
             if state == "unknown":
                 note = " (no provenance: written before it was recorded; rerun to check)"
             shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
