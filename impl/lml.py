@@ -64,6 +64,10 @@ _NUMPY_DTYPES: dict[torch.dtype, type[np.floating[Any]]] = {
 Temperature = float | Tensor
 """A temperature: a Python number, or a tensor τ (0-dim, or one τ per row, LML-22)."""
 
+_FLOAT32_TRUE_MIN = 2.0**-149
+"""The smallest positive float32 (subnormal). A number ``τ ≤ 2⁻¹⁵⁰`` rounds to 0
+in float32; such a τ is computed as this value instead (LML-17)."""
+
 
 def lml(x: Tensor, k: int, tau: Temperature = 1.0, *, max_steps: int | None = None) -> Tensor:
     """Soft top-k: project each row of ``x / tau`` onto the LML polytope (eq. 4).
@@ -136,12 +140,25 @@ def _solve(x: Tensor, tau: Temperature, k: int, max_steps: int, early: bool) -> 
 
 
 def _check_temperature(tau: object, x: Tensor) -> Temperature:
-    """``tau`` as a float checked for ``τ > 0`` finite, or as a tensor in ``x``'s dtype."""
+    """``tau`` as a float checked for ``τ > 0`` finite, or as a tensor in ``x``'s dtype.
+
+    A positive number that float32 holds only as 0 (``τ ≤ 2⁻¹⁵⁰``) becomes
+    float32's smallest positive value when ``x`` is computed in float32: the
+    τ → 0⁺ limit (LML-11), where τ = 0 would make ties and every derivative
+    0/0 (LML-17)."""
     if not isinstance(tau, Tensor):
-        return require_finite_real("tau", tau, minimum=0.0, strict=True)
+        number = require_finite_real("tau", tau, minimum=0.0, strict=True)
+        if x.dtype == torch.float32 and number <= _FLOAT32_TRUE_MIN / 2:
+            return _FLOAT32_TRUE_MIN
+        return number
     if not tau.dtype.is_floating_point:
         raise TypeError(f"tau must have a floating-point dtype, got {tau.dtype}")
     require_broadcastable("tau", tau.shape, torch.Size((*x.shape[:-1], 1)))
+    if tau.device != x.device and not (tau.dim() == 0 and tau.device.type == "cpu"):
+        raise ValueError(
+            f"tau is on {tau.device}, x on {x.device}: a tensor tau must be on x's device "
+            "(or be a 0-dim CPU tensor)"
+        )
     return tau.to(x.dtype)
 
 
@@ -262,12 +279,21 @@ def _h_and_hs(y: Tensor) -> tuple[Tensor, Tensor]:
 
     ``h s = (1 − y)·y log y − y·(1 − y) log(1 − y)`` is finite for every
     ``y ∈ [0, 1]`` (0 at both ends, where ``s`` is infinite) and has an error
-    of a few ε per entry whatever the rounding of ``y`` near 0 or 1.
+    of a few ε per entry whatever the rounding of ``y`` near 0 or 1. Its
+    derivatives are finite there too: ``v log v`` is taken as ``v log v̂`` with
+    ``v̂ = 1`` where ``v = 0``, whose derivative there is 0, not ``log 0 + 1 =
+    −∞`` (``xlogy``'s); every path to ``y`` at 0 or 1 has the factor
+    ``h = 0``, so the product is the limit, 0 (LML-20, double backward).
     """
     one_minus = 1 - y
     h = y * one_minus
-    hs = one_minus * torch.xlogy(y, y) - y * torch.xlogy(one_minus, one_minus)
+    hs = one_minus * _v_log_v(y) - y * _v_log_v(one_minus)
     return h, hs
+
+
+def _v_log_v(v: Tensor) -> Tensor:
+    """``v log v`` for ``v ≥ 0``, 0 at ``v = 0`` with derivative 0 there (see ``_h_and_hs``)."""
+    return v * torch.where(v > 0, v, 1).log()
 
 
 def lml_tau_vjp(y: Tensor, grad: Tensor, tau: Tensor) -> Tensor:
@@ -355,7 +381,8 @@ def newton_single_row(x: Tensor, k: int, tau: float, steps: int) -> tuple[Tensor
     n = x.shape[1]
     flip = 2 * k > n
     m = n - k if flip else k
-    tau = float(_NUMPY_DTYPES[x.dtype](tau))  # rounded to x's dtype, as a tensor τ is (LML-22)
+    with np.errstate(over="ignore"):  # a τ past float32's range is ∞ there, as a tensor τ is
+        tau = float(_NUMPY_DTYPES[x.dtype](tau))  # rounded to x's dtype (LML-22)
     row = x.detach().numpy().reshape(n)
     ordered = np.sort(row)  # increasing: the complement's P comes first
     if not flip:
@@ -363,7 +390,7 @@ def newton_single_row(x: Tensor, k: int, tau: float, steps: int) -> tuple[Tensor
     centre = 0.5 * float(ordered[m - 1]) + 0.5 * float(ordered[m])  # x_(m), x_(m+1) of ±x
     if not math.isfinite(centre):  # an infinite or NaN m-th or (m+1)-th entry
         return x, False
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         # e = exp(s u − zs) at u = 0, so that a = σ(zs − s u) = 1/(1 + e·exp(s u)).
         e = (
             np.subtract(centre, ordered, dtype=np.float64)

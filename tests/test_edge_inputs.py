@@ -361,3 +361,27 @@ def test_half_bounds_holding_one_value_of_the_dtype_are_a_named_error() -> None:
             f_torch, torch.zeros(3, dtype=torch.float16), 1.0,
             lb=0.3, ub=0.3001, n_sample=10, n_elite=2, n_iter=1,
         )  # fmt: skip
+
+
+@pytest.mark.spec("CEM-9", "LML-17", "CEM-25")
+def test_dcem_with_a_tau_float32_holds_only_as_zero_agrees_with_the_oracle() -> None:
+    """CEM-9 (DCEM → CEM as τ → 0⁺) through LML-17: ``tau=1e-50`` in a float32
+    solve. ``f = Σ max(x, 0)`` is flat below 0, so values tie at the k-th
+    place; with τ rounded to 0 those rows were 0/0 and the mean came back NaN.
+    Compared with the float64 oracle at ``τ = 1e-50``."""
+    mean0, std0, noise = _float32_inputs(5, 2, 20, 3, 2)
+
+    def relu_sum(x: Tensor) -> Tensor:
+        return x.clamp(min=0).sum(-1)
+
+    result = dcem(
+        relu_sum, torch.from_numpy(mean0).float(), torch.from_numpy(std0).float(),
+        n_sample=20, n_elite=5, n_iter=2, tau=1e-50, noise=torch.from_numpy(noise).float(),
+    )  # fmt: skip
+    assert bool(torch.isfinite(result.mean).all())
+    for b in range(2):
+        trace = ref_cem.cem(
+            lambda x: np.maximum(x, 0.0).sum(-1), mean0[b], std0[b], noise[:, b],
+            n_elite=5, tau=1e-50,
+        )  # fmt: skip
+        np.testing.assert_allclose(result.mean[b].double().numpy(), trace.mean, atol=3e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -794,3 +795,84 @@ def test_single_row_forward_and_backward_through_autograd(dtype: torch.dtype) ->
     vjp = lml_vjp(expected, g.double().numpy(), 0.7)
     bound = 1e-5 if dtype == torch.float32 else 1e-10
     assert np.abs(grad.double().numpy() - vjp).max() <= bound
+
+
+# --- defects a review of the temperature's extremes found (each failed before) ------
+
+
+@pytest.mark.spec("LML-17", "LML-9", "LML-11")
+@pytest.mark.parametrize("tau", [2.0**-150, 1e-46, 1e-300])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_tau_that_float32_holds_only_as_zero_gives_the_limit(tau: float, batch: int) -> None:
+    """LML-17: a positive number ``τ ≤ 2⁻¹⁵⁰`` is 0 in float32; it is computed
+    as float32's smallest positive value, the τ → 0⁺ limit (LML-11). Compared
+    with the float64 reference at the τ given. Before, τ became 0 and a row
+    with a tie at the k-th entry was all NaN (0/0 at the centre), as was every
+    gradient."""
+    rows = np.array([[1.0, 1.0, 1.0, 0.0], [3.0, -1.0, 2.0, 0.5]])
+    x = torch.from_numpy(np.tile(rows, (batch, 1))).float().requires_grad_(True)
+    y = lml(x, 2, tau)
+    for i, row in enumerate(np.tile(rows, (batch, 1))):
+        np.testing.assert_allclose(
+            y[i].detach().double().numpy(), lml_bisect(row, 2, tau), atol=1e-6
+        )
+    # the untied rows are saturated: the Jacobian (LML-12) is exactly 0 there
+    weights = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    weights[0::2] = 0.0  # the tied rows' derivatives are of order 1/τ: not compared
+    (grad,) = torch.autograd.grad((y * weights).sum(), x)
+    assert torch.equal(grad, torch.zeros_like(grad))
+
+
+@pytest.mark.spec("LML-20", "LML-14")
+@pytest.mark.parametrize(
+    "row",
+    [[1000.0, 0.5, 0.0, -1000.0], [math.inf, 0.5, 0.0, -math.inf], [40.0, 0.3, -0.2, -45.0]],
+)
+def test_second_derivatives_through_tau_are_finite_where_outputs_are_0_or_1(
+    row: list[float],
+) -> None:
+    """LML-20/LML-14: ``h s`` and its derivatives are finite at ``y ∈ {0, 1}``.
+    ``∂²y₁/∂τ²`` and ``∂²y₁/∂x∂τ`` against central differences of the forward
+    in float64. Before, ``xlogy``'s derivative at 0 (``log 0 + 1 = −∞``) times
+    0 made both NaN whenever an output was exactly 0 or 1."""
+    x = torch.tensor([row], dtype=torch.float64, requires_grad=True)
+    tau = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    (dy_dtau,) = torch.autograd.grad(lml(x, 2, tau)[0, 1], tau, create_graph=True)
+    second_tau, mixed = torch.autograd.grad(dy_dtau, (tau, x))
+    step = 1e-3
+
+    def y1(shift: np.ndarray, dtau: float) -> float:
+        return float(lml(x.detach() + torch.from_numpy(shift), 2, 1.0 + dtau)[0, 1])
+
+    zero = np.zeros((1, 4))
+    fd_tau = (y1(zero, step) - 2 * y1(zero, 0.0) + y1(zero, -step)) / step**2
+    assert abs(float(second_tau) - fd_tau) <= 1e-5
+    for j in range(4):
+        e = np.zeros((1, 4))
+        e[0, j] = step if math.isfinite(row[j]) else 0.0
+        fd = (y1(e, step) - y1(e, -step) - y1(-e, step) + y1(-e, -step)) / (4 * step**2)
+        fd = fd if math.isfinite(row[j]) else 0.0  # an infinite score has derivative 0
+        assert abs(float(mixed[0, j]) - fd) <= 1e-5, (j, float(mixed[0, j]), fd)
+
+
+@pytest.mark.spec("LML-24", "LML-17")
+@pytest.mark.parametrize("tau", [1e39, 1e-46, 1e-300])
+def test_the_single_row_path_warns_of_nothing(tau: float) -> None:
+    """LML-24: one row gives what it gives inside a batch. Under
+    ``-W error`` (warnings as exceptions) it raised NumPy's RuntimeWarning
+    ("overflow encountered in cast", "divide by zero") where B = 2 returned."""
+    x = torch.tensor([[3.0, 1.0, 2.0, 0.5, -1.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        one = lml(x, 2, tau)
+        two = lml(x.repeat(2, 1), 2, tau)
+    assert torch.equal(one[0], two[0])
+
+
+@pytest.mark.spec("LML-17", "LML-22")
+def test_a_tensor_tau_on_another_device_is_a_named_value_error() -> None:
+    """LML-17: a tensor τ lives on ``x``'s device (a 0-dim CPU τ is also taken,
+    as torch takes CPU scalars). Before, a RuntimeError named no argument."""
+    with pytest.raises(ValueError, match="tau is on meta"):
+        lml(torch.randn(2, 5), 2, torch.full((2, 1), 0.5, device="meta"))
+    assert lml(torch.randn(2, 5, device="meta"), 2, torch.tensor(0.5)).device.type == "meta"
