@@ -292,14 +292,14 @@ class CompiledSolve:
         if isinstance(lb, (int, float)) and isinstance(ub, (int, float)) and not lb < ub:
             raise ValueError(f"the bounds must satisfy lb < ub; got lb={lb}, ub={ub}")
         generator = check_generator(generator, device)
-        if validate or (validate is None and device.type == "cpu"):
-            validate_values(mean, std, lower, upper)
         extra = None
         if proposals is not None:
             extra = batched_proposals(proposals, single, batch, dim, device)
         first = None
         if elites is not None:
             first = batched_proposals(elites, single, batch, dim, device, name="elites")
+        if validate or (validate is None and device.type == "cpu"):
+            validate_values(mean, std, lower, upper, {"proposals": extra, "elites": first})
         if noise is not None:
             drawn = batched_noise(noise, single, shape, options.n_iter)
         elif isinstance(self.sampler, PreDrawnNoise):

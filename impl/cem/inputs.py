@@ -124,14 +124,29 @@ def check_generator(generator: object, device: torch.device) -> torch.Generator 
     return generator
 
 
-def validate_values(mean: Tensor, std: Tensor, lower: Tensor | None, upper: Tensor | None) -> None:
+def validate_values(
+    mean: Tensor,
+    std: Tensor,
+    lower: Tensor | None,
+    upper: Tensor | None,
+    candidates: dict[str, Tensor | None] | None = None,
+) -> None:
     """Value checks of CEM-22: one host synchronization (an accelerator's), and
-    the details only when a check fails."""
+    the details only when a check fails. ``candidates``: given points by name
+    (``proposals``, ``elites``), which must be finite: a NaN candidate has weight
+    0 but ``0 · NaN`` would still reach the fit (CEM-34, CEM-39)."""
+    given = {name: t for name, t in (candidates or {}).items() if t is not None}
     ok = torch.isfinite(mean).all() & torch.isfinite(std).all() & (std >= 0).all()
     if lower is not None and upper is not None:
         ok = ok & (lower < upper).all()
+    for tensor in given.values():
+        ok = ok & torch.isfinite(tensor).all()
     if bool(ok):
         return
+    for name, tensor in given.items():
+        if not bool(torch.isfinite(tensor).all()):
+            count = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"{name} contains {count} non-finite values")
     if not bool(torch.isfinite(mean).all()):
         raise ValueError("init_mean contains non-finite values")
     if not bool(torch.isfinite(std).all()) or bool((std < 0).any()):

@@ -122,7 +122,7 @@ def solve(
             "callback would see them overwritten too: pass callback=None or reuse_buffers=False"
         )
     if validate or (validate is None and device.type == "cpu"):
-        validate_values(mean, std, lower, upper)
+        validate_values(mean, std, lower, upper, {"proposals": extra, "elites": first_kept})
 
     problem = Problem(
         f=f,

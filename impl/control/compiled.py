@@ -120,7 +120,7 @@ class CompiledMPC:
             tensors.std.expand(horizon, n_u).reshape(1, width),
             lower.expand(horizon, n_u).reshape(1, width),
             upper.expand(horizon, n_u).reshape(1, width),
-            0.5 * (lower + upper),
+            tensors.midpoint,
             (self.batch, horizon, n_u),
         )
         self._frame = frame
@@ -172,12 +172,14 @@ class CompiledMPC:
                 f"observation is on {observation.device}, the controller on {self.device}"
             )
         if proposals is not None and (
-            proposals.dim() != 4 or (proposals.shape[0], *proposals.shape[2:]) != self._shape
+            proposals.dim() != 4
+            or (proposals.shape[0], *proposals.shape[2:]) != self._shape
+            or proposals.shape[1] < 1
         ):
             batch, horizon, n_u = self._shape
             raise ValueError(
                 f"proposals has shape {tuple(proposals.shape)}, expected "
-                f"({batch}, P, {horizon}, {n_u})"
+                f"({batch}, P, {horizon}, {n_u}) with P >= 1"
             )
         state = self.state
         options = self.config.solver
@@ -190,6 +192,7 @@ class CompiledMPC:
                 frame.std.to(dtype),
                 frame.lower.to(dtype),
                 frame.upper.to(dtype),
+                {"proposals": proposals, "elites": state.elites},
             )
         generator = None
         if self.device.type != "meta":  # meta draws no values: nothing to seed
@@ -292,7 +295,9 @@ def mpc_step(
     actions = x.reshape(frame.shape)
     # As plan: "best" carries the value f gave it; another point is evaluated once more.
     best = frame.config.solver.output == "best"
-    cost = best_value if best else flat_cost(x.unsqueeze(1))[:, 0]
+    cost = flat_cost(x.unsqueeze(1))[:, 0]
+    if best:  # no finite candidate: the point is the initial mean, never evaluated (CTL-2)
+        cost = torch.where(torch.isfinite(best_value), best_value, cost)
     kept_elites = kept.reshape(batch, -1, horizon, n_u)
     return (
         actions,

@@ -179,6 +179,9 @@ def action_bounds(
     upper, host_upper = _bound("action_ub", config.action_ub, n_u, device, dtype)
     if host_lower is None or host_upper is None:  # on an accelerator: not read (CTL-14)
         return lower, upper
+    for name, host in (("action_lb", host_lower), ("action_ub", host_upper)):
+        if not bool(torch.isfinite(host).all()):
+            raise ValueError(f"{name} must be finite, got {host.tolist()}")
     if not bool((host_lower < host_upper).all()):
         raise ValueError(
             "action bounds must satisfy lb < ub in every dimension; "
@@ -213,17 +216,26 @@ class PlanTensors:
     lower: Tensor
     upper: Tensor
     std: Tensor
+    midpoint: Tensor
 
 
 def plan_tensors(config: PlannerConfig, device: torch.device, dtype: torch.dtype) -> PlanTensors:
-    """The bounds (checked, ``action_bounds``) and ``σ_0``: ``config.init_std``
-    or ``INIT_STD_SCALE · (ub − lb)`` (CTL-2, CTL-6)."""
-    lower, upper = action_bounds(config, device, dtype)
+    """The bounds (checked, ``action_bounds``), ``σ_0`` (``config.init_std`` or
+    ``INIT_STD_SCALE · (ub − lb)``) and the bounds' midpoint (CTL-2, CTL-6).
+
+    The bounds and ``σ_0`` are held in the solve's state dtype (float32 for
+    float16/bfloat16 actions, CEM-24), so that the solve moves the bounds
+    inward to values of ``dtype`` (rounded to ``dtype`` first, ``ub = 0.3``
+    became 0.30005 in float16 and candidates reached it) and ``ub − lb`` does
+    not overflow (float16 bounds ±40000). The midpoint, the fresh warm start,
+    is in ``dtype``. Shapes ``(n_u,)``."""
+    wide = torch.promote_types(dtype, torch.float32)
+    lower, upper = action_bounds(config, device, wide)
     if config.init_std is None:
         std = INIT_STD_SCALE * (upper - lower)
     else:
-        std = vector("init_std", config.init_std, lower.shape[0], device, dtype)
-    return PlanTensors(lower, upper, std)
+        std = vector("init_std", config.init_std, lower.shape[0], device, wide)
+    return PlanTensors(lower, upper, std, (0.5 * (lower + upper)).to(dtype))
 
 
 def same_device(first: torch.device, second: torch.device) -> bool:
@@ -319,7 +331,7 @@ def _plan(
     n_u = lower.shape[0]
     shape = (batch, horizon, n_u)
     if init_mean is None:
-        init_mean = (0.5 * (lower + upper)).expand(shape)
+        init_mean = tensors.midpoint.expand(shape)
     elif tuple(init_mean.shape) != shape:
         raise ValueError(f"init_mean has shape {tuple(init_mean.shape)}, expected {shape}")
 
@@ -329,10 +341,14 @@ def _plan(
         """``(B, P, H, n_u)`` → ``(B, P, H·n_u)``."""
         if sequences is None:
             return None
-        if sequences.dim() != 4 or (sequences.shape[0], *sequences.shape[2:]) != shape:
+        if (
+            sequences.dim() != 4
+            or (sequences.shape[0], *sequences.shape[2:]) != shape
+            or sequences.shape[1] < 1
+        ):
             raise ValueError(
                 f"{name} has shape {tuple(sequences.shape)}, expected "
-                f"({batch}, P, {horizon}, {n_u})"
+                f"({batch}, P, {horizon}, {n_u}) with P >= 1"
             )
         return sequences.reshape(batch, sequences.shape[1], width)
 
@@ -470,7 +486,7 @@ class MPC:
         self.dtype = dtype
         # Built once, on the device: every act reuses them (no copies, CTL-14).
         self._tensors = plan_tensors(config, self.device, dtype)
-        self._midpoint = 0.5 * (self._tensors.lower + self._tensors.upper)
+        self._midpoint = self._tensors.midpoint
         self.state = MPCState(
             warm_start=self.fresh_warm_start(),
             rng=seeded_rng(seed, self.device),
@@ -491,6 +507,10 @@ class MPC:
         replaced by the fresh warm start. The random state keeps running.
         """
         fresh = self.fresh_warm_start()
+        if mask is not None and not isinstance(mask, Tensor):
+            raise ValueError(
+                f"mask must be a bool tensor of shape ({self.batch},), got {type(mask).__name__}"
+            )
         if mask is None:
             empty = fresh.unsqueeze(1)[:, :0]
             self.state = replace(self.state, warm_start=fresh, elites=empty)
