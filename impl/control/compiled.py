@@ -32,6 +32,8 @@ from impl.control.planner import (
     StepCost,
     check_costs,
     plan_tensors,
+    reported_cost,
+    require_sequences,
     rollout,
     same_device,
     shift_warm_start,
@@ -171,16 +173,8 @@ class CompiledMPC:
             raise ValueError(
                 f"observation is on {observation.device}, the controller on {self.device}"
             )
-        if proposals is not None and (
-            proposals.dim() != 4
-            or (proposals.shape[0], *proposals.shape[2:]) != self._shape
-            or proposals.shape[1] < 1
-        ):
-            batch, horizon, n_u = self._shape
-            raise ValueError(
-                f"proposals has shape {tuple(proposals.shape)}, expected "
-                f"({batch}, P, {horizon}, {n_u}) with P >= 1"
-            )
+        if proposals is not None:
+            require_sequences("proposals", proposals, self._shape)
         state = self.state
         options = self.config.solver
         batch, horizon, n_u = self._shape
@@ -293,11 +287,7 @@ def mpc_step(
         sample_eps,
     )
     actions = x.reshape(frame.shape)
-    # As plan: "best" carries the value f gave it; another point is evaluated once more.
-    best = frame.config.solver.output == "best"
-    cost = flat_cost(x.unsqueeze(1))[:, 0]
-    if best:  # no finite candidate: the point is the initial mean, never evaluated (CTL-2)
-        cost = torch.where(torch.isfinite(best_value), best_value, cost)
+    cost = reported_cost(flat_cost, x, best_value, frame.config.solver.output)
     kept_elites = kept.reshape(batch, -1, horizon, n_u)
     return (
         actions,

@@ -341,15 +341,7 @@ def _plan(
         """``(B, P, H, n_u)`` → ``(B, P, H·n_u)``."""
         if sequences is None:
             return None
-        if (
-            sequences.dim() != 4
-            or (sequences.shape[0], *sequences.shape[2:]) != shape
-            or sequences.shape[1] < 1
-        ):
-            raise ValueError(
-                f"{name} has shape {tuple(sequences.shape)}, expected "
-                f"({batch}, P, {horizon}, {n_u}) with P >= 1"
-            )
+        require_sequences(name, sequences, shape)
         return sequences.reshape(batch, sequences.shape[1], width)
 
     sampler = None
@@ -379,9 +371,7 @@ def _plan(
     # The point is evaluated once more, except where "best" already carries the value f
     # gave it: a finite best value (else no candidate was finite and the point is the
     # initial mean, never evaluated; CEM-16, CTL-2).
-    cost = flat_cost(result.x.unsqueeze(1))[:, 0]
-    if config.solver.output == "best":
-        cost = torch.where(torch.isfinite(result.best_value), result.best_value, cost)
+    cost = reported_cost(flat_cost, result.x, result.best_value, config.solver.output)
     return Plan(
         actions=actions,
         cost=cost,
@@ -584,6 +574,34 @@ def vector(
         return value.to(device=device, dtype=dtype).expand(n).clone()
     number = require_finite_real(name, value, minimum=-float("inf"), strict=False)
     return torch.full((n,), number, device=device, dtype=dtype)
+
+
+def require_sequences(name: str, sequences: Tensor, shape: tuple[int, int, int]) -> None:
+    """Action sequences ``(B, P, H, n_u)`` with ``P ≥ 1`` for plans of ``shape
+    (B, H, n_u)`` (proposals, kept elites; CTL-13, CTL-21)."""
+    if (
+        sequences.dim() != 4
+        or (sequences.shape[0], *sequences.shape[2:]) != shape
+        or sequences.shape[1] < 1
+    ):
+        batch, horizon, n_u = shape
+        raise ValueError(
+            f"{name} has shape {tuple(sequences.shape)}, expected "
+            f"({batch}, P, {horizon}, {n_u}) with P >= 1"
+        )
+
+
+def reported_cost(
+    flat_cost: Callable[[Tensor], Tensor], x: Tensor, best_value: Tensor, output: str
+) -> Tensor:
+    """The plan's cost ``(B,)`` at the solver's point ``x (B, H·n_u)`` (CTL-2):
+    ``cost_fn`` there, except that ``output="best"`` reports the value the
+    solver saw for it where that is finite (else no candidate was finite and
+    the point is the initial mean, which the solver never evaluated)."""
+    cost = flat_cost(x.unsqueeze(1))[:, 0]
+    if output == "best":
+        cost = torch.where(torch.isfinite(best_value), best_value, cost)
+    return cost
 
 
 def check_costs(values: object, shape: tuple[int, int]) -> None:
