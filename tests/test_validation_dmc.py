@@ -507,6 +507,37 @@ def test_model_gap_script_on_a_saved_model(runs: tuple[Path, Path], tmp_path: Pa
         model_gap.main(["--checkpoint", str(tmp_path / "missing.pt")])
 
 
+def test_model_gap_trains_the_model_in_stages(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    # --model-updates: stage 0 plays the checkpoint's model exactly as the plain
+    # script does (same fresh session, same episodes); later stages train the
+    # model on the checkpoint's buffer first and report the mean losses.
+    straight, _ = runs
+    checkpoint = straight / "checkpoints" / f"{JOB}.phase1_final.pt"
+    base = ["--checkpoint", str(checkpoint), "--mode", "smoke", "--controllers", "full_cem"]
+    plain, staged = tmp_path / "plain.json", tmp_path / "staged.json"
+    threads = torch.get_num_threads()
+    try:
+        assert model_gap.main([*base, "--out", str(plain)]) == 0
+        argv = [*base, "--model-updates", "0", "3", "--out", str(staged)]
+        assert model_gap.main(argv) == 0
+        for bad in (["3", "2"], ["-1"], ["2", "2"]):
+            with pytest.raises(SystemExit):
+                model_gap.main([*base, "--model-updates", *bad])
+    finally:
+        torch.set_num_threads(threads)
+    expected = json.loads(plain.read_text(encoding="utf-8"))["controllers"]["full_cem"]
+    stages = json.loads(staged.read_text(encoding="utf-8"))["stages"]
+    assert [stage["model_updates"] for stage in stages] == [0, 3]
+    first, second = (stage["controllers"]["full_cem"]["episodes"][0] for stage in stages)
+    assert first["real"] == expected["episodes"][0]["real"]
+    assert first["filtered"] == expected["episodes"][0]["filtered"]
+    assert stages[0]["mean_losses"] == {}
+    losses = stages[1]["mean_losses"]
+    assert set(losses) == {"model_loss", "obs_loss", "reward_loss", "kl"}
+    assert all(math.isfinite(v) for v in losses.values())
+    assert second["filtered"] != first["filtered"]  # the model moved
+
+
 def test_the_checkpoint_tools_open_a_committed_compact_boundary(
     runs: tuple[Path, Path], tmp_path: Path
 ) -> None:
