@@ -76,8 +76,16 @@ class DCEMOptimizer(Optimizer):  # type: ignore[misc, unused-ignore]
                 "lower_bound and upper_bound must both have shape (H, n_u), got "
                 f"{tuple(self.lower_bound.shape)} and {tuple(self.upper_bound.shape)}"
             )
+        for name, bound in (("lower_bound", self.lower_bound), ("upper_bound", self.upper_bound)):
+            if not bool(torch.isfinite(bound).all()):  # σ_0 and x0 are taken from them
+                raise ValueError(f"{name} must be finite, got {bound.tolist()}")
         if not bool((self.lower_bound < self.upper_bound).all()):
             raise ValueError("the bounds must satisfy lower_bound < upper_bound everywhere")
+        if not isinstance(solver, (CEMOptions, Mapping)):
+            raise TypeError(
+                "solver must be an impl.options.CEMOptions or a mapping of its fields, "
+                f"got {type(solver).__name__}: {solver!r}"
+            )
         self.solver = solver if isinstance(solver, CEMOptions) else CEMOptions(**dict(solver))
         width = self.upper_bound - self.lower_bound
         self.init_std = (
@@ -97,13 +105,26 @@ class DCEMOptimizer(Optimizer):  # type: ignore[misc, unused-ignore]
         shape = self.lower_bound.shape
         if x0 is None:
             x0 = 0.5 * (self.lower_bound + self.upper_bound)
+        if not isinstance(x0, Tensor):
+            raise TypeError(
+                f"x0 must be a torch.Tensor of shape {tuple(shape)}, got {type(x0).__name__}"
+            )
         if tuple(x0.shape) != tuple(shape):
             raise ValueError(f"x0 has shape {tuple(x0.shape)}, expected {tuple(shape)}")
         x0 = x0.to(self.lower_bound)
 
         def negated(flat: Tensor) -> Tensor:
             population = flat[0].reshape(flat.shape[1], *shape)
-            return -obj_fun(population).reshape(1, flat.shape[1])
+            values = obj_fun(population)
+            if not isinstance(values, Tensor):
+                raise TypeError(f"obj_fun must return a torch.Tensor, got {type(values).__name__}")
+            if tuple(values.shape) != (flat.shape[1],):  # one value per candidate (CTL-19)
+                raise ValueError(
+                    f"obj_fun returned values of shape {tuple(values.shape)}; expected "
+                    f"({flat.shape[1]},) (one value per candidate of the "
+                    f"{tuple(population.shape)} population)"
+                )
+            return -values.reshape(1, flat.shape[1])
 
         with torch.no_grad():
             result = solve(

@@ -35,7 +35,7 @@ from __future__ import annotations
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import torch
 from torch import Tensor
@@ -44,13 +44,14 @@ from impl.cem.inputs import (
     batched_mean,
     batched_noise,
     batched_proposals,
+    bound_inward,
     broadcast_operand,
     check_generator,
     validate_values,
 )
 from impl.cem.result import DCEMResult
 from impl.cem.samplers import Box, GaussianSampler, NoiseSource, PreDrawnNoise, WhiteNoise
-from impl.cem.solver import solve
+from impl.cem.solver import _require_a_value_between, solve
 from impl.cem.step import Objective
 from impl.options import CEMOptions
 
@@ -248,6 +249,14 @@ class CompiledSolve:
             raise TypeError(
                 f"options must be an impl.options.CEMOptions, got {type(options).__name__}"
             )
+        if sampler is not None and not all(
+            hasattr(sampler, name) for name in ("check", "draw", "uses_generator")
+        ):  # CEM-22, as solve checks it
+            raise TypeError(
+                "sampler must be a NoiseSource (WhiteNoise, PreDrawnNoise, ColoredNoise or an "
+                f"object with check, draw and uses_generator), got {type(sampler).__name__}; "
+                "a noise tensor goes in noise="
+            )
         self.f = f
         self.options = options
         self.sampler: NoiseSource = WhiteNoise() if sampler is None else sampler
@@ -277,6 +286,11 @@ class CompiledSolve:
         options = self.options
         mean, single, in_dtype = batched_mean(init_mean)
         batch, dim = mean.shape
+        if options.std_min > torch.finfo(mean.dtype).max:  # as solve checks it (CEM-22)
+            raise ValueError(
+                f"std_min={options.std_min} overflows the solver's {mean.dtype} "
+                f"(largest {torch.finfo(mean.dtype).max:g})"
+            )
         device = mean.device
         shape = (batch, options.n_sample, dim)
         if options.output == "sample" and in_dtype not in (torch.float32, torch.float64):
@@ -291,6 +305,14 @@ class CompiledSolve:
         upper = None if ub is None else broadcast_operand("ub", ub, target, mean)
         if isinstance(lb, (int, float)) and isinstance(ub, (int, float)) and not lb < ub:
             raise ValueError(f"the bounds must satisfy lb < ub; got lb={lb}, ub={ub}")
+        inward_lower, inward_upper = lower, upper
+        if in_dtype != mean.dtype:  # the bounds the solve clips to (CEM-24), checked as it does
+            if lower is not None:
+                inward_lower = bound_inward(lower.detach(), in_dtype, upper=False)
+            if upper is not None:
+                inward_upper = bound_inward(upper.detach(), in_dtype, upper=True)
+            if isinstance(lb, (int, float)) and isinstance(ub, (int, float)):
+                _require_a_value_between(lb, ub, mean.dtype, in_dtype)
         generator = check_generator(generator, device)
         extra = None
         if proposals is not None:
@@ -299,7 +321,9 @@ class CompiledSolve:
         if elites is not None:
             first = batched_proposals(elites, single, batch, dim, device, name="elites")
         if validate or (validate is None and device.type == "cpu"):
-            validate_values(mean, std, lower, upper, {"proposals": extra, "elites": first})
+            validate_values(
+                mean, std, inward_lower, inward_upper, {"proposals": extra, "elites": first}
+            )
         if noise is not None:
             drawn = batched_noise(noise, single, shape, options.n_iter)
         elif isinstance(self.sampler, PreDrawnNoise):
@@ -316,11 +340,41 @@ class CompiledSolve:
         batched = init_mean.unsqueeze(0) if single else init_mean
         if self.settings.cuda_graphs and device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()  # type: ignore[no-untyped-call]
-        fields = self._graph(batched, std, lower, upper, drawn, extra, first, sample_eps)
+        arguments = (batched, std, lower, upper, drawn, extra, first, sample_eps)
+        try:
+            fields = self._graph(*arguments)
+        except torch._dynamo.exc.TorchDynamoException as error:
+            raise_traced_error(error, lambda: solve_graph(self.f, options, *arguments))
         if self.settings.cuda_graphs and device.type == "cuda":
             fields = tuple(field.clone() for field in fields)  # out of the graph's memory
         result = DCEMResult(*fields)
         return result.squeezed() if single else result
+
+
+def raise_traced_error(error: Exception, rerun: Callable[[], object]) -> NoReturn:
+    """Re-raise ``error``, a ``torch.compile`` failure, as the error the eager code raises.
+
+    An exception that the traced code raises (a check of CEM-22 at the first
+    iteration, e.g. ``f`` returning the wrong shape) reaches the caller as
+    Dynamo's ``Unsupported: Observed exception``, which names neither the
+    error nor its value. When ``error`` is one of those, ``rerun`` (the traced
+    function, eagerly, on the same inputs: it draws nothing) raises the
+    original ``ValueError``/``TypeError``, which is raised from ``error``. Any
+    other failure (a graph break) is raised as it is: no silent fallback (CEM-44).
+    """
+    observed = False
+    cause: BaseException | None = error
+    while cause is not None and not observed:
+        observed = isinstance(cause, torch._dynamo.exc.ObservedException)
+        cause = cause.__cause__ or cause.__context__
+    if not observed:
+        raise error
+    try:
+        with torch.no_grad():
+            rerun()
+    except (ValueError, TypeError) as original:
+        raise original from error
+    raise error
 
 
 def _bind(f: Objective, options: CEMOptions) -> Callable[..., tuple[Tensor, ...]]:

@@ -20,8 +20,14 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from impl.cem.compiled import CompileMode, CompileSettings, draw_noise, solve_graph
-from impl.cem.inputs import validate_values
+from impl.cem.compiled import (
+    CompileMode,
+    CompileSettings,
+    draw_noise,
+    raise_traced_error,
+    solve_graph,
+)
+from impl.cem.inputs import bound_inward, validate_values
 from impl.cem.samplers import ColoredNoise, NoiseSource, WhiteNoise
 from impl.control.planner import (
     MPC,
@@ -101,9 +107,6 @@ class CompiledMPC:
         self.batch = self.controller.batch
         self.device = self.controller.device
         self.dtype = dtype
-        # The solve's state dtype (float32 for half precision, CEM-24): MPC.act draws its
-        # noise in it, and so does this controller (CTL-24).
-        self._state_dtype = torch.promote_types(dtype, torch.float32)
         self.cost = cost
         self.settings = CompileSettings(backend, mode)
         options = config.solver
@@ -174,18 +177,35 @@ class CompiledMPC:
                 f"observation is on {observation.device}, the controller on {self.device}"
             )
         if proposals is not None:
+            if not isinstance(proposals, Tensor):
+                raise TypeError(f"proposals must be a torch.Tensor, got {type(proposals).__name__}")
             require_sequences("proposals", proposals, self._shape)
         state = self.state
+        warm = state.warm_start
+        if not isinstance(warm, Tensor) or tuple(warm.shape) != self._shape:
+            # MPC.act's check (plan's init_mean): a warm start of the same size but another
+            # shape would be reshaped into the graph's (B, H·n_u) and planned from silently
+            got = tuple(warm.shape) if isinstance(warm, Tensor) else type(warm).__name__
+            raise ValueError(f"state.warm_start has shape {got}, expected {self._shape}")
+        if state.elites is not None and state.elites.shape[1]:
+            require_sequences("elites", state.elites, self._shape)  # as MPC.act checks them
         options = self.config.solver
         batch, horizon, n_u = self._shape
         shape = (batch, options.n_sample, horizon * n_u)
+        # The solve's state dtype: MPC.act plans in the warm start's dtype (a state restored
+        # in another dtype plans there), and draws its noise in its state dtype (CEM-24).
+        dtype = torch.promote_types(warm.dtype, torch.float32)
         if self.device.type == "cpu":  # the eager solve's value checks (CEM-22: on the CPU)
-            frame, dtype = self._frame, self._state_dtype
+            frame = self._frame
+            lower, upper = frame.lower.to(dtype), frame.upper.to(dtype)
+            if warm.dtype != dtype:  # the bounds moved inward to the actions' dtype (CEM-24)
+                lower = bound_inward(lower, warm.dtype, upper=False)
+                upper = bound_inward(upper, warm.dtype, upper=True)
             validate_values(
-                state.warm_start.reshape(batch, -1).to(dtype),
+                warm.reshape(batch, -1).to(dtype),
                 frame.std.to(dtype),
-                frame.lower.to(dtype),
-                frame.upper.to(dtype),
+                lower,
+                upper,
                 {"proposals": proposals, "elites": state.elites},
             )
         generator = None
@@ -193,7 +213,6 @@ class CompiledMPC:
             generator = torch.Generator(device=self.device)
             generator.set_state(state.rng)
         self._source.check(options.n_iter, shape, self.device)
-        dtype = self._state_dtype  # as MPC.act draws: in the solve's state dtype
         noise = draw_noise(self._source, options, shape, dtype, self.device, generator)
         sample_eps = None
         if options.output == "sample":
@@ -204,7 +223,11 @@ class CompiledMPC:
         cuda_graphs = self.settings.cuda_graphs and self.device.type == "cuda"
         if cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # type: ignore[no-untyped-call]
-        fields = self._graph(observation, state.warm_start, noise, elites, proposals, sample_eps)
+        arguments = (observation, warm, noise, elites, proposals, sample_eps)
+        try:
+            fields = self._graph(*arguments)
+        except torch._dynamo.exc.TorchDynamoException as error:
+            raise_traced_error(error, lambda: mpc_step(self._frame, *arguments))
         if cuda_graphs:
             fields = tuple(field.clone() for field in fields)  # out of the graph's memory
         actions, cost, mean, std, n_iter, kept, warm_start, next_elites = fields
