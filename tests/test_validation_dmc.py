@@ -520,7 +520,7 @@ def test_model_gap_trains_the_model_in_stages(runs: tuple[Path, Path], tmp_path:
         assert model_gap.main([*base, "--out", str(plain)]) == 0
         argv = [*base, "--model-updates", "0", "3", "--out", str(staged)]
         assert model_gap.main(argv) == 0
-        for bad in (["3", "2"], ["-1"], ["2", "2"]):
+        for bad in (["3", "2"], ["-1"], ["2", "2"], ["1", "--decoder-updates", "1"]):
             with pytest.raises(SystemExit):
                 model_gap.main([*base, "--model-updates", *bad])
     finally:

@@ -28,7 +28,8 @@ controllers at several amounts of further model training on the
 checkpoint's own buffer: after ``U1`` model updates (App. E's bound, batches
 drawn from the buffer as in phase 1, no new episodes), then after ``U2`` in
 all, and so on. The optimizer of a compact checkpoint is fresh, so the
-learning-rate warm-up (``model.lr_warmup``) starts again. This separates
+learning-rate warm-up (``model.lr_warmup``) starts again (a full
+checkpoint's optimizer continues where it was). This separates
 "the model saw too little data" from "the model was trained too little on
 its data" (issue 13: walker's phase-1 miss). The JSON then has one entry of
 ``stages`` per count, each with the mean losses of its updates.
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     stages = args.model_updates
     if stages is not None and (stages[0] < 0 or any(b <= a for a, b in itertools.pairwise(stages))):
         parser.error(f"--model-updates must be increasing counts >= 0, got {stages}")
+    if stages is not None and args.decoder_updates:
+        parser.error("--model-updates and --decoder-updates measure different things: pass one")
     session = checkpoint_tool.open_checkpoint(parser, args)
     if stages is not None:
         results = _train_model_in_stages(session, stages, args.controllers, args.episodes)
@@ -87,7 +90,8 @@ def _train_model_in_stages(
 ) -> list[dict[str, Any]]:
     """Model updates up to each count of ``stages``, the controllers played after
     each, every stage from the same evaluation-environment state (paired episodes)."""
-    session.counters.model_updates = 0  # a fresh optimizer: warm the learning rate up again
+    if not session.model_opt.state:  # a fresh optimizer (compact state): warm up again
+        session.counters.model_updates = 0
     env_state = session.eval_env.get_rng_state()
     done, results = 0, []
     for target in stages:
