@@ -16,6 +16,7 @@ the default is ``cpu``. An unavailable device is a usage error, not a skip.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -56,3 +57,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def device(pytestconfig: pytest.Config) -> torch.device:
     """The device named by ``--device`` (default ``cpu``)."""
     return torch.device(pytestconfig.getoption("--device"))
+
+
+@pytest.fixture
+def fresh_dynamo() -> Iterator[None]:
+    """No compiled graph, guard or counter of one test is seen by another (modules
+    that compile use it for every test: ``pytestmark = pytest.mark.usefixtures(...)``)."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -35,12 +34,7 @@ ref_cem = importlib.import_module("reference.cem")
 FIELDS = ("x", "mean", "std", "best_x", "best_value", "n_iter", "converged", "elites")
 
 
-@pytest.fixture(autouse=True)
-def fresh_dynamo() -> Iterator[None]:
-    """No graph, guard or counter of one test is seen by another."""
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")
 
 
 def quadratic(x: Tensor) -> Tensor:
