@@ -162,3 +162,18 @@ def test_control_input_errors_name_the_value() -> None:
         plan(_push_up, unbounded, 2)
     with pytest.raises(ValueError, match=r"\(2, P, 3, 1\) with P >= 1"):
         controller.act(_push_up, proposals=torch.zeros(2, 0, 3, 1))
+
+
+@pytest.mark.spec("CTL-13", "CTL-21")
+@pytest.mark.parametrize("path", ["plan", "mpc"])
+def test_proposals_that_are_not_a_tensor_are_a_type_error(path: str) -> None:
+    """CTL-13: a list of proposals was ``AttributeError: 'list' object has no
+    attribute 'dim'`` in ``plan`` and ``MPC.act`` (``CompiledMPC.act`` already
+    named it); now the ``TypeError`` of ``require_sequences``, naming it."""
+    config = PlannerConfig(horizon=3, action_lb=-1.0, action_ub=1.0, solver=HARD)
+    given = [[[[0.0]] * 3]] * 2  # (2, 1, 3, 1) as nested lists
+    with pytest.raises(TypeError, match=r"proposals must be a torch\.Tensor, got list"):
+        if path == "plan":
+            plan(_push_up, config, 2, proposals=given)  # type: ignore[arg-type]
+        else:
+            MPC(config, 2, seed=0).act(_push_up, proposals=given)  # type: ignore[arg-type]

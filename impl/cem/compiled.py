@@ -41,17 +41,11 @@ import torch
 from torch import Tensor
 
 from impl.cem.inputs import (
-    batched_mean,
     batched_noise,
-    batched_proposals,
-    bound_inward,
-    broadcast_operand,
-    check_generator,
-    validate_values,
 )
 from impl.cem.result import DCEMResult
 from impl.cem.samplers import Box, GaussianSampler, NoiseSource, PreDrawnNoise, WhiteNoise
-from impl.cem.solver import _require_a_value_between, solve
+from impl.cem.solver import check_inputs, require_noise_source, solve
 from impl.cem.step import Objective
 from impl.options import CEMOptions
 
@@ -249,17 +243,9 @@ class CompiledSolve:
             raise TypeError(
                 f"options must be an impl.options.CEMOptions, got {type(options).__name__}"
             )
-        if sampler is not None and not all(
-            hasattr(sampler, name) for name in ("check", "draw", "uses_generator")
-        ):  # CEM-22, as solve checks it
-            raise TypeError(
-                "sampler must be a NoiseSource (WhiteNoise, PreDrawnNoise, ColoredNoise or an "
-                f"object with check, draw and uses_generator), got {type(sampler).__name__}; "
-                "a noise tensor goes in noise="
-            )
         self.f = f
         self.options = options
-        self.sampler: NoiseSource = WhiteNoise() if sampler is None else sampler
+        self.sampler = WhiteNoise() if sampler is None else require_noise_source(sampler)
         self.settings = CompileSettings(backend, mode)
         self._graph = self.settings.compile(_bind(f, options))
 
@@ -284,46 +270,20 @@ class CompiledSolve:
         ``elites (B, K, d)`` (``(P, d)``, ``(K, d)`` for a single problem).
         """
         options = self.options
-        mean, single, in_dtype = batched_mean(init_mean)
-        batch, dim = mean.shape
-        if options.std_min > torch.finfo(mean.dtype).max:  # as solve checks it (CEM-22)
-            raise ValueError(
-                f"std_min={options.std_min} overflows the solver's {mean.dtype} "
-                f"(largest {torch.finfo(mean.dtype).max:g})"
-            )
-        device = mean.device
-        shape = (batch, options.n_sample, dim)
+        inputs = check_inputs(
+            init_mean, init_std, options, lb, ub, generator, proposals, elites, validate
+        )
+        mean, single, in_dtype = inputs.mean, inputs.single, inputs.in_dtype
+        generator = inputs.generator
         if options.output == "sample" and in_dtype not in (torch.float32, torch.float64):
             raise ValueError(
                 f'output="sample" with a {in_dtype} init_mean is not supported by the compiled '
                 "solve (its draw is made around the final mean in init_mean's dtype): use "
                 "impl.cem.solve"
             )
-        target = init_mean.shape
-        std = broadcast_operand("init_std", init_std, target, mean)
-        lower = None if lb is None else broadcast_operand("lb", lb, target, mean)
-        upper = None if ub is None else broadcast_operand("ub", ub, target, mean)
-        if isinstance(lb, (int, float)) and isinstance(ub, (int, float)) and not lb < ub:
-            raise ValueError(f"the bounds must satisfy lb < ub; got lb={lb}, ub={ub}")
-        inward_lower, inward_upper = lower, upper
-        if in_dtype != mean.dtype:  # the bounds the solve clips to (CEM-24), checked as it does
-            if lower is not None:
-                inward_lower = bound_inward(lower.detach(), in_dtype, upper=False)
-            if upper is not None:
-                inward_upper = bound_inward(upper.detach(), in_dtype, upper=True)
-            if isinstance(lb, (int, float)) and isinstance(ub, (int, float)):
-                _require_a_value_between(lb, ub, mean.dtype, in_dtype)
-        generator = check_generator(generator, device)
-        extra = None
-        if proposals is not None:
-            extra = batched_proposals(proposals, single, batch, dim, device)
-        first = None
-        if elites is not None:
-            first = batched_proposals(elites, single, batch, dim, device, name="elites")
-        if validate or (validate is None and device.type == "cpu"):
-            validate_values(
-                mean, std, inward_lower, inward_upper, {"proposals": extra, "elites": first}
-            )
+        batch, dim = mean.shape
+        device = mean.device
+        shape = (batch, options.n_sample, dim)
         if noise is not None:
             drawn = batched_noise(noise, single, shape, options.n_iter)
         elif isinstance(self.sampler, PreDrawnNoise):
@@ -340,7 +300,16 @@ class CompiledSolve:
         batched = init_mean.unsqueeze(0) if single else init_mean
         if self.settings.cuda_graphs and device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()  # type: ignore[no-untyped-call]
-        arguments = (batched, std, lower, upper, drawn, extra, first, sample_eps)
+        arguments = (
+            batched,
+            inputs.std,
+            inputs.lower,
+            inputs.upper,
+            drawn,
+            inputs.proposals,
+            inputs.elites,
+            sample_eps,
+        )
         try:
             fields = self._graph(*arguments)
         except torch._dynamo.exc.TorchDynamoException as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -81,48 +82,22 @@ def solve(
     Raises:
         TypeError, ValueError: bad arguments, before ``f`` is called (CEM-22).
     """
-    if not isinstance(options, CEMOptions):
-        raise TypeError(f"options must be an impl.options.CEMOptions, got {type(options).__name__}")
-    mean, single, in_dtype = batched_mean(init_mean)
+    inputs = check_inputs(
+        init_mean, init_std, options, lb, ub, generator, proposals, elites, validate
+    )
+    mean, single, in_dtype, box = inputs.mean, inputs.single, inputs.in_dtype, inputs.box
+    std, extra, first_kept = inputs.std, inputs.proposals, inputs.elites
+    generator = inputs.generator
     batch, dim = mean.shape
-    if options.std_min > torch.finfo(mean.dtype).max:
-        raise ValueError(
-            f"std_min={options.std_min} overflows the solver's {mean.dtype} "
-            f"(largest {torch.finfo(mean.dtype).max:g})"
-        )
     device = mean.device
     shape = (batch, options.n_sample, dim)
-    target = init_mean.shape
-    std = broadcast_operand("init_std", init_std, target, mean)
-    lower = None if lb is None else broadcast_operand("lb", lb, target, mean)
-    upper = None if ub is None else broadcast_operand("ub", ub, target, mean)
-    if isinstance(lb, (int, float)) and isinstance(ub, (int, float)) and not lb < ub:
-        raise ValueError(f"the bounds must satisfy lb < ub; got lb={lb}, ub={ub}")
-    if in_dtype != mean.dtype:  # f sees a narrower dtype than the state's (CEM-24)
-        lower = None if lower is None else bound_inward(lower, in_dtype, upper=False)
-        upper = None if upper is None else bound_inward(upper, in_dtype, upper=True)
-        if isinstance(lb, (int, float)) and isinstance(ub, (int, float)):
-            _require_a_value_between(lb, ub, mean.dtype, in_dtype)
-    box = Box(lower, upper)
     source = _noise_source(noise, sampler, single, shape, options.n_iter)
     source.check(options.n_iter, shape, device)
-    extra = None
-    if proposals is not None:
-        extra = box.clip(batched_proposals(proposals, single, batch, dim, device).to(mean.dtype))
-    first_kept = None
-    if elites is not None:
-        given = batched_proposals(elites, single, batch, dim, device, name="elites")
-        first_kept = box.clip(given.to(mean.dtype))
-    generator = check_generator(generator, device)
-    if isinstance(options.tau, Tensor) and options.tau.device != device:
-        raise ValueError(f"tau is on {options.tau.device}, init_mean on {device}")
     if options.reuse_buffers and callback is not None:
         raise ValueError(
             "reuse_buffers=True hands f buffers that the next iteration overwrites; the "
             "callback would see them overwritten too: pass callback=None or reuse_buffers=False"
         )
-    if validate or (validate is None and device.type == "cpu"):
-        validate_values(mean, std, lower, upper, {"proposals": extra, "elites": first_kept})
 
     problem = Problem(
         f=f,
@@ -178,6 +153,103 @@ def solve(
     return result.squeezed() if single else result
 
 
+@dataclass(frozen=True)
+class SolveInputs:
+    """A solve's arguments in batched form, checked (CEM-22); shapes for ``B``
+    problems of dimension ``d``.
+
+    Attributes:
+        mean: ``μ_0 (B, d)`` in the state's dtype (float32 for half precision).
+        single: whether ``init_mean`` was one problem ``(d,)``.
+        in_dtype: ``init_mean``'s dtype, in which ``f`` sees candidates (CEM-24).
+        std: ``σ_0 (B, d)``.
+        lower, upper: the bounds ``(B, d)`` as given, broadcast (``None``: unbounded).
+        box: the bounds the solve clips to: ``lower``/``upper`` moved inward to
+            values of ``in_dtype`` (CEM-24).
+        proposals, elites: ``(B, P, d)``, ``(B, K, d)`` in the state's dtype,
+            clipped to ``box`` (CEM-34, CEM-39).
+        generator: the checked generator.
+    """
+
+    mean: Tensor
+    single: bool
+    in_dtype: torch.dtype
+    std: Tensor
+    lower: Tensor | None
+    upper: Tensor | None
+    box: Box
+    proposals: Tensor | None
+    elites: Tensor | None
+    generator: torch.Generator | None
+
+
+def check_inputs(
+    init_mean: Tensor,
+    init_std: Tensor | float,
+    options: CEMOptions,
+    lb: Tensor | float | None,
+    ub: Tensor | float | None,
+    generator: torch.Generator | None,
+    proposals: Tensor | None,
+    elites: Tensor | None,
+    validate: bool | None,
+) -> SolveInputs:
+    """The checks of CEM-22 that ``solve`` and ``CompiledSolve`` share, and the
+    batched inputs they give (arguments as ``solve``'s). Raises ``TypeError`` or
+    ``ValueError`` naming the bad argument; the value checks (non-finite
+    values, ``lb < ub``) run when ``validate`` is true, or is ``None`` on the CPU."""
+    if not isinstance(options, CEMOptions):
+        raise TypeError(f"options must be an impl.options.CEMOptions, got {type(options).__name__}")
+    mean, single, in_dtype = batched_mean(init_mean)
+    batch, dim = mean.shape
+    if options.std_min > torch.finfo(mean.dtype).max:
+        raise ValueError(
+            f"std_min={options.std_min} overflows the solver's {mean.dtype} "
+            f"(largest {torch.finfo(mean.dtype).max:g})"
+        )
+    device = mean.device
+    target = init_mean.shape
+    std = broadcast_operand("init_std", init_std, target, mean)
+    lower = None if lb is None else broadcast_operand("lb", lb, target, mean)
+    upper = None if ub is None else broadcast_operand("ub", ub, target, mean)
+    if isinstance(lb, (int, float)) and isinstance(ub, (int, float)) and not lb < ub:
+        raise ValueError(f"the bounds must satisfy lb < ub; got lb={lb}, ub={ub}")
+    inward_lower, inward_upper = lower, upper
+    if in_dtype != mean.dtype:  # f sees a narrower dtype than the state's (CEM-24)
+        if lower is not None:
+            inward_lower = bound_inward(lower, in_dtype, upper=False)
+        if upper is not None:
+            inward_upper = bound_inward(upper, in_dtype, upper=True)
+        if isinstance(lb, (int, float)) and isinstance(ub, (int, float)):
+            _require_a_value_between(lb, ub, mean.dtype, in_dtype)
+    box = Box(inward_lower, inward_upper)
+    extra = None
+    if proposals is not None:
+        extra = box.clip(batched_proposals(proposals, single, batch, dim, device).to(mean.dtype))
+    first_kept = None
+    if elites is not None:
+        given = batched_proposals(elites, single, batch, dim, device, name="elites")
+        first_kept = box.clip(given.to(mean.dtype))
+    generator = check_generator(generator, device)
+    if isinstance(options.tau, Tensor) and options.tau.device != device:
+        raise ValueError(f"tau is on {options.tau.device}, init_mean on {device}")
+    if validate or (validate is None and device.type == "cpu"):
+        candidates = {"proposals": extra, "elites": first_kept}
+        validate_values(mean, std, inward_lower, inward_upper, candidates)
+    return SolveInputs(mean, single, in_dtype, std, lower, upper, box, extra, first_kept, generator)
+
+
+def require_noise_source(sampler: object) -> NoiseSource:
+    """``sampler`` if it is a noise source (CEM-33), else a ``TypeError`` naming it."""
+    if not all(hasattr(sampler, name) for name in ("check", "draw", "uses_generator")):
+        raise TypeError(
+            "sampler must be a NoiseSource (WhiteNoise, PreDrawnNoise, ColoredNoise or an "
+            f"object with check, draw and uses_generator), got {type(sampler).__name__}; "
+            "a noise tensor goes in noise="
+        )
+    return sampler  # type: ignore[return-value]
+
+
 def _require_a_value_between(
     lb: float, ub: float, state_dtype: torch.dtype, in_dtype: torch.dtype
 ) -> None:
@@ -215,13 +287,7 @@ def _noise_source(
         return PreDrawnNoise(batched_noise(noise, single, shape, n_iter))
     if sampler is None:
         return WhiteNoise()
-    if not all(hasattr(sampler, name) for name in ("check", "draw", "uses_generator")):
-        raise TypeError(
-            "sampler must be a NoiseSource (WhiteNoise, PreDrawnNoise, ColoredNoise or an "
-            f"object with check, draw and uses_generator), got {type(sampler).__name__}; "
-            "a noise tensor goes in noise="
-        )
-    return sampler
+    return require_noise_source(sampler)
 
 
 def _iterate(

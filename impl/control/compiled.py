@@ -27,8 +27,8 @@ from impl.cem.compiled import (
     raise_traced_error,
     solve_graph,
 )
-from impl.cem.inputs import bound_inward, validate_values
 from impl.cem.samplers import ColoredNoise, NoiseSource, WhiteNoise
+from impl.cem.solver import check_inputs
 from impl.control.planner import (
     MPC,
     Dynamics,
@@ -177,8 +177,6 @@ class CompiledMPC:
                 f"observation is on {observation.device}, the controller on {self.device}"
             )
         if proposals is not None:
-            if not isinstance(proposals, Tensor):
-                raise TypeError(f"proposals must be a torch.Tensor, got {type(proposals).__name__}")
             require_sequences("proposals", proposals, self._shape)
         state = self.state
         warm = state.warm_start
@@ -195,18 +193,19 @@ class CompiledMPC:
         # The solve's state dtype: MPC.act plans in the warm start's dtype (a state restored
         # in another dtype plans there), and draws its noise in its state dtype (CEM-24).
         dtype = torch.promote_types(warm.dtype, torch.float32)
-        if self.device.type == "cpu":  # the eager solve's value checks (CEM-22: on the CPU)
+        elites = state.elites if state.elites is not None and state.elites.shape[1] else None
+        if self.device.type == "cpu":  # the eager solve's checks (CEM-22: values on the CPU)
             frame = self._frame
-            lower, upper = frame.lower.to(dtype), frame.upper.to(dtype)
-            if warm.dtype != dtype:  # the bounds moved inward to the actions' dtype (CEM-24)
-                lower = bound_inward(lower, warm.dtype, upper=False)
-                upper = bound_inward(upper, warm.dtype, upper=True)
-            validate_values(
-                warm.reshape(batch, -1).to(dtype),
-                frame.std.to(dtype),
-                lower,
-                upper,
-                {"proposals": proposals, "elites": state.elites},
+            check_inputs(
+                warm.reshape(batch, -1),
+                frame.std,
+                options,
+                frame.lower,
+                frame.upper,
+                None,
+                None if proposals is None else proposals.reshape(batch, -1, horizon * n_u),
+                None if elites is None else elites.reshape(batch, -1, horizon * n_u),
+                validate=True,
             )
         generator = None
         if self.device.type != "meta":  # meta draws no values: nothing to seed
@@ -219,7 +218,6 @@ class CompiledMPC:
             sample_eps = torch.randn(
                 (batch, 1, horizon * n_u), generator=generator, dtype=dtype, device=self.device
             )
-        elites = state.elites if state.elites is not None and state.elites.shape[1] else None
         cuda_graphs = self.settings.cuda_graphs and self.device.type == "cuda"
         if cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # type: ignore[no-untyped-call]

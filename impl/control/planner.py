@@ -576,9 +576,11 @@ def vector(
     return torch.full((n,), number, device=device, dtype=dtype)
 
 
-def require_sequences(name: str, sequences: Tensor, shape: tuple[int, int, int]) -> None:
+def require_sequences(name: str, sequences: object, shape: tuple[int, int, int]) -> None:
     """Action sequences ``(B, P, H, n_u)`` with ``P ≥ 1`` for plans of ``shape
-    (B, H, n_u)`` (proposals, kept elites; CTL-13, CTL-21)."""
+    (B, H, n_u)`` (proposals, kept elites; CTL-13, CTL-21); a non-tensor is a ``TypeError``."""
+    if not isinstance(sequences, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(sequences).__name__}")
     if (
         sequences.dim() != 4
         or (sequences.shape[0], *sequences.shape[2:]) != shape
