@@ -58,10 +58,18 @@ phase 1, between phases 1 and 2, in phase 2."""
 TIMING_KEYS = {"plan_ms"}
 """Metric columns that measure wall time and so differ between runs."""
 
-COMMITTED_SHORT_COUNTS = ["--set", "eval_episodes=5", "--set", "paper_cem_eval_episodes=3"]
-"""The evaluation episodes the committed ``short`` states were started with (the
-mode has since taken 20 and 5, issue 13): a resume refuses other settings (VAL-1),
-so those states continue with their own counts, as the READMEs' commands say."""
+COMMITTED_SHORT_COUNTS = [
+    "--set",
+    "eval_episodes=5",
+    "--set",
+    "paper_cem_eval_episodes=3",
+    "--set",
+    "model.updates_per_episode=100",
+]
+"""The evaluation episodes and model updates per episode the committed ``short``
+states were started with (the mode has since taken 20 and 5 episodes and 200
+updates, issue 13): a resume refuses other settings (VAL-1), so those states
+continue with their own counts, as the READMEs' commands say."""
 
 EXPECTED_CLAIMS = {
     "phase1_full_cem_reward",
