@@ -137,8 +137,9 @@ def validate_values(
     0 but ``0 · NaN`` would still reach the fit (CEM-34, CEM-39)."""
     given = {name: t for name, t in (candidates or {}).items() if t is not None}
     ok = torch.isfinite(mean).all() & torch.isfinite(std).all() & (std >= 0).all()
-    if lower is not None and upper is not None:
-        ok = ok & (lower < upper).all()
+    ordered = _ordered(lower, upper)
+    if ordered is not None:
+        ok = ok & ordered.all()
     for tensor in given.values():
         ok = ok & torch.isfinite(tensor).all()
     if bool(ok):
@@ -151,6 +152,27 @@ def validate_values(
         raise ValueError("init_mean contains non-finite values")
     if not bool(torch.isfinite(std).all()) or bool((std < 0).any()):
         raise ValueError(f"init_std must be finite and >= 0; its minimum is {std.min().item()}")
-    if lower is not None and upper is not None and not bool((lower < upper).all()):
-        gap = (upper - lower).min().item()
-        raise ValueError(f"the bounds must satisfy lb < ub elementwise; min(ub - lb) = {gap}")
+    if ordered is not None and not bool(ordered.all()):
+        if lower is not None and upper is not None:
+            gap = (upper - lower).min().item()
+            raise ValueError(f"the bounds must satisfy lb < ub elementwise; min(ub - lb) = {gap}")
+        for name, bound in (("lb", lower), ("ub", upper)):
+            if bound is not None:
+                bad = bound[~ordered].flatten()[0].item()
+                raise ValueError(
+                    "the bounds must satisfy lb < ub elementwise, a missing bound being "
+                    f"∓inf; {name} holds {bad} and the other bound is missing"
+                )
+
+
+def _ordered(lower: Tensor | None, upper: Tensor | None) -> Tensor | None:
+    """``lb < ub`` elementwise, a missing bound counting as ``∓∞`` (CEM-10): ``False``
+    where a bound is NaN, or where ``lb = +∞`` or ``ub = −∞`` (an empty box); ``None``
+    without bounds."""
+    if lower is not None and upper is not None:
+        return lower < upper
+    if lower is not None:
+        return lower < torch.inf
+    if upper is not None:
+        return upper > -torch.inf
+    return None

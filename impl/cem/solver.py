@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -212,7 +213,11 @@ def check_inputs(
     std = broadcast_operand("init_std", init_std, target, mean)
     lower = None if lb is None else broadcast_operand("lb", lb, target, mean)
     upper = None if ub is None else broadcast_operand("ub", ub, target, mean)
-    if isinstance(lb, (int, float)) and isinstance(ub, (int, float)) and not lb < ub:
+    # Numbers are checked here, on the host; a missing bound is ∓∞ (CEM-10): so a NaN
+    # bound, lb = +∞ or ub = −∞ leaves no point in the box.
+    low = lb if isinstance(lb, (int, float)) else -math.inf if lb is None else None
+    high = ub if isinstance(ub, (int, float)) else math.inf if ub is None else None
+    if low is not None and high is not None and not low < high:
         raise ValueError(f"the bounds must satisfy lb < ub; got lb={lb}, ub={ub}")
     inward_lower, inward_upper = lower, upper
     if in_dtype != mean.dtype:  # f sees a narrower dtype than the state's (CEM-24)
