@@ -18,10 +18,12 @@ or an independent derivation, found by an audit of the public API.
   LML-20, LML-22);
 - bad inputs on the solver's public paths: each raises a ``TypeError`` or
   ``ValueError`` naming the bad value, before ``f`` runs.
-- a defect (a test that failed before their fixes): a NaN or empty
+- two defects (tests that failed before their fixes): a NaN or empty
   one-sided bound (``lb = nan`` or ``+∞`` without ``ub``, ``ub = nan`` or
   ``−∞`` without ``lb``) was accepted and returned ``init_mean`` as if
-  solved (CEM-10, CEM-22).
+  solved (CEM-10, CEM-22); a non-callable ``f`` or ``callback`` raised
+  Python's bare "'int' object is not callable", the callback's only after
+  ``f`` had run (CEM-22).
 """
 
 from __future__ import annotations
@@ -366,6 +368,9 @@ BAD_SOLVES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
     ("proposals shape", dict(proposals=torch.zeros(2, 4)), ValueError, "proposals"),
     ("proposals nan", dict(proposals=torch.full((2, 3), math.nan)), ValueError, "proposals"),
     ("elites list", dict(elites=[[0.0, 0.0, 0.0]]), TypeError, "elites"),
+    ("callback", dict(callback=1), TypeError, "callback"),
+    ("f", dict(f=1), TypeError, "f must be callable"),
+    ("f None", dict(f=None), TypeError, "f must be callable, got NoneType"),
     ("tau vector", dict(tau=torch.tensor([0.5])), ValueError, "tau"),
     ("tau int tensor", dict(tau=torch.tensor(1)), ValueError, "tau"),
     ("tau complex", dict(tau=1j), TypeError, "tau"),
@@ -420,3 +425,20 @@ def test_a_one_sided_box_that_is_empty_or_nan_is_an_error_on_every_entry(
     for bounds in (dict(lb=-math.inf), dict(ub=math.inf)):
         result = dcem(lambda x: (x.float() ** 2).sum(-1), init, 1.0, **bounds, **SMALL)  # type: ignore[arg-type]
         assert bool(torch.isfinite(result.x).all())
+
+
+@pytest.mark.spec("CEM-22")
+def test_a_callback_that_is_not_callable_is_named_before_f_runs() -> None:
+    # Failed before the fix: the callback was first called after the first iteration,
+    # so f ran, then Python raised "'int' object is not callable" (no name).
+    calls: list[int] = []
+
+    def f(x: Tensor) -> Tensor:
+        calls.append(1)
+        return (x**2).sum(-1)
+
+    with pytest.raises(TypeError, match="callback must be callable"):
+        dcem(f, torch.zeros(3), 1.0, callback=1, **SMALL)  # type: ignore[arg-type]
+    assert calls == []
+    with pytest.raises(TypeError, match="f must be callable, got int"):
+        dcem(1, torch.zeros(3), 1.0, **SMALL)  # type: ignore[arg-type]

@@ -83,6 +83,10 @@ def solve(
     Raises:
         TypeError, ValueError: bad arguments, before ``f`` is called (CEM-22).
     """
+    if not callable(f):
+        raise TypeError(f"f must be callable, got {type(f).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     inputs = check_inputs(
         init_mean, init_std, options, lb, ub, generator, proposals, elites, validate
     )
