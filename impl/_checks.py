@@ -23,6 +23,13 @@ def require_int(name: str, value: object) -> int:
     return int(value)
 
 
+def require_callable(name: str, value: object, *, optional: bool = False) -> None:
+    """``TypeError`` naming ``name`` unless ``value`` is callable (``None`` too if ``optional``)."""
+    if not callable(value) and not (optional and value is None):
+        allowed = "callable or None" if optional else "callable"
+        raise TypeError(f"{name} must be {allowed}, got {type(value).__name__}")
+
+
 def require_positive_int(name: str, value: object) -> int:
     """``require_int``, and ``ValueError`` naming the value when it is below 1."""
     number = require_int(name, value)

@@ -442,3 +442,75 @@ def test_a_callback_that_is_not_callable_is_named_before_f_runs() -> None:
     assert calls == []
     with pytest.raises(TypeError, match="f must be callable, got int"):
         dcem(1, torch.zeros(3), 1.0, **SMALL)  # type: ignore[arg-type]
+
+
+def _planner_calls() -> list[tuple[str, Any, type[Exception], str]]:
+    from impl.control import (
+        MPC,
+        ActionDecoder,
+        LatentPlannerConfig,
+        PlannerConfig,
+        latent_plan,
+        plan,
+    )
+
+    solver = CEMOptions(n_sample=10, n_elite=3, n_iter=2, tau=None)
+    config = PlannerConfig(horizon=3, action_lb=-1.0, action_ub=1.0, solver=solver)
+    latent = LatentPlannerConfig(latent_dim=2, solver=solver)
+    decoder = ActionDecoder(2, 3, 1, -1.0, 1.0, hidden=8, n_hidden=1)
+
+    def cost(u: Tensor) -> Tensor:
+        return (u**2).flatten(2).sum(-1)
+
+    return [
+        ("plan cost", lambda: plan(1, config, 2), TypeError, "cost_fn must be callable, got int"),
+        ("act cost", lambda: MPC(config, 2, seed=0).act(1), TypeError, "cost_fn must be callable"),
+        ("plan init_mean list", lambda: plan(cost, config, 1, init_mean=[[[0.0]] * 3]),
+         TypeError, "init_mean must be a torch.Tensor, got list"),
+        ("latent cost", lambda: latent_plan(1, decoder, latent, 2), TypeError, "cost_fn must be"),
+        ("latent decoder", lambda: latent_plan(cost, 1, latent, 2), TypeError, "decoder must be"),
+        ("latent init_mean list",
+         lambda: latent_plan(cost, decoder, latent, 1, init_mean=[[0.0, 0.0]]),
+         TypeError, "init_mean must be a torch.Tensor"),
+    ]  # fmt: skip
+
+
+def _mbrl_calls() -> list[tuple[str, Any, type[Exception], str]]:
+    pytest.importorskip("mbrl")
+    from impl.adapters.mbrl_optimizer import DCEMOptimizer
+
+    solver = CEMOptions(n_sample=10, n_elite=3, n_iter=2, tau=None)
+    bounds = ([[-1.0]], [[1.0]])
+
+    def objective(population: Tensor) -> Tensor:
+        return -population.sum((1, 2))
+
+    return [
+        ("init_std str", lambda: DCEMOptimizer(*bounds, solver=solver, init_std="a"),
+         TypeError, "init_std must be a real number"),
+        ("init_std nan", lambda: DCEMOptimizer(*bounds, solver=solver, init_std=math.nan),
+         ValueError, "init_std must be finite"),
+        ("seed float", lambda: DCEMOptimizer(*bounds, solver=solver, seed=1.5),
+         TypeError, "seed must be an int, got 1.5"),
+        ("obj_fun", lambda: DCEMOptimizer(*bounds, solver=solver).optimize(1),
+         TypeError, "obj_fun must be callable, got int"),
+        ("callback", lambda: DCEMOptimizer(*bounds, solver=solver).optimize(objective, callback=1),
+         TypeError, "callback must be callable or None, got int"),
+    ]  # fmt: skip
+
+
+@pytest.mark.spec("CTL-13", "CTL-19")
+@pytest.mark.parametrize("which", ["planners", "mbrl"])
+def test_planner_and_adapter_inputs_that_are_not_callables_or_tensors_are_named(
+    which: str,
+) -> None:
+    # Failed before the fix: a non-callable cost_fn (plan, MPC.act, latent_plan), decoder,
+    # obj_fun or mbrl callback raised Python's bare "'int' object is not callable" from
+    # inside the solve; an init_mean list raised AttributeError ('list' has no 'device');
+    # DCEMOptimizer(init_std="a") a TypeError of torch.full_like naming 'fill_value', and
+    # DCEMOptimizer(seed=1.5) a RuntimeError of manual_seed.
+    calls = _planner_calls() if which == "planners" else _mbrl_calls()
+    for name, call, error, words in calls:
+        with pytest.raises(error, match=words):
+            call()
+            pytest.fail(f"{name}: no error")

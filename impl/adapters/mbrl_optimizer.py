@@ -34,6 +34,7 @@ from mbrl.planning.trajectory_opt import (  # type: ignore[import-untyped, impor
 )
 from torch import Tensor
 
+from impl._checks import require_callable, require_finite_real, require_int
 from impl.cem import DCEMStep, solve
 from impl.control.planner import INIT_STD_SCALE, PLANNER_SOLVER
 from impl.options import CEMOptions
@@ -88,9 +89,13 @@ class DCEMOptimizer(Optimizer):  # type: ignore[misc, unused-ignore]
             )
         self.solver = solver if isinstance(solver, CEMOptions) else CEMOptions(**dict(solver))
         width = self.upper_bound - self.lower_bound
+        if init_std is not None:
+            init_std = require_finite_real("init_std", init_std, minimum=0.0, strict=False)
         self.init_std = (
             INIT_STD_SCALE * width if init_std is None else torch.full_like(width, init_std)
         )
+        if seed is not None:
+            seed = require_int("seed", seed)
         self.generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
 
     def optimize(
@@ -102,6 +107,8 @@ class DCEMOptimizer(Optimizer):  # type: ignore[misc, unused-ignore]
     ) -> Tensor:
         """Maximize ``obj_fun`` (population ``(N, H, n_u)`` → ``(N,)``) from ``x0 (H, n_u)``
         (default the bounds' midpoint); returns ``(H, n_u)``. No graph is recorded."""
+        require_callable("obj_fun", obj_fun)
+        require_callable("callback", callback, optional=True)
         shape = self.lower_bound.shape
         if x0 is None:
             x0 = 0.5 * (self.lower_bound + self.upper_bound)

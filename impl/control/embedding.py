@@ -23,7 +23,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from impl._checks import require_finite_real, require_int, require_positive_int
+from impl._checks import (
+    require_callable,
+    require_finite_real,
+    require_floating_tensor,
+    require_int,
+    require_positive_int,
+)
 from impl.cem import DCEMStep, solve
 from impl.control.planner import ActionCost, check_costs, require_options, vector
 from impl.options import CEMOptions
@@ -187,7 +193,10 @@ def latent_plan(
     m = require_positive_int("latent_dim", config.latent_dim)
     bound = require_finite_real("latent_bound", config.latent_bound, minimum=0.0, strict=True)
     require_positive_int("batch", batch)
+    require_callable("cost_fn", cost_fn)
+    require_callable("decoder", decoder)
     if init_mean is not None:
+        require_floating_tensor("init_mean", init_mean)
         if tuple(init_mean.shape) != (batch, m):
             raise ValueError(f"init_mean has shape {tuple(init_mean.shape)}, expected {(batch, m)}")
         device, dtype = init_mean.device, init_mean.dtype

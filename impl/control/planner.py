@@ -24,7 +24,13 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from impl._checks import require_finite_real, require_int, require_positive_int
+from impl._checks import (
+    require_callable,
+    require_finite_real,
+    require_floating_tensor,
+    require_int,
+    require_positive_int,
+)
 from impl.cem import ColoredNoise, DCEMStep, solve
 from impl.options import CEMOptions
 
@@ -295,6 +301,7 @@ def plan(
     require_positive_int("horizon", config.horizon)
     batch = require_positive_int("batch", batch)
     if init_mean is not None:
+        require_floating_tensor("init_mean", init_mean)
         device, dtype = init_mean.device, init_mean.dtype
     device = torch.device("cpu") if device is None else torch.device(device)
     return _plan(
@@ -326,6 +333,7 @@ def _plan(
 ) -> Plan:
     """``plan`` with its checked arguments and its ``tensors`` (on ``init_mean``'s
     device and dtype) built."""
+    require_callable("cost_fn", cost_fn)
     horizon = config.horizon
     lower, upper, std = tensors.lower, tensors.upper, tensors.std
     n_u = lower.shape[0]
