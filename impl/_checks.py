@@ -80,6 +80,21 @@ def require_floating_tensor(name: str, value: object) -> Tensor:
     return value
 
 
+def require_floating_dtype(name: str, value: object) -> torch.dtype:
+    """A floating-point ``torch.dtype`` (``TypeError`` naming ``name`` otherwise)."""
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point torch.dtype, got {value!r}")
+    return value
+
+
+def require_optional_bool(name: str, value: object) -> bool | None:
+    """``True``, ``False`` or ``None`` (``TypeError`` naming ``name`` otherwise: a
+    string such as ``"no"`` is truthy and would silently mean ``True``)."""
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"{name} must be True, False or None, got {value!r}")
+    return value
+
+
 def require_broadcastable(name: str, shape: torch.Size, target: torch.Size) -> None:
     """``shape`` must broadcast to exactly ``target`` (NumPy rules, right-aligned)."""
     fits = len(shape) <= len(target) and all(

@@ -18,12 +18,17 @@ or an independent derivation, found by an audit of the public API.
   LML-20, LML-22);
 - bad inputs on the solver's public paths: each raises a ``TypeError`` or
   ``ValueError`` naming the bad value, before ``f`` runs.
-- two defects (tests that failed before their fixes): a NaN or empty
+- defects (tests that failed before their fixes): a NaN or empty
   one-sided bound (``lb = nan`` or ``+∞`` without ``ub``, ``ub = nan`` or
   ``−∞`` without ``lb``) was accepted and returned ``init_mean`` as if
   solved (CEM-10, CEM-22); a non-callable ``f`` or ``callback`` raised
   Python's bare "'int' object is not callable", the callback's only after
-  ``f`` had run (CEM-22).
+  ``f`` had run (CEM-22); the planners and the mbrl-lib adapter did not name
+  non-callable or non-tensor arguments (CTL-13, CTL-19); a finite float64
+  value past the float32 state's range became ``−∞`` and ranked last
+  (CEM-24, CEM-12); ``validate="no"`` meant ``True``; a non-floating planner
+  ``dtype``, non-numeric adapter bounds and a negative adapter seed were not
+  named or not rejected.
 """
 
 from __future__ import annotations
@@ -514,3 +519,65 @@ def test_planner_and_adapter_inputs_that_are_not_callables_or_tensors_are_named(
         with pytest.raises(error, match=words):
             call()
             pytest.fail(f"{name}: no error")
+
+
+@pytest.mark.spec("CEM-24", "CEM-12")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["f32", "f16"])
+def test_values_past_the_state_range_rank_as_finite(dtype: torch.dtype) -> None:
+    # Failed before the fix: f's float64 values were cast to the (float32) state's dtype,
+    # so a finite -1e39 became -inf and ranked last (CEM-12), the worst candidate instead
+    # of the best. The derivation: every candidate with x_0 > 0.5 has value -1e39, the
+    # rest (x^2).sum() >= 0, so with hard selection the best sample seen is one of them
+    # and its value is the state dtype's most negative finite number.
+    def f(x: Tensor) -> Tensor:
+        wide = x.double()
+        return torch.where(wide[..., 0] > 0.5, -1e39, (wide**2).sum(-1))
+
+    generator = torch.Generator().manual_seed(3)
+    options = dict(n_sample=64, n_elite=4, n_iter=2, tau=None)
+    result = dcem(f, torch.zeros(3, dtype=dtype), 1.0, generator=generator, **options)  # type: ignore[arg-type]
+    state = torch.promote_types(dtype, torch.float32)
+    assert result.best_value.dtype == dtype
+    assert float(result.best_value) == float(torch.tensor(-torch.finfo(state).max).to(dtype))
+    assert float(result.best_x[0]) > 0.5
+    assert float(result.mean[0]) > 0.5  # the elites are those candidates too
+    # a plain -inf is still non-finite and ranks last
+    result = dcem(
+        lambda x: torch.where(x[..., 0].double() > 0.5, -math.inf, (x.double() ** 2).sum(-1)),
+        torch.zeros(3, dtype=dtype),
+        1.0,
+        generator=torch.Generator().manual_seed(3),
+        **options,  # type: ignore[arg-type]
+    )
+    assert float(result.best_x[0]) <= 0.5 and math.isfinite(float(result.best_value))
+
+
+@pytest.mark.spec("CEM-22", "CTL-13", "CTL-17", "CTL-19")
+def test_validate_dtype_seed_and_bound_types_are_named() -> None:
+    # Failed before the fix: validate="no" was truthy and silently meant True; MPC and
+    # plan with dtype="float32" raised torch's promote_types error and dtype=torch.int64
+    # one naming init_mean; DCEMOptimizer("ab", "cd") raised torch's own error, and
+    # DCEMOptimizer accepted a negative seed that MPC rejects.
+    from impl.control import MPC, PlannerConfig, plan
+
+    with pytest.raises(TypeError, match="validate must be True, False or None, got 'no'"):
+        dcem(_never, torch.zeros(3), 1.0, validate="no", **SMALL)  # type: ignore[arg-type]
+    config = PlannerConfig(horizon=3, action_lb=-1.0, action_ub=1.0)
+
+    def cost(u: Tensor) -> Tensor:
+        return (u**2).flatten(2).sum(-1)
+
+    for bad in ("float32", torch.int64):
+        with pytest.raises(TypeError, match=r"dtype must be a floating-point torch\.dtype"):
+            MPC(config, 1, seed=0, dtype=bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"dtype must be a floating-point torch\.dtype"):
+            plan(cost, config, 1, dtype=bad)  # type: ignore[arg-type]
+    pytest.importorskip("mbrl")
+    from impl.adapters.mbrl_optimizer import DCEMOptimizer
+
+    with pytest.raises(TypeError, match="lower_bound must be a tensor"):
+        DCEMOptimizer("ab", "cd")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="upper_bound must be a tensor"):
+        DCEMOptimizer([[-1.0]], [[1.0, 2.0], [3.0]])
+    with pytest.raises(ValueError, match="seed must satisfy 0 <= seed"):
+        DCEMOptimizer([[-1.0]], [[1.0]], seed=-1)

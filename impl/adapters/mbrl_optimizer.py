@@ -34,9 +34,9 @@ from mbrl.planning.trajectory_opt import (  # type: ignore[import-untyped, impor
 )
 from torch import Tensor
 
-from impl._checks import require_callable, require_finite_real, require_int
+from impl._checks import require_callable, require_finite_real
 from impl.cem import DCEMStep, solve
-from impl.control.planner import INIT_STD_SCALE, PLANNER_SOLVER
+from impl.control.planner import INIT_STD_SCALE, PLANNER_SOLVER, require_seed
 from impl.options import CEMOptions
 
 MbrlCallback = Callable[[Tensor, Tensor, int], Any]
@@ -70,8 +70,8 @@ class DCEMOptimizer(Optimizer):  # type: ignore[misc, unused-ignore]
     ) -> None:
         super().__init__()
         self.device = torch.device(device)
-        self.lower_bound = torch.as_tensor(lower_bound, dtype=torch.float32, device=self.device)
-        self.upper_bound = torch.as_tensor(upper_bound, dtype=torch.float32, device=self.device)
+        self.lower_bound = _bound_tensor("lower_bound", lower_bound, self.device)
+        self.upper_bound = _bound_tensor("upper_bound", upper_bound, self.device)
         if self.lower_bound.dim() != 2 or self.lower_bound.shape != self.upper_bound.shape:
             raise ValueError(
                 "lower_bound and upper_bound must both have shape (H, n_u), got "
@@ -95,7 +95,7 @@ class DCEMOptimizer(Optimizer):  # type: ignore[misc, unused-ignore]
             INIT_STD_SCALE * width if init_std is None else torch.full_like(width, init_std)
         )
         if seed is not None:
-            seed = require_int("seed", seed)
+            seed = require_seed(seed)
         self.generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
 
     def optimize(
@@ -156,3 +156,15 @@ def _reporter(callback: MbrlCallback, shape: torch.Size) -> Callable[[DCEMStep],
         callback(population, -step.values[0], step.iteration)
 
     return report
+
+
+def _bound_tensor(name: str, bound: object, device: torch.device) -> Tensor:
+    """A bound as a float32 tensor on ``device`` (``TypeError`` naming it when it is not
+    numeric: a string or a ragged list)."""
+    try:
+        return torch.as_tensor(bound, dtype=torch.float32, device=device)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(
+            f"{name} must be a tensor or nested sequence of numbers of shape (H, n_u), "
+            f"got {type(bound).__name__}: {error}"
+        ) from None

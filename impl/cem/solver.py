@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from impl._checks import number_in_dtype
+from impl._checks import number_in_dtype, require_callable, require_optional_bool
 from impl.cem.differentiation import records, run_checkpointed
 from impl.cem.inputs import (
     batched_mean,
@@ -83,10 +83,8 @@ def solve(
     Raises:
         TypeError, ValueError: bad arguments, before ``f`` is called (CEM-22).
     """
-    if not callable(f):
-        raise TypeError(f"f must be callable, got {type(f).__name__}")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    require_callable("f", f)
+    require_callable("callback", callback, optional=True)
     inputs = check_inputs(
         init_mean, init_std, options, lb, ub, generator, proposals, elites, validate
     )
@@ -205,6 +203,7 @@ def check_inputs(
     values, ``lb < ub``) run when ``validate`` is true, or is ``None`` on the CPU."""
     if not isinstance(options, CEMOptions):
         raise TypeError(f"options must be an impl.options.CEMOptions, got {type(options).__name__}")
+    require_optional_bool("validate", validate)
     mean, single, in_dtype = batched_mean(init_mean)
     batch, dim = mean.shape
     if options.std_min > torch.finfo(mean.dtype).max:

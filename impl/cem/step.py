@@ -89,6 +89,16 @@ def evaluate(f: Objective, candidates: Tensor, shape: tuple[int, int]) -> Tensor
     return values
 
 
+def narrow_values(values: Tensor, dtype: torch.dtype) -> Tensor:
+    """``f``'s values ``(B, N)`` in the state's ``dtype`` (CEM-24): a finite value past
+    that dtype's range saturates at its largest finite magnitude, so that it still
+    ranks as a finite value (CEM-12) and is not turned into ``±∞`` by the cast."""
+    if values.dtype == dtype or torch.finfo(values.dtype).max <= torch.finfo(dtype).max:
+        return values.to(dtype)
+    largest = torch.finfo(dtype).max
+    return torch.where(values.isfinite(), values.clamp(-largest, largest), values).to(dtype)
+
+
 def step(
     problem: Problem,
     state: CEMState,
@@ -132,7 +142,7 @@ def step(
         samples = torch.cat((samples, problem.box.clip(mean).unsqueeze(1)), dim=1)
     batch, count, _ = samples.shape
     values = evaluate(problem.f, samples.to(problem.in_dtype), (batch, count))
-    values = values.to(samples.dtype)
+    values = narrow_values(values, samples.dtype)
     # Non-finite values rank after every finite one (CEM-12), in one pass.
     ranked = torch.nan_to_num(values, nan=torch.inf, posinf=torch.inf, neginf=torch.inf)
     selection = problem.selector(values, ranked)

@@ -27,6 +27,7 @@ from torch import Tensor
 from impl._checks import (
     require_callable,
     require_finite_real,
+    require_floating_dtype,
     require_floating_tensor,
     require_int,
     require_positive_int,
@@ -235,6 +236,7 @@ def plan_tensors(config: PlannerConfig, device: torch.device, dtype: torch.dtype
     became 0.30005 in float16 and candidates reached it) and ``ub − lb`` does
     not overflow (float16 bounds ±40000). The midpoint, the fresh warm start,
     is in ``dtype``. Shapes ``(n_u,)``."""
+    require_floating_dtype("dtype", dtype)
     wide = torch.promote_types(dtype, torch.float32)
     lower, upper = action_bounds(config, device, wide)
     if config.init_std is None:
@@ -440,10 +442,16 @@ def seeded_rng(seed: int | None, device: torch.device) -> Tensor:
     """
     if seed is None:
         seed = int(torch.randint(0, SEED_BOUND, ()))
+    value = require_seed(seed)
+    return torch.Generator(device=_generator_device(device)).manual_seed(value).get_state()
+
+
+def require_seed(seed: object) -> int:
+    """An integer seed in ``[0, SEED_BOUND)`` (CTL-17; ``TypeError``/``ValueError`` naming it)."""
     value = require_int("seed", seed)
     if not 0 <= value < SEED_BOUND:
         raise ValueError(f"seed must satisfy 0 <= seed < 2**63 - 1, got {seed}")
-    return torch.Generator(device=_generator_device(device)).manual_seed(value).get_state()
+    return value
 
 
 def _generator_device(device: torch.device) -> torch.device:
