@@ -40,6 +40,7 @@ from typing import Any, Literal, NoReturn
 import torch
 from torch import Tensor
 
+from impl._checks import require_callable
 from impl.cem.inputs import (
     batched_noise,
 )
@@ -237,8 +238,7 @@ class CompiledSolve:
         backend: str = "inductor",
         mode: CompileMode | None = None,
     ) -> None:
-        if not callable(f):
-            raise TypeError(f"f must be callable, got {type(f).__name__}")
+        require_callable("f", f)
         if not isinstance(options, CEMOptions):
             raise TypeError(
                 f"options must be an impl.options.CEMOptions, got {type(options).__name__}"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from impl._checks import require_callable
 from impl.cem.compiled import (
     CompileMode,
     CompileSettings,
@@ -100,8 +101,7 @@ class CompiledMPC:
         backend: str = "inductor",
         mode: CompileMode | None = None,
     ) -> None:
-        if not callable(cost):
-            raise TypeError(f"cost must be callable, got {type(cost).__name__}")
+        require_callable("cost", cost)
         self.controller = MPC(config, batch, device=device, dtype=dtype, seed=seed)
         self.config = config
         self.batch = self.controller.batch
