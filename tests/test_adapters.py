@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from impl.control import MPC, Cartpole, PlannerConfig, plan, rollout_cost
+from impl.control import MPC, Cartpole, Plan, PlannerConfig, plan, rollout_cost
 from impl.dcem import DCEMStep
 from impl.options import CEMOptions
 
@@ -44,10 +45,10 @@ def cartpole_model_env(nan_above: float | None = None) -> Any:
     ``(observation, action)`` to the next observation and the reward ``−C(x, u)``
     (NaN where the force exceeds ``nan_above``, if given)."""
     pytest.importorskip("torchrl")
-    from tensordict import TensorDict
-    from tensordict.nn import TensorDictModule
-    from torchrl.data import Bounded, Composite, Unbounded
-    from torchrl.envs.model_based import ModelBasedEnvBase
+    from tensordict import TensorDict  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    from tensordict.nn import TensorDictModule  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    from torchrl.data import Bounded, Composite, Unbounded  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    from torchrl.envs.model_based import ModelBasedEnvBase  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
     class Model(torch.nn.Module):
         def __init__(self) -> None:
@@ -60,7 +61,7 @@ def cartpole_model_env(nan_above: float | None = None) -> Any:
                 reward = torch.where(action > nan_above, math.nan, reward)
             return self.system.step(obs, action), reward
 
-    class CartpoleModelEnv(ModelBasedEnvBase):  # type: ignore[misc]
+    class CartpoleModelEnv(ModelBasedEnvBase):  # type: ignore[misc, unused-ignore]
         def __init__(self) -> None:
             model = TensorDictModule(
                 Model(), in_keys=["observation", "action"], out_keys=["observation", "reward"]
@@ -117,13 +118,19 @@ def test_torchrl_planner_restarts_marked_episodes() -> None:
     assert planner.state is not None and planner.controller is not None
     before = planner.state.warm_start.clone()
     seen: list[Tensor] = []
-    act = planner.controller.act
+    controller = planner.controller
+    act = controller.act
 
-    def spy(cost_fn: Any, callback: Any = None) -> Any:
-        seen.append(planner.controller.state.warm_start.clone())  # type: ignore[union-attr]
-        return act(cost_fn, callback)
+    def spy(
+        cost_fn: Callable[[Tensor], Tensor],
+        callback: Callable[[DCEMStep], None] | None = None,
+        *,
+        proposals: Tensor | None = None,
+    ) -> Plan:
+        seen.append(controller.state.warm_start.clone())
+        return act(cost_fn, callback, proposals=proposals)
 
-    planner.controller.act = spy  # type: ignore[method-assign]
+    controller.act = spy  # type: ignore[method-assign]
     is_init = torch.tensor([[True], [False], [False]])
     done = torch.tensor([[False], [False], [True]])
     planner(_observations(x, is_init=is_init, done=done))
@@ -140,7 +147,7 @@ def test_torchrl_planner_beats_cem_planner_on_the_model_env() -> None:
     samples σ₀ = 0.5 (ub − lb). Measured (seeds 0 / 1): ours −8.76 / −8.60,
     CEMPlanner −4.22 / −4.18, no force −2.87."""
     env = cartpole_model_env()
-    from torchrl.modules.planners import CEMPlanner
+    from torchrl.modules.planners import CEMPlanner  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
     from impl.adapters.torchrl_planner import DCEMPlanner
 
@@ -272,7 +279,7 @@ def trajectory_optimizer(target: str, **fields: Any) -> Any:
     """``mbrl.planning.TrajectoryOptimizer`` over cartpole forces, from an OmegaConf config."""
     pytest.importorskip("mbrl.planning")
     import omegaconf
-    from mbrl.planning import TrajectoryOptimizer
+    from mbrl.planning import TrajectoryOptimizer  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
     config = omegaconf.OmegaConf.create({"_target_": target, "device": "cpu", **fields})
     return TrajectoryOptimizer(config, np.array([-100.0]), np.array([100.0]), HORIZON)
@@ -385,7 +392,7 @@ def test_mbrl_optimizer_ranks_nan_worst_and_checks_its_input() -> None:
     with pytest.raises(ValueError, match="lower_bound < upper_bound"):
         DCEMOptimizer([[1.0]], [[1.0]])
     with pytest.raises(ValueError, match=r"shape \(H, n_u\)"):
-        DCEMOptimizer([0.0, 0.0], [1.0, 1.0])  # (H,), not (H, n_u)
+        DCEMOptimizer([0.0, 0.0], [1.0, 1.0])  # type: ignore[list-item]  # (H,), not (H, n_u)
     with pytest.raises(ValueError, match=r"shape \(H, n_u\)"):
         DCEMOptimizer([[0.0, 0.0]], [[1.0], [1.0]])
     with pytest.raises(ValueError, match="n_elite"):

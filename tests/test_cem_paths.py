@@ -61,7 +61,7 @@ class Case:
 
     @property
     def large(self) -> bool:
-        return self.noise[0].size >= MATMUL_MIN_ELEMENTS
+        return bool(self.noise[0].size >= MATMUL_MIN_ELEMENTS)
 
 
 @st.composite
@@ -247,6 +247,7 @@ def ambiguous(trace: Any, k: int, rtol: float) -> bool:
     return False
 
 
+assert settings.default is not None  # the profile conftest.py loads
 EXAMPLES = max(4, settings.default.max_examples // 6)
 """Examples per (path, dtype, size): 5 in the ``ci`` profile, 166 in ``thorough``."""
 

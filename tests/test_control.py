@@ -55,14 +55,16 @@ def linear_system(n_x: int, n_u: int, seed: int) -> tuple[Tensor, Tensor]:
     return a, b
 
 
-def quadratic_cost(target: Tensor | float = 0.0, weight: float = 0.1):  # type: ignore[no-untyped-def]
+def quadratic_cost(
+    target: Tensor | float = 0.0, weight: float = 0.1
+) -> Callable[[Tensor, Tensor], Tensor]:
     def cost(state: Tensor, action: Tensor) -> Tensor:
         return ((state - target) ** 2).sum(-1) + weight * (action**2).sum(-1)
 
     return cost
 
 
-def linear_dynamics(a: Tensor, b: Tensor):  # type: ignore[no-untyped-def]
+def linear_dynamics(a: Tensor, b: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
     def step(state: Tensor, action: Tensor) -> Tensor:
         return state @ a.T + action @ b.T
 
@@ -406,7 +408,7 @@ def test_inverted_bounds_are_caught_on_the_host_before_any_device(
 # -- CTL-4 -------------------------------------------------------------------------------------
 
 
-def _central_difference(fn, value: Tensor, eps: float = 1e-6) -> Tensor:  # type: ignore[no-untyped-def]
+def _central_difference(fn: Callable[[Tensor], Tensor], value: Tensor, eps: float = 1e-6) -> Tensor:
     grad = torch.zeros_like(value)
     flat = grad.view(-1)
     for i in range(value.numel()):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pytest
@@ -25,10 +26,27 @@ from impl.selection import (
     soft_weights,
     soft_weights_of_finite_values,
 )
+from reference import CEMTrace
 from tests.objectives import Objective, objectives
 from tests.strategies import temperatures
 
 ref_cem = importlib.import_module("reference.cem")  # the module; reference.cem is also a function
+
+
+class DCEMKwargs(TypedDict):
+    """The options of one ``dcem`` call that a ``Config`` sets."""
+
+    n_sample: int
+    n_elite: int
+    n_iter: int
+    tau: float | None
+    normalize: bool
+    lb: float | None
+    ub: float | None
+    std_min: float
+    tol: float | None
+    smoothing: float
+    elite_temperature: float | None
 
 
 @dataclass(frozen=True)
@@ -49,7 +67,7 @@ class Config:
     smoothing: float = 0.0
     elite_temperature: float | None = None
 
-    def kwargs(self) -> dict[str, object]:
+    def kwargs(self) -> DCEMKwargs:
         return {
             "n_sample": self.noise.shape[2],
             "n_elite": self.n_elite,
@@ -124,8 +142,8 @@ def run_impl(config: Config, recorder: Recorder | None = None, **overrides: obje
     )
 
 
-def run_reference(config: Config, b: int) -> ref_cem.CEMTrace:
-    return ref_cem.cem(
+def run_reference(config: Config, b: int) -> CEMTrace:
+    trace: CEMTrace = ref_cem.cem(
         config.objective.numpy,
         config.mean0[b],
         config.std0[b],
@@ -140,9 +158,10 @@ def run_reference(config: Config, b: int) -> ref_cem.CEMTrace:
         smoothing=config.smoothing,
         elite_temperature=config.elite_temperature,
     )
+    return trace
 
 
-def quadratic(center: torch.Tensor):  # type: ignore[no-untyped-def]
+def quadratic(center: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: ((x - center.unsqueeze(-2)) ** 2).sum(-1)
 
 
@@ -555,7 +574,7 @@ def test_batch_equals_each_problem_alone(config: Config) -> None:
             torch.from_numpy(config.mean0[b]),
             torch.from_numpy(config.std0[b]),
             noise=torch.from_numpy(config.noise[:, b]),
-            **config.kwargs(),  # type: ignore[arg-type]
+            **config.kwargs(),
         )
         for name in ("x", "mean", "std", "best_x", "best_value"):
             a, c = getattr(batched, name)[b], getattr(alone, name)
@@ -810,7 +829,7 @@ def test_jacobian_with_respect_to_the_shift_is_near_identity(
             generator=torch.Generator().manual_seed(seed),
         ).x
 
-    jac = torch.autograd.functional.jacobian(solve, p0)
+    jac = torch.autograd.functional.jacobian(solve, p0)  # type: ignore[no-untyped-call]
     assert torch.linalg.matrix_norm(jac - torch.eye(d, dtype=torch.float64), ord=2) <= 0.25
 
 
@@ -869,7 +888,7 @@ def test_reproducible_with_a_seeded_generator(config: Config, seed: int) -> None
             torch.from_numpy(config.std0),
             generator=torch.Generator().manual_seed(s),
             **config.kwargs(),
-        )  # type: ignore[arg-type]
+        )
 
     a, b = go(seed), go(seed)
     for name in ("x", "mean", "std", "best_x", "best_value", "n_iter", "converged"):
@@ -984,7 +1003,11 @@ BAD_INPUTS = [
         ValueError,
         r"shape \(4, 100, 2\); expected \(4, 100\)",
     ),
-    (lambda: dcem(lambda x: x.sum(-1).tolist(), torch.zeros(4, 2), 1.0), TypeError, "torch.Tensor"),
+    (
+        lambda: dcem(lambda x: x.sum(-1).tolist(), torch.zeros(4, 2), 1.0),  # type: ignore[arg-type, return-value]
+        TypeError,
+        "torch.Tensor",
+    ),
     (lambda: dcem(lambda x: x.sum(-1) > 0, torch.zeros(4, 2), 1.0), TypeError, "floating"),
     # f's values, a tensor operand or the noise on another device than init_mean
     (
@@ -1025,9 +1048,11 @@ BAD_INPUTS = [
 
 @pytest.mark.spec("CEM-22")
 @pytest.mark.parametrize(("call", "error", "words"), BAD_INPUTS)
-def test_bad_inputs_raise_clear_errors(call: object, error: type[Exception], words: str) -> None:
+def test_bad_inputs_raise_clear_errors(
+    call: Callable[[], object], error: type[Exception], words: str
+) -> None:
     with pytest.raises(error, match=words):
-        call()  # type: ignore[operator]
+        call()
 
 
 @pytest.mark.spec("CEM-22")

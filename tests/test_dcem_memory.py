@@ -27,7 +27,8 @@ class Model(nn.Module):
         self.to(dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).squeeze(-1) + ((x - self.centre) ** 2).sum(-1)
+        out: Tensor = self.net(x)
+        return out.squeeze(-1) + ((x - self.centre) ** 2).sum(-1)
 
 
 def run(
@@ -63,7 +64,7 @@ def assert_same_results(a: DCEMResult, b: DCEMResult) -> None:
 def assert_close_grads(a: list[Tensor | None], b: list[Tensor | None], rtol: float) -> None:
     for ga, gb in zip(a, b, strict=True):
         assert ga is not None and gb is not None
-        scale = 1 + gb.abs().max()
+        scale = 1 + float(gb.abs().max())  # the gradients here are float64
         torch.testing.assert_close(ga, gb, rtol=0, atol=rtol * scale)
 
 
@@ -109,7 +110,8 @@ def test_checkpoint_replays_global_randomness_inside_f() -> None:
     model = Model(3)
 
     def noisy(x: Tensor) -> Tensor:  # uses the global generator, like dropout would
-        return model(x) + 0.01 * torch.randn(x.shape[:-1], dtype=x.dtype)
+        value: Tensor = model(x)
+        return value + 0.01 * torch.randn(x.shape[:-1], dtype=x.dtype)
 
     def go(checkpoint: bool) -> tuple[Tensor, Tensor]:
         torch.manual_seed(5)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -245,7 +246,7 @@ def test_dcem_generator_on_the_device_is_reproducible(
 HORIZON, N_SAMPLE, N_ELITE, N_ITER, BATCH = 4, 20, 4, 3, 2
 
 
-def _cpu_cost(system: Cartpole, x0: np.ndarray):  # type: ignore[no-untyped-def]
+def _cpu_cost(system: Cartpole, x0: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """The rollout cost of one problem on the CPU in float64: ``(N, H·n_u)`` → ``(N,)``."""
     state = torch.from_numpy(x0).unsqueeze(0)
 
@@ -307,7 +308,7 @@ def _latent_reference_cost(
     for b in range(x0.shape[0]):
         f = _cpu_cost(system, x0[b].numpy())
 
-        def latent_cost(z: np.ndarray, f=f) -> np.ndarray:  # type: ignore[no-untyped-def]
+        def latent_cost(z: np.ndarray, f: Callable[[np.ndarray], np.ndarray] = f) -> np.ndarray:
             with torch.no_grad():
                 actions = decoder(torch.from_numpy(np.array(z))).reshape(z.shape[0], -1)
                 return np.asarray(f(actions.numpy()), dtype=np.float64)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -201,12 +202,14 @@ def test_a_number_init_std_beyond_the_float32_range_is_a_named_value_error() -> 
         ("tau", lambda: lml(torch.zeros(2, 5), 2, 10**400)),
     ],
 )
-def test_an_int_too_large_for_a_float_is_a_named_error(name: str, call: object) -> None:
+def test_an_int_too_large_for_a_float_is_a_named_error(
+    name: str, call: Callable[[], object]
+) -> None:
     """CEM-22 / LML-17: a bad number is a ``TypeError``/``ValueError`` naming
     the option. ``impl._checks.require_real`` calls ``float(value)``, which
     raises ``OverflowError: int too large to convert to float`` (no name)."""
     with pytest.raises((ValueError, TypeError), match=name):
-        call()  # type: ignore[operator]
+        call()
 
 
 # --- CEM-33 / CEM-22: a sampler that is not a noise source ---------------------------

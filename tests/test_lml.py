@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -336,9 +337,11 @@ BAD_ARGUMENTS = [
 
 @pytest.mark.spec("LML-17")
 @pytest.mark.parametrize(("call", "error", "words"), BAD_ARGUMENTS)
-def test_bad_arguments_raise_clear_errors(call: object, error: type[Exception], words: str) -> None:
+def test_bad_arguments_raise_clear_errors(
+    call: Callable[[], object], error: type[Exception], words: str
+) -> None:
     with pytest.raises(error, match=words):
-        call()  # type: ignore[operator]
+        call()
 
 
 @pytest.mark.spec("LML-18", "LML-22")

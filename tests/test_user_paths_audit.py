@@ -468,14 +468,18 @@ def _planner_calls() -> list[tuple[str, Any, type[Exception], str]]:
         return (u**2).flatten(2).sum(-1)
 
     return [
-        ("plan cost", lambda: plan(1, config, 2), TypeError, "cost_fn must be callable, got int"),
-        ("act cost", lambda: MPC(config, 2, seed=0).act(1), TypeError, "cost_fn must be callable"),
-        ("plan init_mean list", lambda: plan(cost, config, 1, init_mean=[[[0.0]] * 3]),
+        ("plan cost", lambda: plan(1, config, 2),  # type: ignore[arg-type]
+         TypeError, "cost_fn must be callable, got int"),
+        ("act cost", lambda: MPC(config, 2, seed=0).act(1),  # type: ignore[arg-type]
+         TypeError, "cost_fn must be callable"),
+        ("plan init_mean list", lambda: plan(cost, config, 1, init_mean=[[[0.0]] * 3]),  # type: ignore[arg-type]
          TypeError, "init_mean must be a torch.Tensor, got list"),
-        ("latent cost", lambda: latent_plan(1, decoder, latent, 2), TypeError, "cost_fn must be"),
-        ("latent decoder", lambda: latent_plan(cost, 1, latent, 2), TypeError, "decoder must be"),
+        ("latent cost", lambda: latent_plan(1, decoder, latent, 2),  # type: ignore[arg-type]
+         TypeError, "cost_fn must be"),
+        ("latent decoder", lambda: latent_plan(cost, 1, latent, 2),  # type: ignore[arg-type]
+         TypeError, "decoder must be"),
         ("latent init_mean list",
-         lambda: latent_plan(cost, decoder, latent, 1, init_mean=[[0.0, 0.0]]),
+         lambda: latent_plan(cost, decoder, latent, 1, init_mean=[[0.0, 0.0]]),  # type: ignore[arg-type]
          TypeError, "init_mean must be a torch.Tensor"),
     ]  # fmt: skip
 
@@ -491,15 +495,16 @@ def _mbrl_calls() -> list[tuple[str, Any, type[Exception], str]]:
         return -population.sum((1, 2))
 
     return [
-        ("init_std str", lambda: DCEMOptimizer(*bounds, solver=solver, init_std="a"),
+        ("init_std str", lambda: DCEMOptimizer(*bounds, solver=solver, init_std="a"),  # type: ignore[arg-type]
          TypeError, "init_std must be a real number"),
         ("init_std nan", lambda: DCEMOptimizer(*bounds, solver=solver, init_std=math.nan),
          ValueError, "init_std must be finite"),
-        ("seed float", lambda: DCEMOptimizer(*bounds, solver=solver, seed=1.5),
+        ("seed float", lambda: DCEMOptimizer(*bounds, solver=solver, seed=1.5),  # type: ignore[arg-type]
          TypeError, "seed must be an int, got 1.5"),
-        ("obj_fun", lambda: DCEMOptimizer(*bounds, solver=solver).optimize(1),
+        ("obj_fun", lambda: DCEMOptimizer(*bounds, solver=solver).optimize(1),  # type: ignore[arg-type]
          TypeError, "obj_fun must be callable, got int"),
-        ("callback", lambda: DCEMOptimizer(*bounds, solver=solver).optimize(objective, callback=1),
+        ("callback",
+         lambda: DCEMOptimizer(*bounds, solver=solver).optimize(objective, callback=1),  # type: ignore[arg-type]
          TypeError, "callback must be callable or None, got int"),
     ]  # fmt: skip
 

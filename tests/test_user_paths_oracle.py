@@ -34,7 +34,7 @@ from impl.control import MPC, PlannerConfig, plan
 from impl.control.planner import PLANNER_SOLVER
 from impl.dcem import dcem
 from impl.lml import lml
-from impl.options import CEMOptions
+from impl.options import CEMOptions, Output, Sampling
 from tests.oracle import reference_run
 
 ref_cem = importlib.import_module("reference.cem")
@@ -56,6 +56,8 @@ def f_numpy(x: np.ndarray) -> np.ndarray:
 
 
 PATHS = ("plain", "callback", "graph", "checkpoint", "grad_iters", "reuse")
+OUTPUTS: tuple[Output, ...] = ("mean", "best", "sample")
+SAMPLINGS: tuple[Sampling, ...] = ("clip", "truncated", "variance_constrained")
 
 
 @pytest.mark.spec("CEM-35", "CEM-30", "CEM-36", "CEM-37", "CEM-38", "CEM-39", "CEM-40", "CEM-41")
@@ -81,10 +83,10 @@ def test_recipes_on_every_path_match_the_reference(path: str, seed: int) -> None
         normalize=bool(rng.integers(2)),
         std_min=[0.0, 1e-3][int(rng.integers(2))],
         tol=[None, 1e-2][int(rng.integers(2))],
-        output=["mean", "best", "sample"][int(rng.integers(3))],
+        output=OUTPUTS[int(rng.integers(3))],
         smoothing=[0.0, 0.2][int(rng.integers(2))],
         elite_temperature=[None, 0.5][int(rng.integers(2))] if hard else None,
-        sampling=["clip", "truncated", "variance_constrained"][int(rng.integers(3))],
+        sampling=SAMPLINGS[int(rng.integers(3))],
         std_max=[None, 0.4, 5.0][int(rng.integers(3))],
         keep_elites=[0.0, 0.3, 1.0][int(rng.integers(3))],
         population_decay=[1.0, 1.3, 3.0][int(rng.integers(3))],
@@ -292,7 +294,9 @@ def test_mpc_with_the_icem_recipe_is_the_reference_over_steps() -> None:
         assert mpc.state.elites is not None
         for b in range(batch):
             got = mpc.state.elites[b].numpy().reshape(-1, d)
-            np.testing.assert_allclose(got, elites[b], rtol=0, atol=1e-12)
+            expected = elites[b]
+            assert expected is not None  # set for every problem by the step above
+            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.spec("LML-4", "LML-15", "LML-22", "LML-23", "LML-24")
