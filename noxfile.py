@@ -58,7 +58,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """``mypy --strict`` on impl/, reference/ (and validation/)."""
+    """``mypy --strict`` on impl, reference, validation, benchmarks and tests (pyproject)."""
     install(session, "test", "dev")
     session.run("mypy", *session.posargs)
 
