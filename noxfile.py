@@ -82,6 +82,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff."""
+    """ruff: the lint rules, and the formatting (README code blocks included)."""
     session.install("ruff>=0.5")
     session.run("ruff", "check", ".", *session.posargs)
+    session.run("ruff", "format", "--check", ".")
